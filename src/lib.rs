@@ -1,6 +1,37 @@
-//! Patchward: an offline-capable patch appliance for small sites.
+//! Patchward: an offline-capable patch appliance for a small business site.
 //!
-//! Module map (grows with the code; see DESIGN.md §2 for the full plan):
-//! - [`trust`]: keys and signatures; today the OpenPGP key that signs apt repositories.
+//! The appliance mirrors signed patch content, serves it to the site's servers, decides
+//! who installs what and when, and keeps an append-only audit trail. This crate holds
+//! everything; the two binaries (`patchward`, `patchward-agent`) only parse arguments and
+//! call into it.
+//!
+//! Module map (see ARCHITECTURE.md for the invariants each module keeps):
+//!
+//! - [`config`]: raw TOML structs, validated into [`config::Config`]; embedded defaults.
+//! - [`clock`]: the [`clock::Clock`] trait; all time goes through it.
+//! - [`error`]: the crate's error types.
+//! - [`db`]: SQLite (WAL, migrations, one writer and pooled readers off the executor).
+//! - [`audit`]: the append-only, hash-chained audit log.
+//! - [`trust`]: appliance keys (ed25519 for tickets and summaries, OpenPGP for apt).
+//! - [`appliance`]: opening a data directory: keys, database, first-start work.
+//! - [`server`]: `patchward serve` and `server::run`: start-up, readiness, graceful shutdown.
+//! - [`fsutil`]: crash-safe file writes (temp + fsync + rename).
+//! - [`web`]: the HTTP server (`web::run`), health and metrics endpoints.
+//! - [`telemetry`]: logging set-up and the Prometheus recorder.
+//! - [`health`]: the `healthcheck` client used by container and systemd health checks.
+//!
+//! Modules that later work fills (feeds, store, fleet, policy, rollouts, apt, legacy
+//! hosts, compliance, agent) are not present until they do something.
 
+pub mod appliance;
+pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod fsutil;
+pub mod health;
+pub mod server;
+pub mod telemetry;
 pub mod trust;
+pub mod web;

@@ -1,1 +1,297 @@
-fn main() {}
+//! `patchward`: the appliance daemon and its admin CLI. Parses arguments, then calls the
+//! library; nothing else lives here.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use patchward::appliance::Appliance;
+use patchward::audit;
+use patchward::clock::{Clock, SharedClock, SystemClock};
+use patchward::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "patchward",
+    version,
+    about = "Patchward patch appliance and admin CLI"
+)]
+struct Cli {
+    /// Configuration file (TOML), laid over the embedded defaults.
+    #[arg(long, global = true, env = "PATCHWARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (database, keys, content); overrides `data_dir`.
+    #[arg(long, global = true, env = "PATCHWARD_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log format: text or json; overrides `log.format`.
+    #[arg(
+        long,
+        global = true,
+        env = "PATCHWARD_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    log_format: Option<String>,
+    /// Log filter, e.g. info or patchward=debug; overrides `log.level`.
+    #[arg(long, global = true, env = "PATCHWARD_LOG", value_name = "FILTER")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the appliance (creates the data directory and keys on first start).
+    Serve {
+        /// Listen address, e.g. 0.0.0.0:8080; overrides `server.listen`.
+        #[arg(long, env = "PATCHWARD_LISTEN", value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Exit 0 if a running appliance answers /healthz with 200, else 1.
+    Healthcheck {
+        /// URL to probe (default: /healthz on the configured listen address).
+        #[arg(long)]
+        url: Option<String>,
+        /// Seconds to wait for an answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Show the appliance's key fingerprints.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate a config file (default: the --config file) and print what is wrong.
+    Check { file: Option<PathBuf> },
+    /// Print the effective configuration (defaults + file + environment + flags).
+    Show,
+    /// Print the embedded defaults, documented: a starting point for a config file.
+    Defaults,
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain; exit 1 and name the first broken entry if tampered.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the newest entries.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record an operator note (e.g. "replaced the core switch") in the audit trail.
+    Note {
+        /// The note's text.
+        #[arg(long)]
+        message: String,
+        /// Who is writing (default: the invoking user).
+        #[arg(long)]
+        actor: Option<String>,
+        /// What the note is about.
+        #[arg(long, default_value = "site")]
+        subject: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Print the appliance's key ids and where the public keys are.
+    Show,
+}
+
+fn overrides(cli: &Cli, listen: Option<String>) -> Overrides {
+    Overrides {
+        data_dir: cli.data_dir.clone(),
+        listen,
+        log_format: cli.log_format.clone(),
+        log_level: cli.log_level.clone(),
+    }
+}
+
+fn load_config(cli: &Cli, listen: Option<String>) -> anyhow::Result<Config> {
+    Ok(Config::load(
+        cli.config.as_deref(),
+        &overrides(cli, listen),
+    )?)
+}
+
+fn invoking_user() -> String {
+    let name = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{name}")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Serve { listen } => {
+            let config = load_config(&cli, listen.clone())?;
+            patchward::telemetry::init_logging(config.log.format, &config.log.level);
+            let clock: SharedClock = Arc::new(SystemClock);
+            let rt = runtime()?;
+            let mut out = std::io::stdout();
+            rt.block_on(patchward::server::serve(config, clock, &mut out))?;
+            // In-flight work got its grace period inside serve(); don't wait on stragglers.
+            rt.shutdown_timeout(Duration::from_millis(200));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Healthcheck { url, timeout } => {
+            let config = load_config(&cli, None)?;
+            let url = url
+                .clone()
+                .unwrap_or_else(|| patchward::health::default_url(config.server.listen));
+            let rt = runtime()?;
+            match rt.block_on(patchward::health::probe(
+                &url,
+                Duration::from_secs(*timeout),
+            )) {
+                patchward::health::Probe::Healthy => {
+                    println!("healthy: {url}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                patchward::health::Probe::Unhealthy(why) => {
+                    eprintln!("unhealthy: {why}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Config(ConfigCmd::Check { file }) => {
+            let file = file.clone().or_else(|| cli.config.clone());
+            let config = Config::load(file.as_deref(), &overrides(&cli, None))?;
+            patchward::appliance::preflight_data_dir(&config.data_dir)?;
+            match file {
+                Some(f) => println!("{}: configuration is valid", f.display()),
+                None => println!("embedded defaults are valid"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCmd::Show) => {
+            print!("{}", load_config(&cli, None)?.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCmd::Defaults) => {
+            print!("{}", patchward::config::DEFAULT_CONFIG);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(cmd) => audit_cmd(&cli, cmd),
+        Command::Keys(KeysCmd::Show) => {
+            let config = load_config(&cli, None)?;
+            let dir = patchward::appliance::DataDir::new(&config.data_dir);
+            let key = patchward::trust::keys::Ed25519Key::load(&dir.ed25519_key())?;
+            println!("appliance key   ed25519 {}", key.key_id());
+            println!("  public key    {}", key.public_hex());
+            let secret = patchward::trust::keys::read_secret_file(&dir.apt_key())?;
+            let apt = patchward::trust::openpgp::AptSigningKey::from_armored_secret(&secret)
+                .with_context(|| format!("cannot load {}", dir.apt_key().display()))?;
+            println!("apt signing key OpenPGP {}", apt.fingerprint());
+            println!("  public key    {}", dir.apt_public_key().display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn audit_cmd(cli: &Cli, cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
+    let config = load_config(cli, None)?;
+    let db = Appliance::open_existing(&config)?;
+    match cmd {
+        AuditCmd::Verify { json } => {
+            let report = db.read_blocking(audit::verify)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                match &report.first_broken {
+                    None => println!(
+                        "audit chain intact: {} entries, head {}",
+                        report.entries,
+                        report.head.as_deref().unwrap_or("(empty)")
+                    ),
+                    Some(b) => println!(
+                        "audit chain BROKEN at entry {}: {} ({} entries checked); \
+                         entries before {} are intact",
+                        b.seq, b.reason, report.entries, b.seq
+                    ),
+                }
+            }
+            Ok(if report.first_broken.is_none() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        AuditCmd::List { limit, json } => {
+            let entries = db.read_blocking(|c| audit::recent(c, *limit))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                let mut out = std::io::stdout().lock();
+                for e in entries.iter().rev() {
+                    writeln!(
+                        out,
+                        "{:>6}  {}  {:<16} {:<24} {:<20} {}",
+                        e.seq, e.at, e.actor, e.action, e.subject, e.details
+                    )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Note {
+            message,
+            actor,
+            subject,
+        } => {
+            if message.trim().is_empty() {
+                anyhow::bail!("--message must not be empty");
+            }
+            let actor = actor.clone().unwrap_or_else(invoking_user);
+            let now = SystemClock.now();
+            let seq = db.write_blocking(|tx| {
+                audit::append(
+                    tx,
+                    now,
+                    &audit::NewEntry {
+                        actor: &actor,
+                        action: "note",
+                        subject,
+                        details: serde_json::json!({ "message": message }),
+                    },
+                )
+            })?;
+            println!("recorded audit entry {seq}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Opening the appliance's data directory: layout, first-start key generation, database.
+//!
+//! Layout under the data directory:
+//!
+//! ```text
+//! patchward.db            SQLite state (WAL: also patchward.db-wal, -shm)
+//! keys/                   mode 0700
+//!   appliance.ed25519     ed25519 secret (job tickets, summaries), mode 0600
+//!   apt.pgp               OpenPGP v4 Ed25519Legacy secret (apt indexes), mode 0600
+//!   apt.asc               its public key, armored (what apt clients pin)
+//! ```
+//!
+//! `serve` creates what is missing ([`Appliance::init`]); admin commands only open an
+//! existing directory ([`Appliance::open_existing`]) so a typo in `--data-dir` cannot
+//! silently create a second, empty appliance.
+
+use std::path::{Path, PathBuf};
+
+use crate::audit::{self, NewEntry};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::db::{Db, DbOptions};
+use crate::error::{ApplianceError, AuditError, KeyError};
+use crate::fsutil;
+use crate::trust::keys::Ed25519Key;
+use crate::trust::openpgp::AptSigningKey;
+
+/// The user id on the apt signing key.
+pub const APT_KEY_USER_ID: &str = "Patchward appliance apt signing key <apt@patchward.invalid>";
+
+/// Paths inside a data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+    pub fn db(&self) -> PathBuf {
+        self.root.join("patchward.db")
+    }
+    pub fn keys(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+    pub fn ed25519_key(&self) -> PathBuf {
+        self.keys().join("appliance.ed25519")
+    }
+    pub fn apt_key(&self) -> PathBuf {
+        self.keys().join("apt.pgp")
+    }
+    pub fn apt_public_key(&self) -> PathBuf {
+        self.keys().join("apt.asc")
+    }
+}
+
+/// The appliance's own keys.
+pub struct ApplianceKeys {
+    pub ed25519: Ed25519Key,
+    pub apt: AptSigningKey,
+}
+
+impl std::fmt::Debug for ApplianceKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplianceKeys")
+            .field("ed25519", &self.ed25519.key_id())
+            .field("apt", &self.apt.fingerprint())
+            .finish()
+    }
+}
+
+/// An opened data directory with its database and keys.
+#[derive(Debug)]
+pub struct Appliance {
+    pub dir: DataDir,
+    pub db: Db,
+    pub keys: ApplianceKeys,
+    /// True when this start generated the keys.
+    pub first_start: bool,
+}
+
+fn db_options(config: &Config) -> DbOptions {
+    DbOptions {
+        busy_timeout: config.database.busy_timeout,
+        readers: config.database.readers,
+    }
+}
+
+fn dir_error(path: &Path, reason: impl Into<String>) -> ApplianceError {
+    ApplianceError::DataDir {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks that `path` is a directory this process can write, creating it if `create`.
+pub fn check_data_dir(path: &Path, create: bool) -> Result<(), ApplianceError> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_dir() => {
+            return Err(dir_error(
+                path,
+                "it exists but is not a directory; choose another path with --data-dir",
+            ));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            fsutil::ensure_dir(path, 0o750).map_err(|e| {
+                dir_error(
+                    path,
+                    format!("cannot create it ({e}); create it yourself or choose another path with --data-dir"),
+                )
+            })?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(dir_error(
+                path,
+                "it does not exist; start the appliance once with `patchward serve` \
+                 or point --data-dir at the appliance's data directory",
+            ));
+        }
+        Err(e) => return Err(dir_error(path, format!("cannot read it: {e}"))),
+    }
+    // Permission bits do not tell the whole story (ACLs, read-only mounts): try it.
+    let probe = path.join(format!(".write-probe.{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| {
+        dir_error(
+            path,
+            format!("cannot write in it ({e}); fix its ownership or mount, or choose another path with --data-dir"),
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// What `config check` can say about a data directory without creating it: an existing
+/// one must be a writable directory; a missing one must be creatable (its nearest
+/// existing ancestor is a writable directory).
+pub fn preflight_data_dir(path: &Path) -> Result<(), ApplianceError> {
+    if path.exists() {
+        return check_data_dir(path, false);
+    }
+    let mut ancestor = path.parent();
+    while let Some(a) = ancestor {
+        let a = if a.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            a
+        };
+        if a.exists() {
+            return check_data_dir(a, false).map_err(|e| match e {
+                ApplianceError::DataDir { reason, .. } => dir_error(
+                    path,
+                    format!(
+                        "it does not exist and cannot be created under {}: {reason}",
+                        a.display()
+                    ),
+                ),
+                other => other,
+            });
+        }
+        ancestor = a.parent();
+    }
+    Ok(())
+}
+
+impl Appliance {
+    /// Opens the data directory for serving, creating it, the database and the keys on
+    /// first start. Key generation is audited.
+    pub fn init(config: &Config, clock: &SharedClock) -> Result<Appliance, ApplianceError> {
+        let dir = DataDir::new(&config.data_dir);
+        check_data_dir(&dir.root, true)?;
+        let db = Db::open(&dir.db(), db_options(config))?;
+        fsutil::ensure_dir(&dir.keys(), 0o700).map_err(|source| KeyError::Write {
+            path: dir.keys(),
+            source,
+        })?;
+
+        let mut generated = Vec::new();
+        let ed25519 = if dir.ed25519_key().exists() {
+            Ed25519Key::load(&dir.ed25519_key())?
+        } else {
+            let k = Ed25519Key::generate(&mut rand::rngs::OsRng);
+            k.save(&dir.ed25519_key())?;
+            generated.push(("appliance.ed25519", k.key_id()));
+            k
+        };
+        let apt = if dir.apt_key().exists() {
+            let text = crate::trust::keys::read_secret_file(&dir.apt_key())?;
+            AptSigningKey::from_armored_secret(&text).map_err(|e| KeyError::Malformed {
+                path: dir.apt_key(),
+                reason: e.to_string(),
+            })?
+        } else {
+            let k = AptSigningKey::generate(APT_KEY_USER_ID, rand::rngs::OsRng)
+                .map_err(|e| KeyError::OpenPgp(e.to_string()))?;
+            let secret = k.to_armored_secret();
+            fsutil::write_atomic(&dir.apt_key(), secret.as_bytes(), 0o600).map_err(|source| {
+                KeyError::Write {
+                    path: dir.apt_key(),
+                    source,
+                }
+            })?;
+            generated.push(("apt.pgp", k.fingerprint()));
+            k
+        };
+        // The public key is derived data: rewrite it if it is missing or stale.
+        let public = apt.public_key_armored();
+        if std::fs::read_to_string(dir.apt_public_key())
+            .ok()
+            .as_deref()
+            != Some(public)
+        {
+            fsutil::write_atomic(&dir.apt_public_key(), public.as_bytes(), 0o644).map_err(
+                |source| KeyError::Write {
+                    path: dir.apt_public_key(),
+                    source,
+                },
+            )?;
+        }
+
+        let first_start = !generated.is_empty();
+        if first_start {
+            let now = clock.now();
+            db.write_blocking(|tx| {
+                for (name, id) in &generated {
+                    audit::append(
+                        tx,
+                        now,
+                        &NewEntry {
+                            actor: "system",
+                            action: "key.generated",
+                            subject: name,
+                            details: serde_json::json!({ "fingerprint": id }),
+                        },
+                    )?;
+                }
+                Ok::<_, AuditError>(())
+            })?;
+        }
+        Ok(Appliance {
+            dir,
+            db,
+            keys: ApplianceKeys { ed25519, apt },
+            first_start,
+        })
+    }
+
+    /// Opens an existing data directory's database for admin commands (no keys needed).
+    pub fn open_existing(config: &Config) -> Result<Db, ApplianceError> {
+        let dir = DataDir::new(&config.data_dir);
+        check_data_dir(&dir.root, false)?;
+        if !dir.db().exists() {
+            return Err(dir_error(
+                &dir.root,
+                "it holds no patchward.db; start the appliance once with `patchward serve` \
+                 or point --data-dir at the appliance's data directory",
+            ));
+        }
+        Ok(Db::open(&dir.db(), db_options(config))?)
+    }
+}

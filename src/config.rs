@@ -1,0 +1,498 @@
+//! Configuration: a raw TOML mirror of the file, validated into [`Config`].
+//!
+//! Two steps, as in ripgrep: [`RawConfig`] mirrors the file exactly (unknown keys are
+//! errors, values keep their source span), and [`Config`] holds resolved, checked
+//! decisions. Layers, lowest first: the embedded defaults (`default-config.toml`, also the
+//! reference documentation), the operator's file, then `PATCHWARD_*` environment
+//! variables and flags (the binary folds those two together through clap).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The embedded defaults, shipped inside the binary.
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
+
+/// A configuration problem, located as precisely as possible.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}{location}: {message}")]
+pub struct ConfigError {
+    /// The file (or "environment/flags") the value came from.
+    pub origin: String,
+    /// ":LINE" when known, or " key `k`".
+    pub location: String,
+    pub message: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub database: DatabaseConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub busy_timeout: Duration,
+    pub readers: usize,
+}
+
+/// Values from flags or environment variables, applied over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<Spanned<String>>,
+    server: Option<RawServer>,
+    log: Option<RawLog>,
+    database: Option<RawDatabase>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Spanned<String>>,
+    max_body_bytes: Option<Spanned<i64>>,
+    request_timeout_secs: Option<Spanned<i64>>,
+    shutdown_grace_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<Spanned<String>>,
+    level: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    busy_timeout_ms: Option<Spanned<i64>>,
+    readers: Option<Spanned<i64>>,
+}
+
+/// One source text with its name, so errors can point into it.
+struct Source<'a> {
+    name: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn err_at(&self, span: std::ops::Range<usize>, key: &str, message: String) -> ConfigError {
+        let line = self.text[..span.start.min(self.text.len())]
+            .bytes()
+            .filter(|b| *b == b'\n')
+            .count()
+            + 1;
+        ConfigError {
+            origin: self.name.to_string(),
+            location: format!(":{line}"),
+            message: format!("key `{key}`: {message}"),
+        }
+    }
+
+    fn parse(&self) -> Result<RawConfig, ConfigError> {
+        toml::from_str(self.text).map_err(|e| {
+            let line = e.span().map(|s| {
+                self.text[..s.start.min(self.text.len())]
+                    .bytes()
+                    .filter(|b| *b == b'\n')
+                    .count()
+                    + 1
+            });
+            ConfigError {
+                origin: self.name.to_string(),
+                location: line.map(|l| format!(":{l}")).unwrap_or_default(),
+                message: e.message().trim().to_string(),
+            }
+        })
+    }
+}
+
+/// A value together with where it came from.
+struct Located<'a, T> {
+    value: T,
+    src: &'a Source<'a>,
+    span: std::ops::Range<usize>,
+}
+
+fn pick<'a, T: Clone>(
+    file: Option<&Spanned<T>>,
+    file_src: &'a Source<'a>,
+    default: Option<&Spanned<T>>,
+    default_src: &'a Source<'a>,
+) -> Located<'a, T> {
+    let (v, src) = match (file, default) {
+        (Some(v), _) => (v, file_src),
+        (None, Some(v)) => (v, default_src),
+        (None, None) => unreachable!("every key has an embedded default"),
+    };
+    Located {
+        value: v.get_ref().clone(),
+        src,
+        span: v.span(),
+    }
+}
+
+fn positive<T>(l: &Located<'_, i64>, key: &str, min: i64, max: i64) -> Result<T, ConfigError>
+where
+    T: TryFrom<i64>,
+{
+    if l.value < min || l.value > max {
+        return Err(l.src.err_at(
+            l.span.clone(),
+            key,
+            format!("{} is out of range; allowed: {min} to {max}", l.value),
+        ));
+    }
+    T::try_from(l.value).map_err(|_| {
+        l.src
+            .err_at(l.span.clone(), key, format!("{} does not fit", l.value))
+    })
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "{s:?} is not a socket address; expected an IP address and port such as \
+             \"127.0.0.1:8080\", \"0.0.0.0:8080\" or \"[::]:8080\""
+        )
+    })
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!(
+            "{other:?} is not a log format; allowed: \"text\", \"json\""
+        )),
+    }
+}
+
+fn check_level(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| {
+            format!("{s:?} is not a log filter ({e}); examples: \"info\", \"patchward=debug\"")
+        })
+}
+
+impl Config {
+    /// The embedded defaults alone.
+    pub fn defaults() -> Config {
+        Self::from_sources(None, &Overrides::default()).expect("embedded defaults are valid")
+    }
+
+    /// Loads `file` (if any) over the defaults, then applies `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        match file {
+            None => Self::from_sources(None, overrides),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    origin: path.display().to_string(),
+                    location: String::new(),
+                    message: format!("cannot read the config file: {e}"),
+                })?;
+                Self::from_sources(Some((&path.display().to_string(), &text)), overrides)
+            }
+        }
+    }
+
+    /// Validates config text (`name` is used in error messages).
+    pub fn from_sources(
+        file: Option<(&str, &str)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let dsrc = Source {
+            name: "<embedded defaults>",
+            text: DEFAULT_CONFIG,
+        };
+        let defaults = dsrc.parse()?;
+        let (fname, ftext) = file.unwrap_or(("<none>", ""));
+        let fsrc = Source {
+            name: fname,
+            text: ftext,
+        };
+        let raw = fsrc.parse()?;
+
+        let ds = defaults.server.as_ref();
+        let fs = raw.server.as_ref();
+        let dl = defaults.log.as_ref();
+        let fl = raw.log.as_ref();
+        let dd = defaults.database.as_ref();
+        let fd = raw.database.as_ref();
+
+        let env_err = |what: &str, message: String| ConfigError {
+            origin: "flags/environment".into(),
+            location: String::new(),
+            message: format!("{what}: {message}"),
+        };
+
+        let data_dir = match &overrides.data_dir {
+            Some(d) => d.clone(),
+            None => {
+                let l = pick(
+                    raw.data_dir.as_ref(),
+                    &fsrc,
+                    defaults.data_dir.as_ref(),
+                    &dsrc,
+                );
+                if l.value.trim().is_empty() {
+                    return Err(l.src.err_at(
+                        l.span,
+                        "data_dir",
+                        "must not be empty; give a directory path".into(),
+                    ));
+                }
+                PathBuf::from(l.value)
+            }
+        };
+
+        let listen = match &overrides.listen {
+            Some(s) => parse_listen(s).map_err(|m| env_err("--listen / PATCHWARD_LISTEN", m))?,
+            None => {
+                let l = pick(
+                    fs.and_then(|s| s.listen.as_ref()),
+                    &fsrc,
+                    ds.and_then(|s| s.listen.as_ref()),
+                    &dsrc,
+                );
+                parse_listen(&l.value).map_err(|m| l.src.err_at(l.span, "server.listen", m))?
+            }
+        };
+
+        let max_body_bytes = positive(
+            &pick(
+                fs.and_then(|s| s.max_body_bytes.as_ref()),
+                &fsrc,
+                ds.and_then(|s| s.max_body_bytes.as_ref()),
+                &dsrc,
+            ),
+            "server.max_body_bytes",
+            1024,
+            1 << 30,
+        )?;
+        let request_timeout_secs: u64 = positive(
+            &pick(
+                fs.and_then(|s| s.request_timeout_secs.as_ref()),
+                &fsrc,
+                ds.and_then(|s| s.request_timeout_secs.as_ref()),
+                &dsrc,
+            ),
+            "server.request_timeout_secs",
+            1,
+            3600,
+        )?;
+        let shutdown_grace_secs: u64 = positive(
+            &pick(
+                fs.and_then(|s| s.shutdown_grace_secs.as_ref()),
+                &fsrc,
+                ds.and_then(|s| s.shutdown_grace_secs.as_ref()),
+                &dsrc,
+            ),
+            "server.shutdown_grace_secs",
+            1,
+            300,
+        )?;
+
+        let format = match &overrides.log_format {
+            Some(s) => parse_log_format(s)
+                .map_err(|m| env_err("--log-format / PATCHWARD_LOG_FORMAT", m))?,
+            None => {
+                let l = pick(
+                    fl.and_then(|s| s.format.as_ref()),
+                    &fsrc,
+                    dl.and_then(|s| s.format.as_ref()),
+                    &dsrc,
+                );
+                parse_log_format(&l.value).map_err(|m| l.src.err_at(l.span, "log.format", m))?
+            }
+        };
+        let level = match &overrides.log_level {
+            Some(s) => check_level(s).map_err(|m| env_err("--log-level / PATCHWARD_LOG", m))?,
+            None => {
+                let l = pick(
+                    fl.and_then(|s| s.level.as_ref()),
+                    &fsrc,
+                    dl.and_then(|s| s.level.as_ref()),
+                    &dsrc,
+                );
+                check_level(&l.value).map_err(|m| l.src.err_at(l.span, "log.level", m))?
+            }
+        };
+
+        let busy_timeout_ms: u64 = positive(
+            &pick(
+                fd.and_then(|s| s.busy_timeout_ms.as_ref()),
+                &fsrc,
+                dd.and_then(|s| s.busy_timeout_ms.as_ref()),
+                &dsrc,
+            ),
+            "database.busy_timeout_ms",
+            100,
+            600_000,
+        )?;
+        let readers = positive(
+            &pick(
+                fd.and_then(|s| s.readers.as_ref()),
+                &fsrc,
+                dd.and_then(|s| s.readers.as_ref()),
+                &dsrc,
+            ),
+            "database.readers",
+            1,
+            64,
+        )?;
+
+        Ok(Config {
+            data_dir,
+            server: ServerConfig {
+                listen,
+                max_body_bytes,
+                request_timeout: Duration::from_secs(request_timeout_secs),
+                shutdown_grace: Duration::from_secs(shutdown_grace_secs),
+            },
+            log: LogConfig { format, level },
+            database: DatabaseConfig {
+                busy_timeout: Duration::from_millis(busy_timeout_ms),
+                readers,
+            },
+        })
+    }
+
+    /// The effective configuration as TOML (what `patchward config show` prints).
+    pub fn to_toml(&self) -> String {
+        format!(
+            "data_dir = {:?}\n\n[server]\nlisten = \"{}\"\nmax_body_bytes = {}\n\
+             request_timeout_secs = {}\nshutdown_grace_secs = {}\n\n[log]\n\
+             format = \"{}\"\nlevel = {:?}\n\n[database]\nbusy_timeout_ms = {}\nreaders = {}\n",
+            self.data_dir.display().to_string(),
+            self.server.listen,
+            self.server.max_body_bytes,
+            self.server.request_timeout.as_secs(),
+            self.server.shutdown_grace.as_secs(),
+            match self.log.format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            },
+            self.log.level,
+            self.database.busy_timeout.as_millis(),
+            self.database.readers,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str, expected_err: &str) {
+        let r = Config::from_sources(Some(("site.toml", text)), &Overrides::default());
+        match r {
+            Ok(_) if expected_err.is_empty() => {}
+            Ok(c) => panic!("expected error containing {expected_err:?}, got {c:?}"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    !expected_err.is_empty() && msg.contains(expected_err),
+                    "error {msg:?} does not contain {expected_err:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_local_only() {
+        let c = Config::defaults();
+        assert_eq!(c.data_dir, PathBuf::from("./patchward-data"));
+        assert!(c.server.listen.ip().is_loopback());
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn file_values_and_errors() {
+        check("", "");
+        check("[server]\nlisten = \"[::]:8080\"\n", "");
+        check("bogus = 1\n", "site.toml:1: unknown field `bogus`");
+        check(
+            "\n[server]\nlisten = \"nope\"\n",
+            "site.toml:3: key `server.listen`: \"nope\" is not a socket address",
+        );
+        check(
+            "[server]\nlistn = \"x\"\n",
+            "unknown field `listn`, expected one of `listen`",
+        );
+        check(
+            "[server]\nmax_body_bytes = 0\n",
+            "site.toml:2: key `server.max_body_bytes`: 0 is out of range; allowed: 1024",
+        );
+        check("[log]\nformat = \"xml\"\n", "allowed: \"text\", \"json\"");
+        check("[log]\nlevel = \"=[\"\n", "key `log.level`");
+        check("data_dir = \"\"\n", "key `data_dir`: must not be empty");
+        check("[server\n", "site.toml:1");
+    }
+
+    #[test]
+    fn overrides_win_over_file() {
+        let o = Overrides {
+            data_dir: Some("/srv/pw".into()),
+            listen: Some("127.0.0.1:9".into()),
+            log_format: Some("json".into()),
+            log_level: None,
+        };
+        let c = Config::from_sources(Some(("f", "data_dir = \"/x\"\n")), &o).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/pw"));
+        assert_eq!(c.server.listen.port(), 9);
+        assert_eq!(c.log.format, LogFormat::Json);
+        let bad = Overrides {
+            listen: Some("localhost".into()),
+            ..Default::default()
+        };
+        let e = Config::from_sources(None, &bad).unwrap_err().to_string();
+        assert!(e.contains("--listen / PATCHWARD_LISTEN"), "{e}");
+    }
+
+    #[test]
+    fn show_round_trips() {
+        let c = Config::defaults();
+        let again =
+            Config::from_sources(Some(("shown", &c.to_toml())), &Overrides::default()).unwrap();
+        assert_eq!(again.to_toml(), c.to_toml());
+    }
+}

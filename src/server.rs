@@ -1,0 +1,257 @@
+//! The appliance server: open the data directory, bind, announce, serve, stop cleanly.
+//!
+//! [`serve`] is `patchward serve` (binds the configured address, stops on SIGTERM or
+//! SIGINT); [`run`] is the same on a listener the caller bound, stopping when the
+//! caller's future resolves, which is how tests run it on `127.0.0.1:0`.
+//!
+//! Order matters for systemd: READY=1 is sent only after migrations ran and the socket
+//! is bound, so "active" means "answering". The watchdog is pinged only while the
+//! database answers, so a wedged database gets the service restarted. On SIGTERM or
+//! SIGINT the listener stops accepting, in-flight requests get `shutdown_grace` to
+//! finish, and the process exits 0.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::appliance::Appliance;
+use crate::audit::{self, NewEntry};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::error::{ApplianceError, AuditError};
+use crate::web::{self, AppState, Limits};
+
+/// Why the server could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Appliance(#[from] ApplianceError),
+    #[error(
+        "cannot listen on {addr}: {source}; is another patchward already running there? \
+         choose another address with --listen or PATCHWARD_LISTEN"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Server(std::io::Error),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("start-up work was interrupted: {0}")]
+    Join(String),
+}
+
+/// What was started; printed as the start-up block.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub ed25519_key_id: String,
+    pub apt_fingerprint: String,
+    pub first_start: bool,
+}
+
+impl Started {
+    /// The start-up block an operator reads (also parsed by tests for the bound port).
+    pub fn block(&self) -> String {
+        let mut s = format!(
+            "Patchward {} is running\n  \
+             listening on    {}  (health {}/healthz, metrics {}/metrics)\n  \
+             data directory  {}\n  \
+             appliance key   ed25519 {}\n  \
+             apt signing key OpenPGP {}\n",
+            env!("CARGO_PKG_VERSION"),
+            self.url,
+            self.url,
+            self.url,
+            self.data_dir.display(),
+            self.ed25519_key_id,
+            self.apt_fingerprint,
+        );
+        if self.first_start {
+            s.push_str("  first start: new keys were generated (mode 0600 under keys/)\n");
+        }
+        s.push_str("  stop with Ctrl-C or SIGTERM\n");
+        s
+    }
+}
+
+/// Installs the SIGTERM/SIGINT handlers now (so a signal that arrives while starting is
+/// not lost to the default action) and returns a future that resolves on the first.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
+}
+
+/// Pings the systemd watchdog at half its interval while the database answers.
+fn spawn_watchdog(db: crate::db::Db) {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let every = Duration::from_micros(usec / 2);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            match db.check().await {
+                Ok(()) => {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "database check failed; not pinging the watchdog")
+                }
+            }
+        }
+    });
+}
+
+fn audit_blocking(
+    db: &crate::db::Db,
+    clock: &SharedClock,
+    action: &str,
+    details: serde_json::Value,
+) -> Result<(), AuditError> {
+    let now = clock.now();
+    db.write_blocking(|tx| {
+        audit::append(
+            tx,
+            now,
+            &NewEntry {
+                actor: "system",
+                action,
+                subject: "appliance",
+                details,
+            },
+        )
+    })?;
+    Ok(())
+}
+
+/// Runs the appliance on the configured address until SIGTERM/SIGINT.
+/// `announce` receives the start-up block.
+pub async fn serve(
+    config: Config,
+    clock: SharedClock,
+    announce: &mut (dyn Write + Send),
+) -> Result<(), ServeError> {
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.server.listen,
+            source,
+        })?;
+    let signals = shutdown_signal().map_err(ServeError::Server)?;
+    run(listener, config, clock, signals, announce).await
+}
+
+/// Runs the appliance on `listener` until `shutdown` resolves (yielding a name for the
+/// log and the audit entry), then lets in-flight requests finish within the configured
+/// grace period.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    clock: SharedClock,
+    shutdown: impl Future<Output = &'static str>,
+    announce: &mut (dyn Write + Send),
+) -> Result<(), ServeError> {
+    let cfg = config.clone();
+    let ck = clock.clone();
+    let app = tokio::task::spawn_blocking(move || Appliance::init(&cfg, &ck))
+        .await
+        .map_err(|e| ServeError::Join(e.to_string()))??;
+    let addr = listener.local_addr().map_err(ServeError::Server)?;
+
+    let started = Started {
+        url: format!("http://{addr}"),
+        data_dir: std::fs::canonicalize(&app.dir.root).unwrap_or(app.dir.root.clone()),
+        ed25519_key_id: app.keys.ed25519.key_id(),
+        apt_fingerprint: app.keys.apt.fingerprint(),
+        first_start: app.first_start,
+    };
+    {
+        let db = app.db.clone();
+        let ck = clock.clone();
+        let details = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "listen": addr.to_string(),
+        });
+        tokio::task::spawn_blocking(move || audit_blocking(&db, &ck, "appliance.started", details))
+            .await
+            .map_err(|e| ServeError::Join(e.to_string()))??;
+    }
+
+    let state = AppState::new(app.db.clone());
+    let limits = Limits {
+        max_body_bytes: config.server.max_body_bytes,
+        request_timeout: config.server.request_timeout,
+    };
+    let router = web::router(state, &limits);
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let graceful = async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    };
+    let server = tokio::spawn(web::run(listener, router, graceful));
+
+    let _ = write!(announce, "{}", started.block());
+    let _ = announce.flush();
+    tracing::info!(url = %started.url, data_dir = %started.data_dir.display(), "ready");
+    let _ = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&format!("serving on {addr}")),
+        ],
+    );
+    spawn_watchdog(app.db.clone());
+
+    let mut server = server;
+    let signal = tokio::select! {
+        s = shutdown => s,
+        r = &mut server => {
+            // The server ended on its own: that is a failure.
+            return match r {
+                Ok(Ok(())) => Err(ServeError::Server(std::io::Error::other("server stopped unexpectedly"))),
+                Ok(Err(e)) => Err(ServeError::Server(e)),
+                Err(e) => Err(ServeError::Join(e.to_string())),
+            };
+        }
+    };
+    tracing::info!(signal, "shutting down; finishing in-flight requests");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(config.server.shutdown_grace, &mut server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(ServeError::Server(e)),
+        Ok(Err(e)) => return Err(ServeError::Join(e.to_string())),
+        Err(_) => {
+            tracing::warn!(
+                grace_secs = config.server.shutdown_grace.as_secs(),
+                "requests still running after the grace period; closing them"
+            );
+            server.abort();
+        }
+    }
+    let db = app.db.clone();
+    let ck = clock.clone();
+    let details = serde_json::json!({ "signal": signal });
+    tokio::task::spawn_blocking(move || audit_blocking(&db, &ck, "appliance.stopped", details))
+        .await
+        .map_err(|e| ServeError::Join(e.to_string()))??;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! The HTTP server: router, middleware, and [`run`].
+//!
+//! Handlers are thin: they parse, call a domain function, render. The stack around every
+//! route: panic catching (500, the process survives), request tracing, per-route metrics
+//! (labelled by the matched route template, never the raw path, so cardinality stays
+//! bounded), a request timeout (408) and a body-size limit (413).
+
+mod health;
+mod metrics_layer;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::db::Db;
+
+/// Everything handlers need; cloned per request (cheap: handles only).
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub inner: Arc<StateInner>,
+}
+
+/// Immutable facts fixed at start.
+pub struct StateInner {
+    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    pub version: &'static str,
+}
+
+/// Server limits from the configuration.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+impl AppState {
+    pub fn new(db: Db) -> Self {
+        Self {
+            db,
+            inner: Arc::new(StateInner {
+                prometheus: crate::telemetry::prometheus(),
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        }
+    }
+}
+
+/// The full router with its middleware stack.
+pub fn router(state: AppState, limits: &Limits) -> Router {
+    let routes = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .with_state(state);
+    with_middleware(routes, limits)
+}
+
+/// Wraps routes in the standard middleware stack (outermost last).
+fn with_middleware(routes: Router, limits: &Limits) -> Router {
+    routes
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(axum::middleware::from_fn(metrics_layer::record))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::new())
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and
+/// lets in-flight requests finish. The caller bounds how long that may take.
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_lets_in_flight_requests_finish() {
+        let router = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                "done"
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run(listener, router, async {
+            let _ = rx.await;
+        }));
+        let req = tokio::spawn(async move {
+            reqwest::get(format!("http://{addr}/slow"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        // Shut down while the request is being handled.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        tx.send(()).unwrap();
+        assert_eq!(req.await.unwrap(), "done");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server stops after the in-flight request")
+            .unwrap()
+            .unwrap();
+        // And it no longer accepts connections.
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_handler_is_a_500_not_a_dead_server() {
+        let limits = Limits {
+            max_body_bytes: 1024,
+            request_timeout: Duration::from_secs(5),
+        };
+        let routes = Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if true {
+                        panic!("handler bug");
+                    }
+                    ""
+                }),
+            )
+            .route("/ok", get(|| async { "fine" }));
+        let app = with_middleware(routes, &limits);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run(listener, app, async {
+            let _ = rx.await;
+        }));
+        let r = reqwest::get(format!("http://{addr}/boom")).await.unwrap();
+        assert_eq!(r.status(), 500);
+        let r = reqwest::get(format!("http://{addr}/ok")).await.unwrap();
+        assert_eq!(r.status(), 200);
+        tx.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,74 @@
+//! The audit trail from the CLI: notes, listing, and tamper detection.
+
+use crate::support::{Server, patchward, run, stderr, stdout};
+
+#[test]
+fn tampered_audit_row_is_reported_with_its_sequence_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    drop(Server::start(&data)); // first start: keys and audit entries 1..3
+    for i in 0..3 {
+        let out = run({
+            let mut c = patchward(&data);
+            c.args(["audit", "note", "--actor", "alice", "--message"])
+                .arg(format!("replaced switch {i}"));
+            c
+        });
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let ok = run({
+        let mut c = patchward(&data);
+        c.args(["audit", "verify"]);
+        c
+    });
+    assert!(ok.status.success());
+    assert!(stdout(&ok).contains("intact: 6 entries"), "{}", stdout(&ok));
+
+    // Someone with write access to the file rewrites entry 5 (and must first remove
+    // the append-only triggers to do so).
+    let conn = rusqlite::Connection::open(data.join("patchward.db")).unwrap();
+    let refused = conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 5", []);
+    assert!(refused.is_err());
+    conn.execute_batch(
+        "DROP TRIGGER audit_log_no_update;
+         UPDATE audit_log SET details = '{\"message\":\"nothing happened\"}' WHERE seq = 5;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let bad = run({
+        let mut c = patchward(&data);
+        c.args(["audit", "verify"]);
+        c
+    });
+    assert_eq!(bad.status.code(), Some(1));
+    let out = stdout(&bad);
+    assert!(out.contains("BROKEN at entry 5"), "{out}");
+    assert!(out.contains("modified"), "{out}");
+    assert!(out.contains("entries before 5 are intact"), "{out}");
+}
+
+#[test]
+fn empty_note_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    drop(Server::start(&data));
+    let before = stdout(&run({
+        let mut c = patchward(&data);
+        c.args(["audit", "list", "--json"]);
+        c
+    }));
+    let out = run({
+        let mut c = patchward(&data);
+        c.args(["audit", "note", "--message", "  "]);
+        c
+    });
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--message must not be empty"));
+    let after = stdout(&run({
+        let mut c = patchward(&data);
+        c.args(["audit", "list", "--json"]);
+        c
+    }));
+    assert_eq!(before, after);
+}
