@@ -42,6 +42,39 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub database: DatabaseConfig,
+    pub store: StoreConfig,
+    pub import: ImportConfig,
+    pub mirror: MirrorConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub free_space_reserve: u64,
+    pub verify_on_read: bool,
+    pub gc_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportConfig {
+    /// The watched drop folder, if any.
+    pub drop_dir: Option<PathBuf>,
+    pub stable: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MirrorConfig {
+    pub sources: Vec<MirrorSource>,
+}
+
+/// One trusted feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorSource {
+    pub name: String,
+    /// `http://`, `https://` or `file://` base URL of the published feed.
+    pub url: String,
+    /// The pinned root metadata (DSSE envelope) that trust starts from.
+    pub root: PathBuf,
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +113,39 @@ struct RawConfig {
     server: Option<RawServer>,
     log: Option<RawLog>,
     database: Option<RawDatabase>,
+    store: Option<RawStore>,
+    import: Option<RawImport>,
+    mirror: Option<RawMirror>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    free_space_reserve_mb: Option<Spanned<i64>>,
+    verify_on_read: Option<Spanned<bool>>,
+    gc_grace_hours: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImport {
+    drop_dir: Option<Spanned<String>>,
+    stable_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMirror {
+    sources: Option<Vec<RawSource>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    root: Spanned<String>,
+    interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +276,60 @@ fn check_level(s: &str) -> Result<String, String> {
         .map_err(|e| {
             format!("{s:?} is not a log filter ({e}); examples: \"info\", \"patchward=debug\"")
         })
+}
+
+fn parse_source(rs: &RawSource, src: &Source<'_>, base: &Path) -> Result<MirrorSource, ConfigError> {
+    let name = rs.name.get_ref().trim().to_string();
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        return Err(src.err_at(
+            rs.name.span(),
+            "mirror.sources.name",
+            format!("{name:?} is not a feed name; use 1-64 letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    let url = rs.url.get_ref().trim().to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("file://"))
+    {
+        return Err(src.err_at(
+            rs.url.span(),
+            "mirror.sources.url",
+            format!("{url:?} must start with http://, https:// or file://"),
+        ));
+    }
+    let root = PathBuf::from(rs.root.get_ref());
+    let root = if root.is_relative() { base.join(root) } else { root };
+    let interval = match &rs.interval {
+        None => Duration::from_secs(6 * 3600),
+        Some(i) => {
+            let d: jiff::SignedDuration = i.get_ref().parse().map_err(|_| {
+                src.err_at(
+                    i.span(),
+                    "mirror.sources.interval",
+                    format!("{:?} is not a duration; examples: \"30m\", \"6h\", \"1d\"", i.get_ref()),
+                )
+            })?;
+            let secs = d.as_secs();
+            if !(60..=7 * 86400).contains(&secs) {
+                return Err(src.err_at(
+                    i.span(),
+                    "mirror.sources.interval",
+                    format!("{:?} is out of range; allowed: 1m to 7d", i.get_ref()),
+                ));
+            }
+            Duration::from_secs(secs as u64)
+        }
+    };
+    Ok(MirrorSource {
+        name,
+        url,
+        root,
+        interval,
+    })
 }
 
 impl Config {
@@ -379,6 +499,76 @@ impl Config {
             64,
         )?;
 
+        let dst = defaults.store.as_ref();
+        let fst = raw.store.as_ref();
+        let free_space_reserve_mb: u64 = positive(
+            &pick(
+                fst.and_then(|s| s.free_space_reserve_mb.as_ref()),
+                &fsrc,
+                dst.and_then(|s| s.free_space_reserve_mb.as_ref()),
+                &dsrc,
+            ),
+            "store.free_space_reserve_mb",
+            0,
+            1 << 30,
+        )?;
+        let verify_on_read = pick(
+            fst.and_then(|s| s.verify_on_read.as_ref()),
+            &fsrc,
+            dst.and_then(|s| s.verify_on_read.as_ref()),
+            &dsrc,
+        )
+        .value;
+        let gc_grace_hours: u64 = positive(
+            &pick(
+                fst.and_then(|s| s.gc_grace_hours.as_ref()),
+                &fsrc,
+                dst.and_then(|s| s.gc_grace_hours.as_ref()),
+                &dsrc,
+            ),
+            "store.gc_grace_hours",
+            0,
+            24 * 365,
+        )?;
+
+        let di = defaults.import.as_ref();
+        let fi = raw.import.as_ref();
+        let drop_dir = pick(
+            fi.and_then(|s| s.drop_dir.as_ref()),
+            &fsrc,
+            di.and_then(|s| s.drop_dir.as_ref()),
+            &dsrc,
+        )
+        .value;
+        let stable_secs: u64 = positive(
+            &pick(
+                fi.and_then(|s| s.stable_secs.as_ref()),
+                &fsrc,
+                di.and_then(|s| s.stable_secs.as_ref()),
+                &dsrc,
+            ),
+            "import.stable_secs",
+            1,
+            3600,
+        )?;
+
+        let base_dir = file
+            .and_then(|(name, _)| Path::new(name).parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut sources: Vec<MirrorSource> = Vec::new();
+        for rs in raw.mirror.iter().flat_map(|m| m.sources.iter().flatten()) {
+            let src = parse_source(rs, &fsrc, &base_dir)?;
+            if sources.iter().any(|s| s.name == src.name) {
+                return Err(fsrc.err_at(
+                    rs.name.span(),
+                    "mirror.sources.name",
+                    format!("{:?} is listed twice; each feed needs one entry", src.name),
+                ));
+            }
+            sources.push(src);
+        }
+
         Ok(Config {
             data_dir,
             server: ServerConfig {
@@ -392,6 +582,16 @@ impl Config {
                 busy_timeout: Duration::from_millis(busy_timeout_ms),
                 readers,
             },
+            store: StoreConfig {
+                free_space_reserve: free_space_reserve_mb * 1024 * 1024,
+                verify_on_read,
+                gc_grace: Duration::from_secs(gc_grace_hours * 3600),
+            },
+            import: ImportConfig {
+                drop_dir: (!drop_dir.trim().is_empty()).then(|| PathBuf::from(drop_dir)),
+                stable: Duration::from_secs(stable_secs),
+            },
+            mirror: MirrorConfig { sources },
         })
     }
 
@@ -400,7 +600,9 @@ impl Config {
         format!(
             "data_dir = {:?}\n\n[server]\nlisten = \"{}\"\nmax_body_bytes = {}\n\
              request_timeout_secs = {}\nshutdown_grace_secs = {}\n\n[log]\n\
-             format = \"{}\"\nlevel = {:?}\n\n[database]\nbusy_timeout_ms = {}\nreaders = {}\n",
+             format = \"{}\"\nlevel = {:?}\n\n[database]\nbusy_timeout_ms = {}\nreaders = {}\n\n\
+             [store]\nfree_space_reserve_mb = {}\nverify_on_read = {}\ngc_grace_hours = {}\n\n\
+             [import]\ndrop_dir = {:?}\nstable_secs = {}\n{}",
             self.data_dir.display().to_string(),
             self.server.listen,
             self.server.max_body_bytes,
@@ -413,6 +615,26 @@ impl Config {
             self.log.level,
             self.database.busy_timeout.as_millis(),
             self.database.readers,
+            self.store.free_space_reserve / (1024 * 1024),
+            self.store.verify_on_read,
+            self.store.gc_grace.as_secs() / 3600,
+            self.import
+                .drop_dir
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            self.import.stable.as_secs(),
+            self.mirror
+                .sources
+                .iter()
+                .map(|s| format!(
+                    "\n[[mirror.sources]]\nname = {:?}\nurl = {:?}\nroot = {:?}\ninterval = \"{}s\"\n",
+                    s.name,
+                    s.url,
+                    s.root.display().to_string(),
+                    s.interval.as_secs()
+                ))
+                .collect::<String>(),
         )
     }
 }
@@ -466,6 +688,42 @@ mod tests {
         check("[log]\nlevel = \"=[\"\n", "key `log.level`");
         check("data_dir = \"\"\n", "key `data_dir`: must not be empty");
         check("[server\n", "site.toml:1");
+        check("[store]\nverify_on_read = \"yes\"\n", "site.toml:2");
+        check(
+            "[[mirror.sources]]\nname = \"a b\"\nurl = \"https://x/\"\nroot = \"r.json\"\n",
+            "site.toml:2: key `mirror.sources.name`",
+        );
+        check(
+            "[[mirror.sources]]\nname = \"a\"\nurl = \"ftp://x/\"\nroot = \"r.json\"\n",
+            "site.toml:3: key `mirror.sources.url`: \"ftp://x/\" must start with",
+        );
+        check(
+            "[[mirror.sources]]\nname = \"a\"\nurl = \"file:///x\"\nroot = \"r\"\ninterval = \"soon\"\n",
+            "key `mirror.sources.interval`: \"soon\" is not a duration",
+        );
+        check(
+            "[[mirror.sources]]\nname = \"a\"\nurl = \"file:///x\"\nroot = \"r\"\n\
+             [[mirror.sources]]\nname = \"a\"\nurl = \"file:///y\"\nroot = \"r\"\n",
+            "site.toml:6: key `mirror.sources.name`: \"a\" is listed twice",
+        );
+        check("[[mirror.sources]]\nname = \"a\"\n", "missing field `url`");
+    }
+
+    #[test]
+    fn mirror_sources_resolve_relative_roots_against_the_config_file() {
+        let text = "[[mirror.sources]]\nname = \"msp\"\nurl = \"https://f.example/\"\n\
+                    root = \"roots/msp.root.json\"\ninterval = \"30m\"\n";
+        let c = Config::from_sources(Some(("/etc/patchward/patchward.toml", text)), &Overrides::default())
+            .unwrap();
+        assert_eq!(
+            c.mirror.sources,
+            vec![MirrorSource {
+                name: "msp".into(),
+                url: "https://f.example/".into(),
+                root: "/etc/patchward/roots/msp.root.json".into(),
+                interval: Duration::from_secs(1800),
+            }]
+        );
     }
 
     #[test]
