@@ -12,7 +12,9 @@
 //! - [`error`]: the crate's error types.
 //! - [`db`]: SQLite (WAL, migrations, one writer and pooled readers off the executor).
 //! - [`audit`]: the append-only, hash-chained audit log.
-//! - [`trust`]: appliance keys (ed25519 for tickets and summaries, OpenPGP for apt).
+//! - [`trust`]: ed25519 keys, DSSE envelopes, feed roles and the trust state (rollback,
+//!   freeze, rotation checks); the appliance's OpenPGP key for apt.
+//! - [`feed`]: catalog types, `*.pwb` bundles, and the MSP-side `patchward feed` tools.
 //! - [`appliance`]: opening a data directory: keys, database, first-start work.
 //! - [`server`]: `patchward serve` and `server::run`: start-up, readiness, graceful shutdown.
 //! - [`fsutil`]: crash-safe file writes (temp + fsync + rename).
@@ -29,6 +31,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod feed;
 pub mod fsutil;
 pub mod health;
 pub mod server;
