@@ -278,7 +278,11 @@ fn check_level(s: &str) -> Result<String, String> {
         })
 }
 
-fn parse_source(rs: &RawSource, src: &Source<'_>, base: &Path) -> Result<MirrorSource, ConfigError> {
+fn parse_source(
+    rs: &RawSource,
+    src: &Source<'_>,
+    base: &Path,
+) -> Result<MirrorSource, ConfigError> {
     let name = rs.name.get_ref().trim().to_string();
     let name_ok = !name.is_empty()
         && name.len() <= 64
@@ -293,8 +297,7 @@ fn parse_source(rs: &RawSource, src: &Source<'_>, base: &Path) -> Result<MirrorS
         ));
     }
     let url = rs.url.get_ref().trim().to_string();
-    if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("file://"))
-    {
+    if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("file://")) {
         return Err(src.err_at(
             rs.url.span(),
             "mirror.sources.url",
@@ -302,7 +305,11 @@ fn parse_source(rs: &RawSource, src: &Source<'_>, base: &Path) -> Result<MirrorS
         ));
     }
     let root = PathBuf::from(rs.root.get_ref());
-    let root = if root.is_relative() { base.join(root) } else { root };
+    let root = if root.is_relative() {
+        base.join(root)
+    } else {
+        root
+    };
     let interval = match &rs.interval {
         None => Duration::from_secs(6 * 3600),
         Some(i) => {
@@ -310,7 +317,10 @@ fn parse_source(rs: &RawSource, src: &Source<'_>, base: &Path) -> Result<MirrorS
                 src.err_at(
                     i.span(),
                     "mirror.sources.interval",
-                    format!("{:?} is not a duration; examples: \"30m\", \"6h\", \"1d\"", i.get_ref()),
+                    format!(
+                        "{:?} is not a duration; examples: \"30m\", \"6h\", \"1d\"",
+                        i.get_ref()
+                    ),
                 )
             })?;
             let secs = d.as_secs();
@@ -713,8 +723,11 @@ mod tests {
     fn mirror_sources_resolve_relative_roots_against_the_config_file() {
         let text = "[[mirror.sources]]\nname = \"msp\"\nurl = \"https://f.example/\"\n\
                     root = \"roots/msp.root.json\"\ninterval = \"30m\"\n";
-        let c = Config::from_sources(Some(("/etc/patchward/patchward.toml", text)), &Overrides::default())
-            .unwrap();
+        let c = Config::from_sources(
+            Some(("/etc/patchward/patchward.toml", text)),
+            &Overrides::default(),
+        )
+        .unwrap();
         assert_eq!(
             c.mirror.sources,
             vec![MirrorSource {

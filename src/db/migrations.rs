@@ -13,8 +13,9 @@ use rusqlite_migration::{M, Migrations};
 use crate::error::DbError;
 
 static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        M::up(
+            r#"
         -- Small settings and facts about this appliance (first start, key ids, ...).
         CREATE TABLE meta (
             key   TEXT PRIMARY KEY,
@@ -37,11 +38,79 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
         "#,
-    )])
+        ),
+        M::up(
+            r#"
+        -- Per trusted feed: the verified trust state (root, highest accepted versions,
+        -- newest signed time), replaced only in the transaction that commits an import.
+        CREATE TABLE feeds (
+            name          TEXT PRIMARY KEY,
+            trust_state   TEXT NOT NULL,
+            updated_at    TEXT NOT NULL
+        ) STRICT;
+
+        -- Every accepted catalog version, with its exact signed envelope (so incremental
+        -- bundles can be checked against what a base version referenced).
+        CREATE TABLE catalogs (
+            feed         TEXT NOT NULL REFERENCES feeds(name),
+            version      INTEGER NOT NULL,
+            sha256       TEXT NOT NULL,
+            envelope     BLOB NOT NULL,
+            issued       TEXT NOT NULL,
+            expires      TEXT NOT NULL,
+            imported_at  TEXT NOT NULL,
+            via          TEXT NOT NULL,
+            PRIMARY KEY (feed, version)
+        ) STRICT;
+
+        -- The patches of each feed's current catalog. `first_seen` survives updates.
+        CREATE TABLE patches (
+            feed             TEXT NOT NULL REFERENCES feeds(name),
+            id               TEXT NOT NULL,
+            catalog_version  INTEGER NOT NULL,
+            title            TEXT NOT NULL,
+            kind             TEXT NOT NULL,
+            severity         TEXT NOT NULL,
+            cvss_score       REAL,
+            cves             TEXT NOT NULL,
+            released         TEXT NOT NULL,
+            entry            TEXT NOT NULL,
+            entry_sha256     TEXT NOT NULL,
+            first_seen       TEXT NOT NULL,
+            PRIMARY KEY (feed, id)
+        ) STRICT;
+
+        -- Blobs referenced by each feed's current catalog (what GC keeps).
+        CREATE TABLE patch_blobs (
+            feed    TEXT NOT NULL,
+            sha256  TEXT NOT NULL,
+            size    INTEGER NOT NULL,
+            PRIMARY KEY (feed, sha256)
+        ) STRICT;
+
+        -- Known exploited vulnerabilities (CISA KEV), loaded by `patchward kev import`.
+        CREATE TABLE kev (
+            cve         TEXT PRIMARY KEY,
+            date_added  TEXT NOT NULL,
+            due_date    TEXT,
+            ransomware  TEXT
+        ) STRICT;
+
+        -- Per mirror source: the outcome of the last sync attempts.
+        CREATE TABLE mirror_status (
+            source         TEXT PRIMARY KEY,
+            last_attempt   TEXT,
+            last_success   TEXT,
+            last_error     TEXT,
+            bytes_fetched  INTEGER NOT NULL DEFAULT 0
+        ) STRICT;
+        "#,
+        ),
+    ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 1;
+pub const LATEST: usize = 2;
 
 /// Reads the schema version of an open connection.
 pub fn schema_version(conn: &Connection) -> Result<usize, DbError> {

@@ -8,6 +8,7 @@
 //! [`Db::read`]/[`Db::write`], which run the closure on tokio's blocking pool: database
 //! work never runs on the async executor.
 
+pub mod feeds;
 mod migrations;
 
 use std::path::{Path, PathBuf};

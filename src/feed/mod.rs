@@ -3,3 +3,4 @@
 //!
 //! - [`catalog`]: catalog and patch-entry wire types, content validation.
 pub mod catalog;
+pub mod import;
