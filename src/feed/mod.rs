@@ -2,4 +2,8 @@
 //! that build a feed.
 //!
 //! - [`catalog`]: catalog and patch-entry wire types, content validation.
+//! - [`bundle`]: the `*.pwb` offline bundle: writer and streaming, hostile-safe reader.
+//! - [`hashing`]: sha256 while streaming.
+pub mod bundle;
 pub mod catalog;
+pub mod hashing;
