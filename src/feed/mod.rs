@@ -2,5 +2,10 @@
 //! that build a feed.
 //!
 //! - [`catalog`]: catalog and patch-entry wire types, content validation.
+//! - [`bundle`]: the `*.pwb` offline bundle: writer and streaming, hostile-safe reader.
+//! - [`hashing`]: sha256 while streaming.
+//! - [`import`]: the one import pipeline (bundle, directory, HTTP) on the appliance.
+pub mod bundle;
 pub mod catalog;
+pub mod hashing;
 pub mod import;
