@@ -55,6 +55,10 @@ impl DataDir {
     pub fn apt_public_key(&self) -> PathBuf {
         self.keys().join("apt.asc")
     }
+    /// The content-addressed blob store.
+    pub fn store(&self) -> PathBuf {
+        self.root.join("store")
+    }
 }
 
 /// The appliance's own keys.

@@ -34,6 +34,7 @@ pub mod error;
 pub mod feed;
 pub mod fsutil;
 pub mod health;
+pub mod mirror;
 pub mod server;
 pub mod telemetry;
 pub mod trust;

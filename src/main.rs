@@ -69,6 +69,57 @@ enum Command {
     /// Show the appliance's key fingerprints.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Import a signed offline bundle (*.pwb), e.g. from USB media.
+    Import {
+        /// The bundle file.
+        file: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Patches known to this appliance.
+    #[command(subcommand)]
+    Patches(PatchesCmd),
+    /// Mirror sources: status and sync.
+    #[command(subcommand)]
+    Mirror(MirrorCmd),
+    /// The CISA Known Exploited Vulnerabilities catalog used to flag patches.
+    #[command(subcommand)]
+    Kev(KevCmd),
+    /// MSP-side tools that build and publish a signed feed (never on the appliance's data).
+    #[command(subcommand)]
+    Feed(patchward::feed::cli::FeedCmd),
+}
+
+#[derive(Subcommand)]
+enum PatchesCmd {
+    /// List patches with kind, severity, CVSS, CVEs, KEV flag and release date.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MirrorCmd {
+    /// Per source: last success, catalog version, content age, expiry, bytes, last error.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sync now from one source (default: all configured sources).
+    Sync {
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KevCmd {
+    /// Load a KEV catalog JSON file (known_exploited_vulnerabilities.json).
+    Import { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -208,6 +259,70 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(cmd) => audit_cmd(&cli, cmd),
+        Command::Import { file, json } => {
+            let config = load_config(&cli, None)?;
+            let ctx = patchward::mirror::Context::open(&config)?;
+            let bar = patchward::mirror::progress_bar();
+            let summary = ctx.import_bundle(file, &invoking_user(), &bar)?;
+            bar.finish_and_clear();
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", patchward::mirror::render_summary(&summary));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Patches(PatchesCmd::List { json }) => {
+            let config = load_config(&cli, None)?;
+            let db = Appliance::open_existing(&config)?;
+            let rows = db.read_blocking(patchward::db::feeds::list_patches)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", patchward::mirror::render_patches(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mirror(MirrorCmd::Status { json }) => {
+            let config = load_config(&cli, None)?;
+            let ctx = patchward::mirror::Context::open(&config)?;
+            let status = ctx.status(SystemClock.now())?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", patchward::mirror::render_status(&status));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mirror(MirrorCmd::Sync { source, json }) => {
+            let config = load_config(&cli, None)?;
+            let ctx = patchward::mirror::Context::open(&config)?;
+            let results = ctx.sync(source.as_deref(), &invoking_user())?;
+            let mut failed = false;
+            for (name, r) in &results {
+                match r {
+                    Ok(summary) if *json => println!("{}", serde_json::to_string_pretty(summary)?),
+                    Ok(summary) => print!("{}", patchward::mirror::render_summary(summary)),
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("{name}: sync failed: {e}");
+                    }
+                }
+            }
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Kev(KevCmd::Import { file }) => {
+            let config = load_config(&cli, None)?;
+            let ctx = patchward::mirror::Context::open(&config)?;
+            let n = ctx.import_kev(file, &invoking_user())?;
+            println!("loaded {n} known exploited vulnerabilities from {}", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Feed(cmd) => {
+            let mut out = std::io::stdout();
+            patchward::feed::cli::run(cmd, SystemClock.now(), &mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keys(KeysCmd::Show) => {
             let config = load_config(&cli, None)?;
             let dir = patchward::appliance::DataDir::new(&config.data_dir);

@@ -1,0 +1,431 @@
+//! Mirror operations on an appliance's data directory: importing bundles, syncing
+//! configured sources, status, and the KEV catalog. The CLI and the server's scheduler
+//! call these; they are thin glue around [`crate::feed::import`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::appliance::{Appliance, DataDir};
+use crate::audit::{self, NewEntry};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, MirrorSource};
+use crate::db::Db;
+use crate::db::feeds::{self, FeedStatus, KevEntry, PatchRow};
+use crate::error::{ApplianceError, AuditError, DbError};
+use crate::feed::import::{
+    self, BundleTransport, DirTransport, FeedSource, ImportError, ImportSummary, Progress,
+    Transport,
+};
+use crate::store::{Store, StoreError, StoreOptions};
+
+/// Errors of mirror operations.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error(transparent)]
+    Appliance(#[from] ApplianceError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("no mirror source named {0:?} is configured (see `patchward mirror status`)")]
+    NoSuchSource(String),
+    #[error("{url}: unsupported URL; use file://, http:// or https://")]
+    Url { url: String },
+    #[error("cannot read the KEV catalog {path}: {reason}")]
+    Kev { path: String, reason: String },
+}
+
+/// An opened data directory with what mirror operations need.
+pub struct Context {
+    pub config: Config,
+    pub db: Db,
+    pub store: Arc<Store>,
+}
+
+/// Opens the content store of a data directory with the configured options.
+pub fn open_store(config: &Config) -> Result<Store, StoreError> {
+    Store::open(
+        &DataDir::new(&config.data_dir).store(),
+        StoreOptions {
+            free_space_reserve: config.store.free_space_reserve,
+            verify_on_read: config.store.verify_on_read,
+        },
+    )
+}
+
+impl Context {
+    /// Opens an existing data directory (admin commands) and its store.
+    pub fn open(config: &Config) -> Result<Self, MirrorError> {
+        let db = Appliance::open_existing(config)?;
+        let store = open_store(config)?;
+        Ok(Self {
+            config: config.clone(),
+            db,
+            store: Arc::new(store),
+        })
+    }
+
+    fn source(&self, name: &str) -> Result<&MirrorSource, MirrorError> {
+        self.config
+            .mirror
+            .sources
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| MirrorError::Import(ImportError::UnknownFeed { feed: name.into() }))
+    }
+
+    /// Imports a bundle file for the feed its header names (which must be configured).
+    pub fn import_bundle(
+        &self,
+        path: &Path,
+        actor: &str,
+        progress: &dyn Progress,
+    ) -> Result<ImportSummary, MirrorError> {
+        let mut t = BundleTransport::open(path)?;
+        let src = self.source(t.feed())?;
+        let source = FeedSource::from_config(src)?;
+        Ok(import::import(
+            &mut t,
+            &source,
+            &self.db,
+            &self.store,
+            SystemClock.now(),
+            actor,
+            progress,
+        )?)
+    }
+
+    /// Syncs one configured source (or all); an unreachable upstream is a recorded
+    /// outcome, not a crash.
+    pub fn sync(
+        &self,
+        only: Option<&str>,
+        actor: &str,
+    ) -> Result<Vec<(String, Result<ImportSummary, MirrorError>)>, MirrorError> {
+        let sources: Vec<&MirrorSource> = match only {
+            Some(name) => vec![
+                self.config
+                    .mirror
+                    .sources
+                    .iter()
+                    .find(|s| s.name == name)
+                    .ok_or_else(|| MirrorError::NoSuchSource(name.into()))?,
+            ],
+            None => self.config.mirror.sources.iter().collect(),
+        };
+        let mut out = Vec::new();
+        for src in sources {
+            let r = sync_source(&self.db, &self.store, src, actor, &import::NoProgress);
+            out.push((src.name.clone(), r));
+        }
+        Ok(out)
+    }
+
+    /// Status of every configured source.
+    pub fn status(&self, now: Timestamp) -> Result<MirrorStatus, MirrorError> {
+        let usage = self.store.usage();
+        let mut sources = Vec::new();
+        for src in &self.config.mirror.sources {
+            let name = src.name.clone();
+            let st = self.db.read_blocking(|c| feeds::feed_status(c, &name))?;
+            sources.push(SourceStatus::new(src, st, now));
+        }
+        Ok(MirrorStatus {
+            sources,
+            store_blobs: usage.blobs,
+            store_bytes: usage.bytes,
+        })
+    }
+
+    /// Loads the CISA KEV catalog (replacing the previous one); audited.
+    pub fn import_kev(&self, path: &Path, actor: &str) -> Result<usize, MirrorError> {
+        let err = |reason: String| MirrorError::Kev {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let entries = parse_kev(&text).map_err(err)?;
+        let now = SystemClock.now();
+        let n = self.db.write_blocking(|tx| {
+            let n = feeds::replace_kev(tx, &entries)?;
+            audit::append(
+                tx,
+                now,
+                &NewEntry {
+                    actor,
+                    action: "kev.imported",
+                    subject: "kev",
+                    details: serde_json::json!({"entries": n, "file": path.display().to_string()}),
+                },
+            )?;
+            Ok::<_, MirrorError>(n)
+        })?;
+        Ok(n)
+    }
+}
+
+/// Builds the transport for a source URL.
+pub fn transport_for(src: &MirrorSource) -> Result<Box<dyn Transport>, MirrorError> {
+    if let Some(t) = DirTransport::from_url(&src.url) {
+        return Ok(Box::new(t));
+    }
+    if src.url.starts_with("http://") || src.url.starts_with("https://") {
+        return Ok(Box::new(import::HttpTransport::new(&src.url)?));
+    }
+    Err(MirrorError::Url {
+        url: src.url.clone(),
+    })
+}
+
+/// One sync of one source, with its outcome recorded in `mirror_status`.
+pub fn sync_source(
+    db: &Db,
+    store: &Store,
+    src: &MirrorSource,
+    actor: &str,
+    progress: &dyn Progress,
+) -> Result<ImportSummary, MirrorError> {
+    let now = SystemClock.now();
+    let result = (|| {
+        let source = FeedSource::from_config(src)?;
+        let mut t = transport_for(src)?;
+        Ok::<_, MirrorError>(import::import(
+            t.as_mut(),
+            &source,
+            db,
+            store,
+            now,
+            actor,
+            progress,
+        )?)
+    })();
+    let name = src.name.clone();
+    let outcome = match &result {
+        Ok(s) => Ok(s.bytes_stored),
+        Err(e) => Err(e.to_string()),
+    };
+    db.write_blocking(|tx| {
+        feeds::record_sync(tx, &name, SystemClock.now(), outcome.as_ref().map(|b| *b).map_err(String::as_str))
+    })?;
+    if let Err(e) = &result {
+        tracing::warn!(source = %src.name, error = %e, "sync failed; will retry on schedule");
+    }
+    result
+}
+
+fn parse_kev(text: &[u8]) -> Result<Vec<KevEntry>, String> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        vulnerabilities: Vec<Vuln>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Vuln {
+        #[serde(rename = "cveID")]
+        cve_id: String,
+        date_added: String,
+        due_date: Option<String>,
+        known_ransomware_campaign_use: Option<String>,
+    }
+    let doc: Doc = serde_json::from_slice(text)
+        .map_err(|e| format!("not a KEV catalog (expected {{\"vulnerabilities\": [...]}}): {e}"))?;
+    let mut out = Vec::with_capacity(doc.vulnerabilities.len());
+    for v in doc.vulnerabilities {
+        let ok = v.cve_id.starts_with("CVE-") && v.cve_id.len() <= 32;
+        if !ok {
+            return Err(format!("{:?} is not a CVE id", v.cve_id));
+        }
+        out.push(KevEntry {
+            cve: v.cve_id,
+            date_added: v.date_added,
+            due_date: v.due_date,
+            ransomware: v.known_ransomware_campaign_use,
+        });
+    }
+    Ok(out)
+}
+
+/// `mirror status` output.
+#[derive(Debug, Clone, Serialize)]
+pub struct MirrorStatus {
+    pub sources: Vec<SourceStatus>,
+    pub store_blobs: u64,
+    pub store_bytes: u64,
+}
+
+/// One source's status, with derived ages.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    pub name: String,
+    pub url: String,
+    #[serde(flatten)]
+    pub feed: FeedStatus,
+    /// Hours since the accepted catalog was signed (content age).
+    pub content_age_hours: Option<i64>,
+    /// True when the accepted catalog has expired: new content is needed.
+    pub expired: bool,
+}
+
+impl SourceStatus {
+    fn new(src: &MirrorSource, feed: FeedStatus, now: Timestamp) -> Self {
+        let parse = |s: &Option<String>| s.as_ref().and_then(|t| t.parse::<Timestamp>().ok());
+        let age = parse(&feed.catalog_issued).map(|t| now.duration_since(t).as_hours());
+        let expired = parse(&feed.catalog_expires).is_some_and(|e| e <= now);
+        Self {
+            name: src.name.clone(),
+            url: src.url.clone(),
+            feed,
+            content_age_hours: age,
+            expired,
+        }
+    }
+}
+
+fn bytes_h(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// Human summary of an import.
+pub fn render_summary(s: &ImportSummary) -> String {
+    let mut out = String::new();
+    if s.already_current {
+        out.push_str(&format!(
+            "{}: catalog version {} is already current; nothing changed ({}).\n",
+            s.feed, s.catalog_version, s.via
+        ));
+    } else {
+        out.push_str(&format!(
+            "{}: imported catalog version {} (was {}) from {}\n  patches: {} new, {} updated, {} removed, {} unchanged\n  stored:  {} blobs, {} in {:.1} s\n",
+            s.feed,
+            s.catalog_version,
+            s.previous_version.map_or("none".to_string(), |v| v.to_string()),
+            s.via,
+            s.patches.new,
+            s.patches.updated,
+            s.patches.removed,
+            s.patches.unchanged,
+            s.blobs_stored,
+            bytes_h(s.bytes_stored),
+            s.seconds
+        ));
+    }
+    for n in &s.notes {
+        out.push_str(&format!("  note: {n}\n"));
+    }
+    out
+}
+
+/// Human table of patches.
+pub fn render_patches(rows: &[PatchRow]) -> String {
+    let mut out = format!(
+        "{:<28} {:<12} {:<9} {:>5} {:<4} {:<20} {}\n",
+        "ID", "KIND", "SEVERITY", "CVSS", "KEV", "RELEASED", "CVES"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<28} {:<12} {:<9} {:>5} {:<4} {:<20} {}\n",
+            r.id,
+            r.kind,
+            r.severity,
+            r.cvss.map_or("-".into(), |c| format!("{c:.1}")),
+            if r.kev { "KEV" } else { "" },
+            &r.released[..r.released.len().min(20)],
+            r.cves.join(",")
+        ));
+    }
+    if rows.is_empty() {
+        out.push_str("(no patches: import a bundle or sync a mirror source)\n");
+    }
+    out
+}
+
+/// Human mirror status.
+pub fn render_status(s: &MirrorStatus) -> String {
+    let mut out = String::new();
+    if s.sources.is_empty() {
+        out.push_str("no mirror sources configured (add [[mirror.sources]] to the config)\n");
+    }
+    for src in &s.sources {
+        let f = &src.feed;
+        out.push_str(&format!("{} ({})\n", src.name, src.url));
+        out.push_str(&format!(
+            "  catalog version  {}\n",
+            f.catalog_version.map_or("none yet".into(), |v| v.to_string())
+        ));
+        if let Some(age) = src.content_age_hours {
+            out.push_str(&format!("  content age      {} h ({} days)\n", age, age / 24));
+        }
+        if let Some(e) = &f.catalog_expires {
+            out.push_str(&format!(
+                "  expires          {e}{}\n",
+                if src.expired { "  EXPIRED: new content needed" } else { "" }
+            ));
+        }
+        out.push_str(&format!(
+            "  patches          {} ({} referenced)\n",
+            f.patches,
+            bytes_h(f.blob_bytes)
+        ));
+        out.push_str(&format!(
+            "  last success     {}\n",
+            f.last_success.as_deref().unwrap_or("never")
+        ));
+        if let Some(e) = &f.last_error {
+            out.push_str(&format!("  last error       {e}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "store: {} blobs, {}\n",
+        s.store_blobs,
+        bytes_h(s.store_bytes)
+    ));
+    out
+}
+
+/// A terminal progress bar (bytes, rate, ETA) for imports.
+pub struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    pub fn finish_and_clear(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress_bar() -> Bar {
+    let pb = indicatif::ProgressBar::new(0);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {bytes}/{total_bytes} {bar:30} {bytes_per_sec} ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Bar(pb)
+}
+
+impl Progress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+}
