@@ -4,6 +4,11 @@
 //! - [`catalog`]: catalog and patch-entry wire types, content validation.
 //! - [`bundle`]: the `*.pwb` offline bundle: writer and streaming, hostile-safe reader.
 //! - [`hashing`]: sha256 while streaming.
+//! - [`tools`]: `patchward feed init|add|publish|export|rotate-root` (MSP side; never
+//!   touches an appliance's data directory), and [`cli`], their clap definitions.
+
 pub mod bundle;
 pub mod catalog;
+pub mod cli;
 pub mod hashing;
+pub mod tools;
