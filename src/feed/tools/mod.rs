@@ -75,7 +75,7 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use add::{AddReport, PatchSource, add_patch};
+pub use add::{AddReport, ArtifactSource, PatchSource, add_patch};
 pub use export::{ExportReport, export};
 pub use init::{InitOptions, InitReport, init};
 pub use publish::{PublishReport, publish};
