@@ -5,7 +5,12 @@
 //! - [`bundle`]: the `*.pwb` offline bundle: writer and streaming, hostile-safe reader.
 //! - [`hashing`]: sha256 while streaming.
 //! - [`import`]: the one import pipeline (bundle, directory, HTTP) on the appliance.
+//! - [`tools`]: `patchward feed init|add|publish|export|rotate-root` (MSP side; never
+//!   touches an appliance's data directory), and [`cli`], their clap definitions.
+
 pub mod bundle;
 pub mod catalog;
+pub mod cli;
 pub mod hashing;
 pub mod import;
+pub mod tools;
