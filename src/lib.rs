@@ -36,6 +36,7 @@ pub mod fsutil;
 pub mod health;
 pub mod mirror;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod trust;
 pub mod web;

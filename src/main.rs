@@ -309,13 +309,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Kev(KevCmd::Import { file }) => {
             let config = load_config(&cli, None)?;
             let ctx = patchward::mirror::Context::open(&config)?;
             let n = ctx.import_kev(file, &invoking_user())?;
-            println!("loaded {n} known exploited vulnerabilities from {}", file.display());
+            println!(
+                "loaded {n} known exploited vulnerabilities from {}",
+                file.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Feed(cmd) => {

@@ -176,9 +176,6 @@ pub fn transport_for(src: &MirrorSource) -> Result<Box<dyn Transport>, MirrorErr
     if let Some(t) = DirTransport::from_url(&src.url) {
         return Ok(Box::new(t));
     }
-    if src.url.starts_with("http://") || src.url.starts_with("https://") {
-        return Ok(Box::new(import::HttpTransport::new(&src.url)?));
-    }
     Err(MirrorError::Url {
         url: src.url.clone(),
     })
@@ -212,7 +209,12 @@ pub fn sync_source(
         Err(e) => Err(e.to_string()),
     };
     db.write_blocking(|tx| {
-        feeds::record_sync(tx, &name, SystemClock.now(), outcome.as_ref().map(|b| *b).map_err(String::as_str))
+        feeds::record_sync(
+            tx,
+            &name,
+            SystemClock.now(),
+            outcome.as_ref().map(|b| *b).map_err(String::as_str),
+        )
     })?;
     if let Err(e) = &result {
         tracing::warn!(source = %src.name, error = %e, "sync failed; will retry on schedule");
@@ -368,15 +370,24 @@ pub fn render_status(s: &MirrorStatus) -> String {
         out.push_str(&format!("{} ({})\n", src.name, src.url));
         out.push_str(&format!(
             "  catalog version  {}\n",
-            f.catalog_version.map_or("none yet".into(), |v| v.to_string())
+            f.catalog_version
+                .map_or("none yet".into(), |v| v.to_string())
         ));
         if let Some(age) = src.content_age_hours {
-            out.push_str(&format!("  content age      {} h ({} days)\n", age, age / 24));
+            out.push_str(&format!(
+                "  content age      {} h ({} days)\n",
+                age,
+                age / 24
+            ));
         }
         if let Some(e) = &f.catalog_expires {
             out.push_str(&format!(
                 "  expires          {e}{}\n",
-                if src.expired { "  EXPIRED: new content needed" } else { "" }
+                if src.expired {
+                    "  EXPIRED: new content needed"
+                } else {
+                    ""
+                }
             ));
         }
         out.push_str(&format!(

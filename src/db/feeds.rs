@@ -23,8 +23,9 @@ pub fn trust_state(conn: &Connection, feed: &str) -> Result<Option<TrustState>, 
         )
         .optional()?;
     text.map(|t| {
-        serde_json::from_str(&t)
-            .map_err(|e| DbError::Worker(format!("stored trust state of {feed} is unreadable: {e}")))
+        serde_json::from_str(&t).map_err(|e| {
+            DbError::Worker(format!("stored trust state of {feed} is unreadable: {e}"))
+        })
     })
     .transpose()
 }
@@ -57,9 +58,7 @@ pub fn catalog_versions(conn: &Connection, feed: &str) -> Result<Vec<u64>, DbErr
 /// Every blob some feed's current catalog references (GC keeps these).
 pub fn referenced_blobs(conn: &Connection) -> Result<BTreeSet<String>, DbError> {
     let mut st = conn.prepare("SELECT DISTINCT sha256 FROM patch_blobs")?;
-    let v = st
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let v = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     Ok(v)
 }
 
@@ -88,7 +87,10 @@ fn entry_json(e: &PatchEntry) -> Result<String, DbError> {
 }
 
 /// Makes `c.catalog` the feed's current catalog and stores the new trust state.
-pub fn commit_catalog(tx: &Transaction<'_>, c: &CatalogCommit<'_>) -> Result<CommitCounts, DbError> {
+pub fn commit_catalog(
+    tx: &Transaction<'_>,
+    c: &CatalogCommit<'_>,
+) -> Result<CommitCounts, DbError> {
     let now = c.now.to_string();
     let state = serde_json::to_string(c.state)
         .map_err(|e| DbError::Worker(format!("cannot encode trust state: {e}")))?;
@@ -148,8 +150,12 @@ pub fn commit_catalog(tx: &Transaction<'_>, c: &CatalogCommit<'_>) -> Result<Com
                 p.id,
                 c.catalog.version as i64,
                 p.title,
-                serde_json::to_value(p.kind).ok().and_then(|v| v.as_str().map(str::to_owned)),
-                serde_json::to_value(p.severity).ok().and_then(|v| v.as_str().map(str::to_owned)),
+                serde_json::to_value(p.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned)),
+                serde_json::to_value(p.severity)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned)),
                 p.cvss.as_ref().map(|c| c.base_score),
                 serde_json::to_string(&p.cves).unwrap_or_else(|_| "[]".into()),
                 p.released.to_string(),
@@ -160,7 +166,10 @@ pub fn commit_catalog(tx: &Transaction<'_>, c: &CatalogCommit<'_>) -> Result<Com
         )?;
     }
     for id in old.keys().filter(|id| !seen.contains(*id)) {
-        tx.execute("DELETE FROM patches WHERE feed = ?1 AND id = ?2", params![c.feed, id])?;
+        tx.execute(
+            "DELETE FROM patches WHERE feed = ?1 AND id = ?2",
+            params![c.feed, id],
+        )?;
         counts.removed += 1;
     }
     tx.execute("DELETE FROM patch_blobs WHERE feed = ?1", [c.feed])?;
@@ -276,8 +285,11 @@ pub fn feed_status(conn: &Connection, feed: &str) -> Result<FeedStatus, DbError>
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
-    let patches: i64 =
-        conn.query_row("SELECT count(*) FROM patches WHERE feed = ?1", [feed], |r| r.get(0))?;
+    let patches: i64 = conn.query_row(
+        "SELECT count(*) FROM patches WHERE feed = ?1",
+        [feed],
+        |r| r.get(0),
+    )?;
     let bytes: i64 = conn.query_row(
         "SELECT coalesce(sum(size), 0) FROM patch_blobs WHERE feed = ?1",
         [feed],

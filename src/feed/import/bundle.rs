@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
 use super::{ImportError, Progress, ProgressReader, Transport};
@@ -98,10 +98,9 @@ impl Transport for BundleTransport {
         store: &Store,
         progress: &dyn Progress,
     ) -> Result<u64, ImportError> {
-        let reader = self
-            .reader
-            .take()
-            .ok_or(ImportError::Bundle("the bundle's blobs were already read".into()))?;
+        let reader = self.reader.take().ok_or(ImportError::Bundle(
+            "the bundle's blobs were already read".into(),
+        ))?;
         let mut stored = 0u64;
         reader.blobs(all, |hash, size, r| {
             if needed.contains_key(hash) {
