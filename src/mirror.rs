@@ -42,6 +42,9 @@ pub enum MirrorError {
     Kev { path: String, reason: String },
 }
 
+/// One source's sync result: its name and what happened.
+pub type SyncOutcome = (String, Result<ImportSummary, MirrorError>);
+
 /// An opened data directory with what mirror operations need.
 pub struct Context {
     pub config: Config,
@@ -108,7 +111,7 @@ impl Context {
         &self,
         only: Option<&str>,
         actor: &str,
-    ) -> Result<Vec<(String, Result<ImportSummary, MirrorError>)>, MirrorError> {
+    ) -> Result<Vec<SyncOutcome>, MirrorError> {
         let sources: Vec<&MirrorSource> = match only {
             Some(name) => vec![
                 self.config

@@ -35,6 +35,7 @@ mod layout;
 mod put;
 mod read;
 mod space;
+mod stage;
 #[cfg(test)]
 mod tests;
 
@@ -52,6 +53,7 @@ pub use gc::{CorruptBlob, GcReport, VerifyReport};
 pub use hash::Sha256Hex;
 pub use put::PutOutcome;
 pub use read::BlobFile;
+pub use stage::Staging;
 
 /// Mode of the store's directories: the daemon's user and its group only.
 const DIR_MODE: u32 = 0o750;

@@ -4,5 +4,7 @@
 mod audit_cli;
 mod bad_input;
 mod crash;
+mod feedkit;
+mod import;
 mod serve;
 mod support;

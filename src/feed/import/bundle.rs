@@ -101,12 +101,15 @@ impl Transport for BundleTransport {
         let reader = self.reader.take().ok_or(ImportError::Bundle(
             "the bundle's blobs were already read".into(),
         ))?;
+        // Blobs are verified into a staging area and join the store only once the whole
+        // bundle has been read without fault: a refused bundle leaves the store as it was.
+        let mut staging = store.staging()?;
         let mut stored = 0u64;
         reader.blobs(all, |hash, size, r| {
             if needed.contains_key(hash) {
                 let h = Sha256Hex::parse(hash)?;
                 let mut pr = ProgressReader { inner: r, progress };
-                store.put(Some((&h, size)), &mut pr)?;
+                staging.put(&h, size, &mut pr)?;
                 stored += size;
             } else {
                 // Already stored: read past it (the stream has no seek).
@@ -117,6 +120,7 @@ impl Transport for BundleTransport {
             }
             Ok::<_, ImportError>(())
         })?;
+        staging.commit()?;
         Ok(stored)
     }
 }

@@ -68,12 +68,13 @@ pub enum ImportError {
         "this bundle is incremental on catalog version {base} of feed {feed:?}, but the \
          appliance lacks content it needs ({accepted}); import the full bundle (`patchward \
          feed export` without --base) or one built on a version this appliance has. \
-         Missing blobs ({count}): {list}"
+         {what} ({count}): {list}"
     )]
     MissingBase {
         feed: String,
         base: u64,
         accepted: String,
+        what: &'static str,
         count: usize,
         list: String,
     },
@@ -368,6 +369,11 @@ fn check_base(
             feed: feed.to_string(),
             base,
             accepted,
+            what: if base_blobs.is_some() {
+                "Missing blobs"
+            } else {
+                "Blobs the new catalog needs that this appliance does not have"
+            },
             count: missing.len(),
             list: short_list(&missing),
         });

@@ -1,0 +1,108 @@
+//! Staging: blobs that must all arrive before any becomes visible.
+//!
+//! A bundle is one stream: a problem in its last entry must not leave its first blobs
+//! in the store ("a refused bundle changes nothing"). A [`Staging`] area is a private
+//! store under `<root>/staging/<pid>-<n>` on the same file system. Blobs are verified
+//! into it as they stream; [`Staging::commit`] then renames each into the real store
+//! (atomic per blob, no copy). Dropping an uncommitted staging area deletes it, and
+//! areas left by a killed process are deleted by the next one.
+
+use std::fs;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use super::{PutOutcome, Sha256Hex, Store, StoreError};
+use crate::fsutil;
+
+/// A private area whose blobs join the store only on [`Staging::commit`].
+pub struct Staging<'a> {
+    main: &'a Store,
+    area: Option<Store>,
+    dir: PathBuf,
+    staged: Vec<(Sha256Hex, u64)>,
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+impl Store {
+    /// Opens a new staging area (and removes areas whose process is gone).
+    pub fn staging(&self) -> Result<Staging<'_>, StoreError> {
+        let base = self.root.join("staging");
+        fsutil::ensure_dir(&base, super::DIR_MODE)
+            .map_err(|e| StoreError::io("create directory", &base, e))?;
+        if let Ok(rd) = fs::read_dir(&base) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| p != std::process::id() && !pid_alive(p)) {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let dir = base.join(format!("{}-{n}", std::process::id()));
+        let area = Store::open(&dir, self.opts.clone())?.with_clock(self.clock.clone());
+        Ok(Staging {
+            main: self,
+            area: Some(area),
+            dir,
+            staged: Vec::new(),
+        })
+    }
+}
+
+impl Staging<'_> {
+    /// Verifies `reader` against `hash`/`size` into the staging area.
+    pub fn put(
+        &mut self,
+        hash: &Sha256Hex,
+        size: u64,
+        reader: &mut dyn Read,
+    ) -> Result<PutOutcome, StoreError> {
+        let area = self
+            .area
+            .as_ref()
+            .expect("staging area is open until commit");
+        let out = area.put(Some((hash, size)), reader)?;
+        self.staged.push((hash.clone(), size));
+        Ok(out)
+    }
+
+    /// Moves every staged blob into the store. A crash part-way leaves some blobs in
+    /// the store (complete and verified, merely unreferenced until the import commits)
+    /// and the rest in a staging area the next import removes.
+    pub fn commit(mut self) -> Result<usize, StoreError> {
+        let area = self.area.take().expect("commit once");
+        let mut moved = 0;
+        for (hash, size) in &self.staged {
+            let from = area.path(hash);
+            let dir = self.main.blobs.join(hash.prefix());
+            if !dir.is_dir() {
+                fsutil::ensure_dir(&dir, super::DIR_MODE)
+                    .map_err(|e| StoreError::io("create directory", &dir, e))?;
+            }
+            let dest = dir.join(hash.as_str());
+            let mut usage = self.main.lock();
+            if self.main.touch_locked(hash)? == Some(*size) {
+                continue;
+            }
+            fs::rename(&from, &dest).map_err(|e| StoreError::io("move into place", &dest, e))?;
+            usage.blobs += 1;
+            usage.bytes += size;
+            drop(usage);
+            fsutil::sync_dir(&dir).map_err(|e| StoreError::io("flush to disk", &dir, e))?;
+            moved += 1;
+        }
+        Ok(moved)
+    }
+}
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        self.area = None;
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
