@@ -86,6 +86,9 @@ enum Command {
     /// The CISA Known Exploited Vulnerabilities catalog used to flag patches.
     #[command(subcommand)]
     Kev(KevCmd),
+    /// The content store: usage, integrity scrub, garbage collection.
+    #[command(subcommand)]
+    Store(StoreCmd),
     /// MSP-side tools that build and publish a signed feed (never on the appliance's data).
     #[command(subcommand)]
     Feed(patchward::feed::cli::FeedCmd),
@@ -111,6 +114,20 @@ enum MirrorCmd {
     Sync {
         #[arg(long)]
         source: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Re-hash every blob and check referenced blobs are present; exit 1 if not.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove blobs no current catalog references (after `store.gc_grace_hours`).
+    Gc {
         #[arg(long)]
         json: bool,
     },
@@ -314,6 +331,49 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Store(StoreCmd::Verify { json }) => {
+            let config = load_config(&cli, None)?;
+            let ctx = patchward::mirror::Context::open(&config)?;
+            let check = ctx.verify_store()?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&check)?);
+            } else if check.consistent() {
+                println!(
+                    "store consistent: {} blobs ({} bytes) re-hashed, every referenced blob present",
+                    check.blobs_checked, check.bytes_checked
+                );
+            } else {
+                println!("store NOT consistent:");
+                for c in &check.corrupt {
+                    println!("  corrupt: {c}");
+                }
+                for m in &check.misnamed {
+                    println!("  misnamed file: {m}");
+                }
+                for r in &check.referenced_missing {
+                    println!("  referenced but missing: {r} (import the content again)");
+                }
+            }
+            Ok(if check.consistent() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Store(StoreCmd::Gc { json }) => {
+            let config = load_config(&cli, None)?;
+            let ctx = patchward::mirror::Context::open(&config)?;
+            let r = ctx.gc(&invoking_user())?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "removed {} unreferenced blobs ({} bytes); {} kept within the grace period",
+                    r.removed, r.bytes_freed, r.kept_in_grace
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Kev(KevCmd::Import { file }) => {
             let config = load_config(&cli, None)?;

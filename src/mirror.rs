@@ -107,11 +107,7 @@ impl Context {
 
     /// Syncs one configured source (or all); an unreachable upstream is a recorded
     /// outcome, not a crash.
-    pub fn sync(
-        &self,
-        only: Option<&str>,
-        actor: &str,
-    ) -> Result<Vec<SyncOutcome>, MirrorError> {
+    pub fn sync(&self, only: Option<&str>, actor: &str) -> Result<Vec<SyncOutcome>, MirrorError> {
         let sources: Vec<&MirrorSource> = match only {
             Some(name) => vec![
                 self.config
@@ -441,5 +437,89 @@ impl Progress for Bar {
     }
     fn advance(&self, bytes: u64) {
         self.0.inc(bytes);
+    }
+}
+
+/// `store verify`: every blob re-hashed, and every blob a current catalog references
+/// present. Consistent means both lists are empty.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreCheck {
+    pub blobs_checked: u64,
+    pub bytes_checked: u64,
+    pub corrupt: Vec<String>,
+    pub misnamed: Vec<String>,
+    pub referenced_missing: Vec<String>,
+}
+
+impl StoreCheck {
+    pub fn consistent(&self) -> bool {
+        self.corrupt.is_empty() && self.misnamed.is_empty() && self.referenced_missing.is_empty()
+    }
+}
+
+/// `store gc` result.
+#[derive(Debug, Clone, Serialize)]
+pub struct GcSummary {
+    pub removed: u64,
+    pub bytes_freed: u64,
+    pub kept_in_grace: u64,
+    pub referenced: usize,
+}
+
+impl Context {
+    /// Re-hashes the whole store and checks that referenced blobs are present.
+    pub fn verify_store(&self) -> Result<StoreCheck, MirrorError> {
+        let r = self.store.verify_all()?;
+        let referenced = self.db.read_blocking(feeds::referenced_blobs)?;
+        let mut missing = Vec::new();
+        for h in referenced {
+            if !self.store.contains(&crate::store::Sha256Hex::parse(&h)?)? {
+                missing.push(h);
+            }
+        }
+        Ok(StoreCheck {
+            blobs_checked: r.checked,
+            bytes_checked: r.bytes,
+            corrupt: r.corrupt.iter().map(|c| format!("{c:?}")).collect(),
+            misnamed: r.misnamed.iter().map(|p| p.display().to_string()).collect(),
+            referenced_missing: missing,
+        })
+    }
+
+    /// Removes blobs no current catalog references, once older than the grace period.
+    pub fn gc(&self, actor: &str) -> Result<GcSummary, MirrorError> {
+        let referenced: std::collections::HashSet<String> = self
+            .db
+            .read_blocking(feeds::referenced_blobs)?
+            .into_iter()
+            .collect();
+        let now = SystemClock.now();
+        let r = self.store.gc(
+            &referenced,
+            self.config.store.gc_grace,
+            std::time::SystemTime::try_from(now).unwrap_or_else(|_| std::time::SystemTime::now()),
+        )?;
+        let summary = GcSummary {
+            removed: r.removed,
+            bytes_freed: r.bytes_freed,
+            kept_in_grace: r.kept_in_grace,
+            referenced: referenced.len(),
+        };
+        if r.removed > 0 {
+            let details = serde_json::to_value(&summary).unwrap_or_default();
+            self.db.write_blocking(|tx| {
+                audit::append(
+                    tx,
+                    now,
+                    &NewEntry {
+                        actor,
+                        action: "store.gc",
+                        subject: "store",
+                        details,
+                    },
+                )
+            })?;
+        }
+        Ok(summary)
     }
 }

@@ -6,5 +6,6 @@ mod bad_input;
 mod crash;
 mod feedkit;
 mod import;
+mod import_crash;
 mod serve;
 mod support;
