@@ -64,7 +64,7 @@ pub enum StoreError {
 
     #[error(
         "import needs {} but only {} is free above the {} reserve on {}; free space or lower \
-         store.free_space_reserve",
+         store.free_space_reserve_mb",
         Bytes(*.needed), Bytes(.available.saturating_sub(*.reserve)), Bytes(*.reserve), .path.display()
     )]
     NoSpace {
@@ -76,7 +76,7 @@ pub enum StoreError {
 
     #[error(
         "import stopped after writing {} of a blob of unknown size: only {} is free on {}, \
-         below the {} reserve; nothing was stored; free space or lower store.free_space_reserve",
+         below the {} reserve; nothing was stored; free space or lower store.free_space_reserve_mb",
         Bytes(*.written), Bytes(*.available), .path.display(), Bytes(*.reserve)
     )]
     NoSpaceWhileWriting {
@@ -97,17 +97,6 @@ pub enum StoreError {
         hash: Sha256Hex,
         actual: Sha256Hex,
         size: u64,
-        path: PathBuf,
-    },
-
-    #[error(
-        "blob {hash} is stored with {stored} bytes but the catalog says {expected}: either \
-         the catalog is wrong or {path} is corrupt; run the store scrub (verify_all) to find out"
-    )]
-    StoredSizeMismatch {
-        hash: Sha256Hex,
-        stored: u64,
-        expected: u64,
         path: PathBuf,
     },
 
@@ -185,7 +174,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "import needs 1.2 GiB but only 972.8 MiB is free above the 2 GiB reserve on \
-             /var/lib/patchward; free space or lower store.free_space_reserve"
+             /var/lib/patchward; free space or lower store.free_space_reserve_mb"
         );
     }
 }

@@ -177,9 +177,11 @@ impl Store {
     /// How many blobs and bytes the store holds.
     ///
     /// Cheap: counters kept in memory, computed by a walk at open and updated by `put`
-    /// and `gc`. A walk costs ~0.1 s per 10,000 blobs even with a warm cache (measured,
-    /// see BENCHMARKS.md), too slow for every metrics scrape. Blobs that another process
-    /// (the CLI) adds or removes are not seen until [`Store::rescan`] or the next open.
+    /// and `gc`. The walk (readdir + stat per blob) measured ~40 ms per 10,000 blobs with
+    /// a warm page cache (`rescan_10k_blobs` in `benches/store_put.rs`, BENCHMARKS.md):
+    /// fine once at start, too much per metrics scrape for a store of 100,000 debs, and
+    /// worse on a cold disk. Blobs that another process (the CLI) adds or removes are not
+    /// seen until [`Store::rescan`] or the next open.
     pub fn usage(&self) -> StoreUsage {
         *self.lock()
     }

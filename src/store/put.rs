@@ -12,10 +12,11 @@ use sha2::{Digest, Sha256};
 use super::{BLOB_MODE, DIR_MODE, Sha256Hex, Store, StoreError, space};
 use crate::fsutil;
 
-/// Bytes read (and hashed, and written) per step. Measured on this machine class with
-/// `cargo bench --bench store_put`: 64 KiB..4 MiB are all within noise of each
-/// other for 64 MiB blobs (see BENCHMARKS.md); 1 MiB keeps syscalls few and the buffer
-/// small enough to allocate per put.
+/// Bytes read (and hashed, and written) per step. Measured with
+/// `PATCHWARD_BENCH_DIR=/dev/shm cargo bench --bench store_put` (tmpfs, so CPU only):
+/// 64 KiB and 1 MiB both put at 0.62x the in-memory sha256 rate, for 1 MiB and 64 MiB
+/// blobs alike (BENCHMARKS.md). 1 MiB keeps syscalls few and is small enough to
+/// allocate per put.
 const BUF_SIZE: usize = 1 << 20;
 /// How often (in bytes written) free space is checked again during a write.
 const SPACE_CHECK_EVERY: u64 = 8 << 20;
@@ -50,7 +51,7 @@ impl Store {
     ) -> Result<PutOutcome, StoreError> {
         let reserve = self.opts.free_space_reserve;
         if let Some((hash, size)) = expected {
-            let _commit = self.lock();
+            let commit = self.lock();
             match self.touch_locked(hash)? {
                 Some(stored) if stored == size => {
                     return Ok(PutOutcome {
@@ -66,6 +67,7 @@ impl Store {
                 ),
                 None => {}
             }
+            drop(commit);
             space::check(&self.root, size, reserve)?;
         } else {
             space::check_unknown(&self.root, 0, reserve)?;

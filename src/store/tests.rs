@@ -349,7 +349,7 @@ fn free_space_reserve_refuses_before_writing() {
     );
     assert!(msg.contains(&f.store.root().display().to_string()), "{msg}");
     assert!(
-        msg.ends_with("; free space or lower store.free_space_reserve"),
+        msg.ends_with("; free space or lower store.free_space_reserve_mb"),
         "{msg}"
     );
     assert_eq!(reader.read, 0);

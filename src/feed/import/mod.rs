@@ -255,7 +255,9 @@ pub fn import(
     let mut needed = BTreeMap::new();
     for (hash, size) in &all {
         let h = Sha256Hex::parse(hash)?;
-        if !store.contains(&h)? {
+        // touch, not contains: it refreshes the blob's mtime, so a GC running now
+        // cannot remove a blob this import counts on before the catalog commits.
+        if !store.touch(&h)? {
             needed.insert(hash.clone(), *size);
         }
     }
