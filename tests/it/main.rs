@@ -4,5 +4,6 @@
 mod audit_cli;
 mod bad_input;
 mod crash;
+mod dropfolder;
 mod serve;
 mod support;
