@@ -179,3 +179,47 @@ fn drop_folder_imports_rejects_and_survives_the_folder_vanishing() {
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
 }
+
+fn rejections(data: &Path) -> usize {
+    let mut cmd = patchward(data);
+    cmd.args(["audit", "list", "--json", "--limit", "200"]);
+    let o = run(cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o).matches("\"feed.import_rejected\"").count()
+}
+
+#[test]
+fn a_file_that_cannot_be_moved_stays_and_is_not_retried_until_it_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let drop = tmp.path().join("drop");
+    std::fs::create_dir(&drop).unwrap();
+    // A plain file where rejected/ should be: the move fails as on read-only media
+    // (tests may run as root, for whom a read-only mode is no obstacle).
+    std::fs::write(drop.join("rejected"), b"").unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("patchward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[import]\ndrop_dir = {:?}\nstable_secs = 1\n",
+            drop.display().to_string()
+        ),
+    )
+    .unwrap();
+    let _server = Server::start_with(&data, &["--config", config.to_str().unwrap()]);
+
+    let bad = drop.join("bad.pwb");
+    std::fs::write(&bad, b"not a bundle").unwrap();
+    wait_for("the rejection to be audited", || rejections(&data) == 1);
+    // Many rescans later: still there, still refused only once.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(bad.exists());
+    assert_eq!(rejections(&data), 1);
+
+    // Changed content is a new file: it is looked at again.
+    std::fs::write(&bad, b"still not a bundle").unwrap();
+    wait_for("the changed file to be refused again", || {
+        rejections(&data) == 2
+    });
+    assert!(bad.exists());
+}
