@@ -42,7 +42,7 @@ pub enum MirrorError {
     Kev { path: String, reason: String },
 }
 
-/// One source's sync result: its name and what happened.
+/// One source's name and the outcome of syncing it.
 pub type SyncOutcome = (String, Result<ImportSummary, MirrorError>);
 
 /// An opened data directory with what mirror operations need.
@@ -75,15 +75,6 @@ impl Context {
         })
     }
 
-    fn source(&self, name: &str) -> Result<&MirrorSource, MirrorError> {
-        self.config
-            .mirror
-            .sources
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| MirrorError::Import(ImportError::UnknownFeed { feed: name.into() }))
-    }
-
     /// Imports a bundle file for the feed its header names (which must be configured).
     pub fn import_bundle(
         &self,
@@ -91,18 +82,15 @@ impl Context {
         actor: &str,
         progress: &dyn Progress,
     ) -> Result<ImportSummary, MirrorError> {
-        let mut t = BundleTransport::open(path)?;
-        let src = self.source(t.feed())?;
-        let source = FeedSource::from_config(src)?;
-        Ok(import::import(
-            &mut t,
-            &source,
+        import_bundle_file(
             &self.db,
             &self.store,
+            &self.config,
+            path,
             SystemClock.now(),
             actor,
             progress,
-        )?)
+        )
     }
 
     /// Syncs one configured source (or all); an unreachable upstream is a recorded
@@ -168,6 +156,33 @@ impl Context {
         })?;
         Ok(n)
     }
+}
+
+/// Imports the bundle file at `path` for the feed its header names, which must be one
+/// of `config`'s mirror sources. The one bundle import used by `patchward import` and
+/// the drop folder.
+pub fn import_bundle_file(
+    db: &Db,
+    store: &Store,
+    config: &Config,
+    path: &Path,
+    now: Timestamp,
+    actor: &str,
+    progress: &dyn Progress,
+) -> Result<ImportSummary, MirrorError> {
+    let mut t = BundleTransport::open(path)?;
+    let src = config
+        .mirror
+        .sources
+        .iter()
+        .find(|s| s.name == t.feed())
+        .ok_or_else(|| ImportError::UnknownFeed {
+            feed: t.feed().into(),
+        })?;
+    let source = FeedSource::from_config(src)?;
+    Ok(import::import(
+        &mut t, &source, db, store, now, actor, progress,
+    )?)
 }
 
 /// Builds the transport for a source URL.

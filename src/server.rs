@@ -55,6 +55,8 @@ pub struct Started {
     pub ed25519_key_id: String,
     pub apt_fingerprint: String,
     pub first_start: bool,
+    /// The watched drop folder, if configured.
+    pub drop_dir: Option<PathBuf>,
 }
 
 impl Started {
@@ -74,6 +76,9 @@ impl Started {
             self.ed25519_key_id,
             self.apt_fingerprint,
         );
+        if let Some(d) = &self.drop_dir {
+            s.push_str(&format!("  drop folder     {}\n", d.display()));
+        }
         if self.first_start {
             s.push_str("  first start: new keys were generated (mode 0600 under keys/)\n");
         }
@@ -181,6 +186,7 @@ pub async fn run(
         ed25519_key_id: app.keys.ed25519.key_id(),
         apt_fingerprint: app.keys.apt.fingerprint(),
         first_start: app.first_start,
+        drop_dir: config.import.drop_dir.clone(),
     };
     {
         let db = app.db.clone();
@@ -218,6 +224,7 @@ pub async fn run(
         ],
     );
     spawn_watchdog(app.db.clone());
+    let drop_folder = crate::feed::dropfolder::spawn(&config, app.db.clone(), clock.clone());
 
     let mut server = server;
     let signal = tokio::select! {
@@ -245,6 +252,9 @@ pub async fn run(
             );
             server.abort();
         }
+    }
+    if let Some(d) = drop_folder {
+        d.stop(config.server.shutdown_grace).await;
     }
     let db = app.db.clone();
     let ck = clock.clone();

@@ -4,6 +4,7 @@
 mod audit_cli;
 mod bad_input;
 mod crash;
+mod dropfolder;
 mod feedkit;
 mod import;
 mod import_crash;
