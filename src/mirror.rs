@@ -117,18 +117,7 @@ impl Context {
 
     /// Status of every configured source.
     pub fn status(&self, now: Timestamp) -> Result<MirrorStatus, MirrorError> {
-        let usage = self.store.usage();
-        let mut sources = Vec::new();
-        for src in &self.config.mirror.sources {
-            let name = src.name.clone();
-            let st = self.db.read_blocking(|c| feeds::feed_status(c, &name))?;
-            sources.push(SourceStatus::new(src, st, now));
-        }
-        Ok(MirrorStatus {
-            sources,
-            store_blobs: usage.blobs,
-            store_bytes: usage.bytes,
-        })
+        status(&self.db, &self.store, &self.config.mirror.sources, now)
     }
 
     /// Loads the CISA KEV catalog (replacing the previous one); audited.
@@ -183,6 +172,28 @@ pub fn import_bundle_file(
     Ok(import::import(
         &mut t, &source, db, store, now, actor, progress,
     )?)
+}
+
+/// Status of `sources` and the store. The store is re-counted, because imports by
+/// other processes (the CLI, the drop folder) change it behind this handle's counters.
+pub fn status(
+    db: &Db,
+    store: &Store,
+    sources: &[MirrorSource],
+    now: Timestamp,
+) -> Result<MirrorStatus, MirrorError> {
+    let usage = store.rescan()?;
+    let mut out = Vec::new();
+    for src in sources {
+        let name = src.name.clone();
+        let st = db.read_blocking(|c| feeds::feed_status(c, &name))?;
+        out.push(SourceStatus::new(src, st, now));
+    }
+    Ok(MirrorStatus {
+        sources: out,
+        store_blobs: usage.blobs,
+        store_bytes: usage.bytes,
+    })
 }
 
 /// Builds the transport for a source URL.

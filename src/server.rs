@@ -14,6 +14,7 @@ use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -200,7 +201,17 @@ pub async fn run(
             .map_err(|e| ServeError::Join(e.to_string()))??;
     }
 
-    let state = AppState::new(app.db.clone());
+    let store = crate::mirror::open_store(&config)
+        .map(Arc::new)
+        .map_err(|e| ServeError::Join(format!("cannot open the content store: {e}")))?;
+    let state = AppState::new(
+        app.db.clone(),
+        Some(crate::web::MirrorState {
+            store: store.clone(),
+            sources: config.mirror.sources.clone(),
+            clock: clock.clone(),
+        }),
+    );
     let limits = Limits {
         max_body_bytes: config.server.max_body_bytes,
         request_timeout: config.server.request_timeout,

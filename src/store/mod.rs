@@ -104,6 +104,9 @@ pub struct Store {
     commit: Mutex<StoreUsage>,
     /// Makes temp file names unique within this process.
     tmp_seq: AtomicU64,
+    /// Flush each blob (and its directory) before `put` returns. Off only for staging
+    /// areas, whose commit flushes the whole file system once instead (see stage.rs).
+    sync_each: bool,
 }
 
 impl Store {
@@ -136,6 +139,7 @@ impl Store {
             clock: Arc::new(SystemClock),
             commit: Mutex::new(usage),
             tmp_seq: AtomicU64::new(0),
+            sync_each: true,
         })
     }
 

@@ -96,9 +96,11 @@ impl Store {
         tmp.file
             .set_modified(self.now())
             .map_err(|e| StoreError::io("set the mtime of", &tmp.path, e))?;
-        tmp.file
-            .sync_all()
-            .map_err(|e| StoreError::io("flush to disk", &tmp.path, e))?;
+        if self.sync_each {
+            tmp.file
+                .sync_all()
+                .map_err(|e| StoreError::io("flush to disk", &tmp.path, e))?;
+        }
         crash_point("after-sync");
         self.commit(tmp, hash, size)
     }
@@ -199,7 +201,9 @@ impl Store {
                 }
             }
         }
-        fsutil::sync_dir(&dir).map_err(|e| StoreError::io("flush to disk", &dir, e))?;
+        if self.sync_each {
+            fsutil::sync_dir(&dir).map_err(|e| StoreError::io("flush to disk", &dir, e))?;
+        }
         Ok(PutOutcome {
             hash,
             size,

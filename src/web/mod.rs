@@ -7,6 +7,7 @@
 
 mod health;
 mod metrics_layer;
+mod mirror;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,6 +35,15 @@ pub struct AppState {
 pub struct StateInner {
     pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
     pub version: &'static str,
+    /// The content store and the configured mirror sources, for `/api/v1/mirror`.
+    pub mirror: Option<MirrorState>,
+}
+
+/// What the mirror status endpoint reads.
+pub struct MirrorState {
+    pub store: Arc<crate::store::Store>,
+    pub sources: Vec<crate::config::MirrorSource>,
+    pub clock: crate::clock::SharedClock,
 }
 
 /// Server limits from the configuration.
@@ -44,12 +54,13 @@ pub struct Limits {
 }
 
 impl AppState {
-    pub fn new(db: Db) -> Self {
+    pub fn new(db: Db, mirror: Option<MirrorState>) -> Self {
         Self {
             db,
             inner: Arc::new(StateInner {
                 prometheus: crate::telemetry::prometheus(),
                 version: env!("CARGO_PKG_VERSION"),
+                mirror,
             }),
         }
     }
@@ -60,6 +71,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
     let routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
+        .route("/api/v1/mirror", get(mirror::status))
         .with_state(state);
     with_middleware(routes, limits)
 }

@@ -95,6 +95,18 @@ fn config_check_reports_line_key_and_allowed_values() {
     .unwrap();
     assert_eq!(c.data_dir, std::path::PathBuf::from("/var/lib/patchward"));
 
+    // So are the shipped mirror source examples.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/mirror/sources.example.toml");
+    let text = std::fs::read_to_string(example).unwrap();
+    let c = patchward::config::Config::from_sources(Some((example, &text)), &Default::default())
+        .unwrap();
+    assert_eq!(c.mirror.sources.len(), 2);
+    assert!(
+        c.mirror.sources[0]
+            .root
+            .ends_with("mirror/roots/acme.root.json")
+    );
+
     // A data directory that is a file is reported by config check as well.
     let file = dir.path().join("plain");
     std::fs::write(&file, b"").unwrap();

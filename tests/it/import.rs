@@ -118,6 +118,24 @@ fn feed_to_bundle_to_import_full_incremental_and_idempotent() {
     assert_eq!(status["sources"][0]["catalog_version"], 2);
     assert!(status["sources"][0]["last_success"].is_string());
 
+    // The running appliance reports the same through its API.
+    let server = crate::support::Server::start_with(
+        &site_b.data,
+        &["--config", site_b.config.to_str().unwrap()],
+    );
+    let api: serde_json::Value = crate::support::http()
+        .get(format!("{}/api/v1/mirror", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(api["sources"][0]["name"], "msp-main");
+    assert_eq!(api["sources"][0]["catalog_version"], 2);
+    assert_eq!(api["sources"][0]["patches"], 3);
+    assert_eq!(api["sources"][0]["expired"], false);
+    assert_eq!(api["store_blobs"], 3);
+    drop(server);
+
     // Every import is in the audit trail, and the chain holds.
     let audit = run_ok(site.cmd(&["audit", "list", "--json"]));
     assert!(audit.matches("feed.imported").count() >= 2, "{audit}");

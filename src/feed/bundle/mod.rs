@@ -15,6 +15,7 @@
 //! [`BundleReader::blobs`], given the verified catalog's blob list, streams the rest.
 //! The reader is written for hostile input (see `read`); the writer is in `write`.
 
+mod ahead;
 mod read;
 mod write;
 

@@ -77,7 +77,7 @@ struct Entry {
 
 /// Streaming bundle reader: [`Self::metadata`] first, then [`Self::blobs`].
 pub struct BundleReader<R: Read> {
-    src: Capped<zstd::stream::read::Decoder<'static, BufReader<R>>>,
+    src: Capped<Source<R>>,
     stage: Stage,
     /// The first blob's header, read while looking for the end of the metadata.
     pending: Option<Entry>,
@@ -96,13 +96,43 @@ pub struct BlobsSummary {
     pub decompressed_bytes: u64,
 }
 
+/// Where decompressed bytes come from: inline, or from a read-ahead thread.
+enum Source<R: Read> {
+    Inline(zstd::stream::read::Decoder<'static, BufReader<R>>),
+    Ahead(super::ahead::ReadAhead),
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Source::Inline(d) => d.read(buf),
+            Source::Ahead(a) => a.read(buf),
+        }
+    }
+}
+
+impl<R: Read + Send + 'static> BundleReader<R> {
+    /// Like [`Self::new`], but decompresses on a background thread (bounded read-ahead)
+    /// so decompression overlaps with the importer's hashing and writing.
+    pub fn new_read_ahead(r: R) -> Result<Self, BundleError> {
+        let dec = zstd::stream::read::Decoder::new(r).map_err(BundleError::Io)?;
+        Ok(Self::from_source(Source::Ahead(
+            super::ahead::ReadAhead::spawn(dec),
+        )))
+    }
+}
+
 impl<R: Read> BundleReader<R> {
     /// Starts reading a `*.pwb` stream (nothing is read until [`Self::metadata`]).
     pub fn new(r: R) -> Result<Self, BundleError> {
         let dec = zstd::stream::read::Decoder::new(r).map_err(BundleError::Io)?;
-        Ok(Self {
+        Ok(Self::from_source(Source::Inline(dec)))
+    }
+
+    fn from_source(src: Source<R>) -> Self {
+        Self {
             src: Capped {
-                inner: dec,
+                inner: src,
                 read: 0,
                 // Before the catalog is known only metadata may be read.
                 cap: MAX_METADATA_TOTAL + TAR_SLACK,
@@ -113,7 +143,7 @@ impl<R: Read> BundleReader<R> {
             seen: BTreeSet::new(),
             metadata_done: false,
             finished: false,
-        })
+        }
     }
 
     /// Reads the metadata entries, stopping before the first blob.

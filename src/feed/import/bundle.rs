@@ -31,7 +31,7 @@ impl BundleTransport {
             what: format!("open bundle {}", path.display()),
             source,
         })?;
-        let mut reader = BundleReader::new(BufReader::with_capacity(1 << 20, file))?;
+        let mut reader = BundleReader::new_read_ahead(BufReader::with_capacity(1 << 20, file))?;
         let meta = reader.metadata()?;
         Ok(Self {
             path: path.to_path_buf(),
