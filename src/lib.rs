@@ -16,6 +16,8 @@
 //!   freeze, rotation checks); the appliance's OpenPGP key for apt.
 //! - [`feed`]: catalog types, `*.pwb` bundles, and the MSP-side `patchward feed` tools.
 //! - [`appliance`]: opening a data directory: keys, database, first-start work.
+//! - [`mirror`]: importing bundles, syncing configured sources, status; [`mirror_schedule`]
+//!   runs each source's sync on its interval inside the server.
 //! - [`server`]: `patchward serve` and `server::run`: start-up, readiness, graceful shutdown.
 //! - [`fsutil`]: crash-safe file writes (temp + fsync + rename).
 //! - [`web`]: the HTTP server (`web::run`), health and metrics endpoints.
@@ -35,6 +37,7 @@ pub mod feed;
 pub mod fsutil;
 pub mod health;
 pub mod mirror;
+pub mod mirror_schedule;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -43,6 +43,8 @@ pub enum ServeError {
     Server(std::io::Error),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("start-up work was interrupted: {0}")]
     Join(String),
 }
@@ -202,6 +204,18 @@ pub async fn run(
     let router = web::router(state, &limits);
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
+    if !config.mirror.sources.is_empty() {
+        let cfg = config.clone();
+        let store = tokio::task::spawn_blocking(move || crate::mirror::open_store(&cfg))
+            .await
+            .map_err(|e| ServeError::Join(e.to_string()))??;
+        crate::mirror_schedule::spawn(
+            &config,
+            app.db.clone(),
+            std::sync::Arc::new(store),
+            stop_rx.clone(),
+        );
+    }
     let graceful = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };

@@ -295,7 +295,9 @@ pub fn feed_status(conn: &Connection, feed: &str) -> Result<FeedStatus, DbError>
         [feed],
         |r| r.get(0),
     )?;
-    let ms: Option<(Option<String>, Option<String>, Option<String>, i64)> = conn
+    /// last_attempt, last_success, last_error, bytes_fetched.
+    type SyncRow = (Option<String>, Option<String>, Option<String>, i64);
+    let ms: Option<SyncRow> = conn
         .query_row(
             "SELECT last_attempt, last_success, last_error, bytes_fetched
              FROM mirror_status WHERE source = ?1",

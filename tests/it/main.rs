@@ -6,3 +6,5 @@ mod bad_input;
 mod crash;
 mod serve;
 mod support;
+mod sync;
+mod upstream;

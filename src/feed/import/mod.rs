@@ -11,6 +11,7 @@
 
 mod bundle;
 mod dir;
+mod http;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -31,6 +32,7 @@ use crate::trust::state::TrustState;
 
 pub use bundle::BundleTransport;
 pub use dir::DirTransport;
+pub use http::{HttpTransport, RetryPolicy, TransferTotals};
 
 /// Why an import failed. Nothing was made visible when any of these is returned.
 #[derive(Debug, thiserror::Error)]
