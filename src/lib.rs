@@ -22,6 +22,7 @@
 //! - [`fsutil`]: crash-safe file writes (temp + fsync + rename).
 //! - [`web`]: the HTTP server (`web::run`), health and metrics endpoints.
 //! - [`telemetry`]: logging set-up and the Prometheus recorder.
+//! - [`tls`]: the process's rustls crypto provider (ring), installed before any HTTP client.
 //! - [`health`]: the `healthcheck` client used by container and systemd health checks.
 //!
 //! Modules that later work fills (feeds, store, fleet, policy, rollouts, apt, legacy
@@ -41,5 +42,6 @@ pub mod mirror_schedule;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod trust;
 pub mod web;

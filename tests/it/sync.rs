@@ -186,11 +186,15 @@ fn sync_matches_the_bundle_and_incremental_sync_moves_only_the_new_blob() {
     assert_eq!(listed.as_array().unwrap().len(), 3);
     assert_eq!(listed, offline.patches());
 
-    // A second sync of the same catalog moves no blob bytes.
+    // A second sync of the same catalog moves only the timestamp: no blob, and not the
+    // catalog either (the stored envelope matches what the timestamp names).
     up.reset();
     let s = online.sync_json();
     assert_eq!(s["already_current"], true, "{s}");
-    assert_eq!(up.counters().blob_body_bytes, 0);
+    let ts_len = std::fs::metadata(feed.public().join("timestamp.json"))
+        .unwrap()
+        .len();
+    assert_eq!(up.counters().body_bytes, ts_len, "{:?}", up.counters());
 
     // (d) Version 2 replaces one artifact: only its bytes travel.
     let new_blob = feed.add("DSA-2/curl", "curl_2b_amd64.deb", 700 << 10);
@@ -228,6 +232,7 @@ fn sync_resumes_through_500s_and_dropped_connections_within_5_percent_of_the_mis
     let fault = Fault {
         errors: 2,
         drops: 2,
+        ..Fault::default()
     };
     for b in &blobs {
         up.fault(&format!("blobs/sha256/{b}"), fault);
@@ -237,7 +242,7 @@ fn sync_resumes_through_500s_and_dropped_connections_within_5_percent_of_the_mis
         "timestamp.json",
         Fault {
             errors: 1,
-            drops: 0,
+            ..Fault::default()
         },
     );
 
@@ -338,4 +343,57 @@ fn the_server_syncs_each_source_on_its_schedule() {
     assert!(site.has_blob(&blob));
     let audit = site.ok(&["audit", "list", "--json"]);
     assert!(audit.contains("scheduler"), "{audit}");
+}
+
+#[test]
+fn a_server_without_range_support_still_completes_and_a_missing_blob_fails_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let feed = Feed::new(work, "msp");
+    let blob = feed.add("DSA-1/openssl", "openssl_1_amd64.deb", 1 << 20);
+    feed.publish();
+    let up = Upstream::start(&feed.public());
+    // Drops once, then answers the resume with the whole blob (200): the reader skips
+    // the prefix it has, so the store still sees one stream.
+    up.fault(
+        &format!("blobs/sha256/{blob}"),
+        Fault {
+            drops: 1,
+            ignore_range: true,
+            ..Fault::default()
+        },
+    );
+    let site = Site::new(work, "site", "msp", &up.url, &feed.pinned_root());
+    let s = site.sync_json();
+    assert_eq!(s["catalog_version"], 1, "{s}");
+    assert!(site.has_blob(&blob));
+    let c = up.counters();
+    let size = feed.blob_size(&blob);
+    assert_eq!(c.blob_range_requests, 1, "{c:?}");
+    assert_eq!(c.blob_body_bytes, size / 2 + size, "{c:?}");
+
+    // Version 2 names a blob the server does not have: 404 is final, reported with its
+    // URL, and version 1 stays in service.
+    let gone = feed.add("DSA-2/curl", "curl_2_amd64.deb", 10 << 10);
+    feed.publish();
+    std::fs::remove_file(feed.public().join("blobs/sha256").join(&gone)).unwrap();
+    let started = Instant::now();
+    let o = site.cmd(&["mirror", "sync"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "cannot fetch {}blobs/sha256/{gone}: HTTP 404",
+            up.url
+        )),
+        "{e}"
+    );
+    assert!(e.contains("keeps serving catalog version 1"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "404 must not be retried"
+    );
+    let rows = site.patches();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert!(!site.has_blob(&gone));
 }

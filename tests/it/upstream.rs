@@ -26,6 +26,9 @@ pub struct Fault {
     pub errors: u32,
     /// The next `drops` GETs send half the body, then close.
     pub drops: u32,
+    /// Answer every GET with the whole file (200), ignoring Range, like a server
+    /// without Range support.
+    pub ignore_range: bool,
 }
 
 #[derive(Default)]
@@ -150,12 +153,13 @@ enum Action {
     Drop,
 }
 
-fn take_fault(state: &State, rel: &str) -> Action {
+/// What to do with this GET, and whether to ignore its Range header.
+fn take_fault(state: &State, rel: &str) -> (Action, bool) {
     let mut faults = state.faults.lock().unwrap();
     let Some(f) = faults.get_mut(rel) else {
-        return Action::Normal;
+        return (Action::Normal, false);
     };
-    if f.errors > 0 {
+    let action = if f.errors > 0 {
         f.errors -= 1;
         Action::Error
     } else if f.drops > 0 {
@@ -163,7 +167,8 @@ fn take_fault(state: &State, rel: &str) -> Action {
         Action::Drop
     } else {
         Action::Normal
-    }
+    };
+    (action, f.ignore_range)
 }
 
 fn safe_path(root: &Path, rel: &str) -> Option<PathBuf> {
@@ -243,7 +248,10 @@ fn serve_conn(conn: TcpStream, root: &Path, state: &State) -> std::io::Result<()
             simple(&mut out, "404 Not Found", "not found\n")?;
             continue;
         };
-        let action = take_fault(state, &rel);
+        let (action, ignore_range) = take_fault(state, &rel);
+        if ignore_range {
+            range = None;
+        }
         if let Action::Error = action {
             state.errors_sent.fetch_add(1, Ordering::SeqCst);
             let body = "injected failure\n";

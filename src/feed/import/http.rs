@@ -108,7 +108,7 @@ impl HttpTransport {
         if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
             return Err(bad("expected an http:// or https:// URL with a host".into()));
         }
-        install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let client = Client::builder()
             .user_agent(concat!("patchward/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
@@ -323,12 +323,6 @@ impl Transport for HttpTransport {
         }
         Ok(self.stats.blob_bytes.load(Ordering::Relaxed) - before)
     }
-}
-
-/// rustls needs one process-wide crypto provider; ring builds without cmake. Installing
-/// fails only when one is already installed, which is just as good.
-fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// A short reason from a reqwest error: the innermost cause, in words an operator
