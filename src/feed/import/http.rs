@@ -368,3 +368,29 @@ pub(crate) fn io_reason(e: &std::io::Error) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_http_and_https_base_urls_and_builds_the_tls_client() {
+        for url in ["http://127.0.0.1:8080", "https://feeds.example/msp/"] {
+            let t = HttpTransport::new(url).unwrap();
+            assert!(t.describe().ends_with('/'), "{}", t.describe());
+            assert_eq!(
+                t.url("timestamp.json").unwrap().path().rsplit('/').next(),
+                Some("timestamp.json")
+            );
+        }
+        let t = HttpTransport::new("https://feeds.example/msp").unwrap();
+        assert_eq!(
+            t.url("blobs/sha256/ab").unwrap().as_str(),
+            "https://feeds.example/msp/blobs/sha256/ab"
+        );
+        for bad in ["ftp://x/", "not a url", "file:///srv/feed"] {
+            let e = HttpTransport::new(bad).err().unwrap().to_string();
+            assert!(e.starts_with(&format!("cannot fetch {bad}")), "{e}");
+        }
+    }
+}

@@ -249,6 +249,11 @@ impl Read for ResumingReader<'_> {
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Everything arrived and the connection failed afterwards: done.
+                Err(_) if self.skip == 0 && self.received >= self.size => {
+                    self.body = None;
+                    return Ok(0);
+                }
                 Err(e) => {
                     let why = io_reason(&e);
                     self.failed(why)?;
