@@ -91,7 +91,7 @@ fn main() {
             ),
         )
         .unwrap();
-        tools::add_patch(&feed, &p, &[art.clone()]).unwrap();
+        tools::add_patch(&feed, &p, std::slice::from_ref(&art)).unwrap();
         std::fs::remove_file(&art).unwrap();
     }
     tools::publish(&feed, &[], now).unwrap();

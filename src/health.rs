@@ -24,6 +24,7 @@ pub enum Probe {
 
 /// GETs `url` with `timeout`; healthy only on 200.
 pub async fn probe(url: &str, timeout: Duration) -> Probe {
+    crate::tls::install_crypto_provider();
     let client = match reqwest::Client::builder().timeout(timeout).build() {
         Ok(c) => c,
         Err(e) => return Probe::Unhealthy(format!("cannot build HTTP client: {e}")),

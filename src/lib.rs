@@ -16,10 +16,13 @@
 //!   freeze, rotation checks); the appliance's OpenPGP key for apt.
 //! - [`feed`]: catalog types, `*.pwb` bundles, and the MSP-side `patchward feed` tools.
 //! - [`appliance`]: opening a data directory: keys, database, first-start work.
+//! - [`mirror`]: importing bundles, syncing configured sources, status; [`mirror_schedule`]
+//!   runs each source's sync on its interval inside the server.
 //! - [`server`]: `patchward serve` and `server::run`: start-up, readiness, graceful shutdown.
 //! - [`fsutil`]: crash-safe file writes (temp + fsync + rename).
 //! - [`web`]: the HTTP server (`web::run`), health and metrics endpoints.
 //! - [`telemetry`]: logging set-up and the Prometheus recorder.
+//! - [`tls`]: the process's rustls crypto provider (ring), installed before any HTTP client.
 //! - [`health`]: the `healthcheck` client used by container and systemd health checks.
 //!
 //! Modules that later work fills (feeds, store, fleet, policy, rollouts, apt, legacy
@@ -35,8 +38,10 @@ pub mod feed;
 pub mod fsutil;
 pub mod health;
 pub mod mirror;
+pub mod mirror_schedule;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod trust;
 pub mod web;

@@ -208,6 +208,7 @@ fn invoking_user() -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    patchward::tls::install_crypto_provider();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

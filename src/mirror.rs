@@ -16,8 +16,8 @@ use crate::db::Db;
 use crate::db::feeds::{self, FeedStatus, KevEntry, PatchRow};
 use crate::error::{ApplianceError, AuditError, DbError};
 use crate::feed::import::{
-    self, BundleTransport, DirTransport, FeedSource, ImportError, ImportSummary, Progress,
-    Transport,
+    self, BundleTransport, DirTransport, FeedSource, HttpTransport, ImportError, ImportSummary,
+    Progress, Transport,
 };
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -38,6 +38,13 @@ pub enum MirrorError {
     NoSuchSource(String),
     #[error("{url}: unsupported URL; use file://, http:// or https://")]
     Url { url: String },
+    /// The upstream could not be reached or served an error: a normal state for an
+    /// appliance that is often offline. Nothing changed.
+    #[error("{error}; the appliance keeps serving {serving}")]
+    Upstream {
+        error: Box<ImportError>,
+        serving: String,
+    },
     #[error("cannot read the KEV catalog {path}: {reason}")]
     Kev { path: String, reason: String },
 }
@@ -201,6 +208,9 @@ pub fn transport_for(src: &MirrorSource) -> Result<Box<dyn Transport>, MirrorErr
     if let Some(t) = DirTransport::from_url(&src.url) {
         return Ok(Box::new(t));
     }
+    if src.url.starts_with("http://") || src.url.starts_with("https://") {
+        return Ok(Box::new(HttpTransport::new(&src.url)?));
+    }
     Err(MirrorError::Url {
         url: src.url.clone(),
     })
@@ -229,6 +239,20 @@ pub fn sync_source(
         )?)
     })();
     let name = src.name.clone();
+    let result = match result {
+        Err(MirrorError::Import(error @ ImportError::Fetch { .. })) => {
+            let st = db.read_blocking(|c| feeds::feed_status(c, &name))?;
+            let serving = match st.catalog_version {
+                Some(v) => format!("catalog version {v}"),
+                None => "what it has (no catalog from this source yet)".to_string(),
+            };
+            Err(MirrorError::Upstream {
+                error: Box::new(error),
+                serving,
+            })
+        }
+        other => other,
+    };
     let outcome = match &result {
         Ok(s) => Ok(s.bytes_stored),
         Err(e) => Err(e.to_string()),

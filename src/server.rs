@@ -44,6 +44,8 @@ pub enum ServeError {
     Server(std::io::Error),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("start-up work was interrupted: {0}")]
     Join(String),
 }
@@ -201,9 +203,11 @@ pub async fn run(
             .map_err(|e| ServeError::Join(e.to_string()))??;
     }
 
-    let store = crate::mirror::open_store(&config)
-        .map(Arc::new)
-        .map_err(|e| ServeError::Join(format!("cannot open the content store: {e}")))?;
+    let cfg = config.clone();
+    let store = tokio::task::spawn_blocking(move || crate::mirror::open_store(&cfg))
+        .await
+        .map_err(|e| ServeError::Join(e.to_string()))?
+        .map(Arc::new)?;
     let state = AppState::new(
         app.db.clone(),
         Some(crate::web::MirrorState {
@@ -219,6 +223,9 @@ pub async fn run(
     let router = web::router(state, &limits);
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
+    if !config.mirror.sources.is_empty() {
+        crate::mirror_schedule::spawn(&config, app.db.clone(), store.clone(), stop_rx.clone());
+    }
     let graceful = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };

@@ -120,6 +120,7 @@ mod tests {
         let server = tokio::spawn(run(listener, router, async {
             let _ = rx.await;
         }));
+        crate::tls::install_crypto_provider();
         let req = tokio::spawn(async move {
             reqwest::get(format!("http://{addr}/slow"))
                 .await
@@ -165,6 +166,7 @@ mod tests {
         let server = tokio::spawn(run(listener, app, async {
             let _ = rx.await;
         }));
+        crate::tls::install_crypto_provider();
         let r = reqwest::get(format!("http://{addr}/boom")).await.unwrap();
         assert_eq!(r.status(), 500);
         let r = reqwest::get(format!("http://{addr}/ok")).await.unwrap();

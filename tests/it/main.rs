@@ -10,3 +10,5 @@ mod import;
 mod import_crash;
 mod serve;
 mod support;
+mod sync;
+mod upstream;

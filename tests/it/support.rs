@@ -132,6 +132,7 @@ impl Drop for Server {
 }
 
 pub fn http() -> reqwest::blocking::Client {
+    patchward::tls::install_crypto_provider();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
