@@ -42,17 +42,21 @@ fn killing_the_importer_at_random_points_is_harmless_and_a_rerun_completes() {
     let bundle = feed.export(&tmp.path().join("big.pwb"), None, t);
     let base = Site::new(tmp.path(), "base", &[&feed]);
 
-    // How long an undisturbed import takes, to spread the kills over it.
-    let probe = tmp.path().join("probe");
-    copy_dir(&base.data, &probe);
-    let site = Site {
-        data: probe,
-        config: base.config.clone(),
-    };
-    let start = Instant::now();
-    let out = site.import(&bundle);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let full = start.elapsed();
+    // How long an undisturbed import takes (fastest of three), to spread the kills
+    // over it.
+    let mut full = std::time::Duration::MAX;
+    for p in 0..3 {
+        let probe = tmp.path().join(format!("probe{p}"));
+        copy_dir(&base.data, &probe);
+        let site = Site {
+            data: probe,
+            config: base.config.clone(),
+        };
+        let start = Instant::now();
+        let out = site.import(&bundle);
+        assert!(out.status.success(), "{}", stderr(&out));
+        full = full.min(start.elapsed());
+    }
 
     let mut rng = rand::thread_rng();
     let mut partial_reruns = 0;
@@ -71,7 +75,7 @@ fn killing_the_importer_at_random_points_is_harmless_and_a_rerun_completes() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let delay = full.mul_f64(rng.gen_range(0.0..1.1));
+        let delay = full.mul_f64(rng.gen_range(0.0..0.9));
         std::thread::sleep(delay);
         let finished = child.try_wait().unwrap().is_some();
         let _ = child.kill();

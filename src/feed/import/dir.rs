@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use super::{ImportError, Progress, ProgressReader, Transport};
+use super::{ImportError, Progress, ProgressReader, Transport, layout};
 use crate::store::{Sha256Hex, Store};
 
 /// Metadata files are small; anything larger is refused before it is read.
@@ -58,7 +58,7 @@ impl Transport for DirTransport {
     fn roots_after(&mut self, known: u64) -> Result<Vec<Vec<u8>>, ImportError> {
         let mut out = Vec::new();
         let mut v = known + 1;
-        while let Some(bytes) = self.read_meta(&format!("root/{v}.root.json"))? {
+        while let Some(bytes) = self.read_meta(&layout::root(v))? {
             out.push(bytes);
             v += 1;
         }
@@ -66,14 +66,11 @@ impl Transport for DirTransport {
     }
 
     fn timestamp(&mut self) -> Result<Option<Vec<u8>>, ImportError> {
-        self.read_meta("timestamp.json")
+        self.read_meta(layout::TIMESTAMP)
     }
 
     fn catalog(&mut self, version: Option<u64>) -> Result<Vec<u8>, ImportError> {
-        let rel = match version {
-            Some(v) => format!("catalog/{v}.catalog.json"),
-            None => "catalog.json".to_string(),
-        };
+        let rel = layout::catalog(version);
         self.read_meta(&rel)?.ok_or_else(|| ImportError::Fetch {
             what: self.root.join(&rel).display().to_string(),
             reason: "not found".into(),
@@ -89,7 +86,7 @@ impl Transport for DirTransport {
     ) -> Result<u64, ImportError> {
         let mut bytes = 0;
         for (hash, size) in needed {
-            let path = self.root.join("blobs/sha256").join(hash);
+            let path = self.root.join(layout::blob(hash));
             let file = std::fs::File::open(&path).map_err(|source| ImportError::Io {
                 what: format!("open {}", path.display()),
                 source,

@@ -28,7 +28,7 @@ use reqwest::StatusCode;
 use reqwest::blocking::Client;
 
 use super::dir::MAX_METADATA_BYTES;
-use super::{ImportError, Progress, ProgressReader, Transport};
+use super::{ImportError, Progress, ProgressReader, Transport, layout};
 use crate::store::{Sha256Hex, Store, StoreError};
 
 pub use resume::RetryPolicy;
@@ -229,7 +229,7 @@ impl HttpTransport {
         progress: &dyn Progress,
     ) -> Result<(), ImportError> {
         let h = Sha256Hex::parse(hash)?;
-        let url = self.url(&format!("blobs/sha256/{hash}"))?;
+        let url = self.url(&layout::blob(hash))?;
         let mut reader = ResumingReader::new(
             &self.client,
             url.clone(),
@@ -264,7 +264,7 @@ impl Transport for HttpTransport {
     fn roots_after(&mut self, known: u64) -> Result<Vec<Vec<u8>>, ImportError> {
         let mut out = Vec::new();
         for v in known + 1..=known + MAX_ROOTS_PER_SYNC {
-            match self.get_meta(&format!("root/{v}.root.json"))? {
+            match self.get_meta(&layout::root(v))? {
                 Some(bytes) => out.push(bytes),
                 None => break,
             }
@@ -273,14 +273,11 @@ impl Transport for HttpTransport {
     }
 
     fn timestamp(&mut self) -> Result<Option<Vec<u8>>, ImportError> {
-        self.get_meta("timestamp.json")
+        self.get_meta(layout::TIMESTAMP)
     }
 
     fn catalog(&mut self, version: Option<u64>) -> Result<Vec<u8>, ImportError> {
-        let rel = match version {
-            Some(v) => format!("catalog/{v}.catalog.json"),
-            None => "catalog.json".to_string(),
-        };
+        let rel = layout::catalog(version);
         self.get_meta(&rel)?.ok_or_else(|| ImportError::Fetch {
             what: format!("{}{rel}", self.base),
             reason: "not found (HTTP 404)".into(),

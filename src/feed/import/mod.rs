@@ -12,6 +12,7 @@
 mod bundle;
 mod dir;
 mod http;
+mod layout;
 
 use std::collections::BTreeMap;
 use std::io::Read;
