@@ -99,7 +99,7 @@ impl Site {
     pub fn new(parent: &Path, name: &str, feeds: &[&Feed]) -> Site {
         let data = parent.join(format!("site-{name}"));
         let config = parent.join(format!("site-{name}.toml"));
-        let mut text = String::from("[store]\nfree_space_reserve_mb = 0\n");
+        let mut text = String::from("[store]\nfree_space_reserve_mb = 0\ngc_grace_hours = 0\n");
         for f in feeds {
             text.push_str(&format!(
                 "\n[[mirror.sources]]\nname = {:?}\nurl = \"file://{}\"\nroot = {:?}\n",

@@ -136,6 +136,29 @@ fn feed_to_bundle_to_import_full_incremental_and_idempotent() {
     assert_eq!(api["store_blobs"], 3);
     drop(server);
 
+    // Withdraw a patch upstream: after the next sync its blob is unreferenced, and
+    // `store gc` (grace 0 in this site's config) removes exactly that blob.
+    let withdrawn = std::fs::read_dir(feed.dir.join("patches"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("DSA-2"))
+        .unwrap()
+        .path();
+    std::fs::remove_file(withdrawn).unwrap();
+    feed.publish(t);
+    run_ok(site_b.cmd(&["mirror", "sync"]));
+    assert_eq!(site_b.patches().as_array().unwrap().len(), 2);
+    let gc: serde_json::Value =
+        serde_json::from_str(&run_ok(site_b.cmd(&["store", "gc", "--json"]))).unwrap();
+    assert_eq!(gc["removed"], 1, "{gc}");
+    assert_eq!(gc["bytes_freed"], 200_000, "{gc}");
+    let verify: serde_json::Value =
+        serde_json::from_str(&run_ok(site_b.cmd(&["store", "verify", "--json"]))).unwrap();
+    assert_eq!(verify["blobs_checked"], 2, "{verify}");
+    assert_eq!(verify["referenced_missing"], serde_json::json!([]));
+    let audit_b = run_ok(site_b.cmd(&["audit", "list", "--json"]));
+    assert!(audit_b.contains("store.gc"), "{audit_b}");
+
     // Every import is in the audit trail, and the chain holds.
     let audit = run_ok(site.cmd(&["audit", "list", "--json"]));
     assert!(audit.matches("feed.imported").count() >= 2, "{audit}");
