@@ -144,6 +144,34 @@ fn endpoint(server: &str, path: &str) -> String {
     format!("{}{path}", server.trim_end_matches('/'))
 }
 
+/// The key id of a hex appliance key, which must equal the id the appliance claims.
+fn verified_key_id(key_hex: &str, claimed: &str) -> Result<String, AgentError> {
+    let key_bytes: [u8; 32] = hex::decode(key_hex)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| AgentError::Protocol("appliance_key is not 64 hex digits".into()))?;
+    let appliance = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes)
+        .map_err(|_| AgentError::Protocol("appliance_key is not an ed25519 key".into()))?;
+    let got = crate::trust::keys::key_id(&appliance);
+    if got != claimed {
+        return Err(AgentError::Protocol(
+            "appliance_key_id does not match appliance_key".into(),
+        ));
+    }
+    Ok(got)
+}
+
+fn check_fingerprint(expected: &str, got: &str) -> Result<(), AgentError> {
+    if expected.trim().eq_ignore_ascii_case(got) {
+        Ok(())
+    } else {
+        Err(AgentError::Fingerprint {
+            expected: expected.to_string(),
+            got: got.to_string(),
+        })
+    }
+}
+
 /// Enrolls this host: generates the host key, sends the token and inventory, stores the
 /// state. With `fingerprint`, refuses an appliance whose key id differs.
 pub fn enroll(
@@ -156,6 +184,26 @@ pub fn enroll(
 ) -> Result<AgentState, AgentError> {
     if state_path(dir).exists() {
         return Err(AgentError::AlreadyEnrolled(state_path(dir)));
+    }
+    if let Some(expected) = fingerprint {
+        // Checked before the token is spent, and again on the enrollment answer.
+        let url = endpoint(server, "/api/agent/v1/appliance-key");
+        let resp = client()
+            .get(&url)
+            .send()
+            .and_then(|r| r.error_for_status())
+            .map_err(|source| AgentError::Http {
+                url: url.clone(),
+                source,
+            })?;
+        let v: serde_json::Value = resp
+            .json()
+            .map_err(|source| AgentError::Http { url, source })?;
+        let got = verified_key_id(
+            v["appliance_key"].as_str().unwrap_or_default(),
+            v["appliance_key_id"].as_str().unwrap_or_default(),
+        )?;
+        check_fingerprint(expected, &got)?;
     }
     crate::fsutil::ensure_dir(dir, 0o700).map_err(io_err(dir))?;
     let key = Ed25519Key::generate(&mut rand::rngs::OsRng);
@@ -173,25 +221,9 @@ pub fn enroll(
         None,
     )?)
     .map_err(|e| AgentError::Protocol(e.to_string()))?;
-    let key_bytes: [u8; 32] = hex::decode(&resp.appliance_key)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| AgentError::Protocol("appliance_key is not 64 hex digits".into()))?;
-    let appliance = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes)
-        .map_err(|_| AgentError::Protocol("appliance_key is not an ed25519 key".into()))?;
-    let got = crate::trust::keys::key_id(&appliance);
-    if got != resp.appliance_key_id {
-        return Err(AgentError::Protocol(
-            "appliance_key_id does not match appliance_key".into(),
-        ));
-    }
-    if let Some(expected) = fingerprint
-        && !expected.eq_ignore_ascii_case(&got)
-    {
-        return Err(AgentError::Fingerprint {
-            expected: expected.to_string(),
-            got,
-        });
+    let got = verified_key_id(&resp.appliance_key, &resp.appliance_key_id)?;
+    if let Some(expected) = fingerprint {
+        check_fingerprint(expected, &got)?;
     }
     key.save(&key_path(dir))?;
     let st = AgentState {

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! Patchward-Host:      <host id>
-//! Patchward-Date:      <RFC 3339 UTC time, e.g. 2026-11-27T10:00:00Z>
+//! Patchward-Date:      <RFC 3339 time, e.g. 2026-11-27T10:00:00.123456789Z>
 //! Patchward-Signature: <standard base64 (with padding) of the 64-byte ed25519 signature>
 //! signed message:      METHOD "\n" PATH "\n" DATE "\n" lowercase-hex(sha256(body))
 //! ```
@@ -80,7 +80,9 @@ impl SignedHeaders {
     }
 }
 
-/// Signs a request as `host_id` at time `now` (whole seconds).
+/// Signs a request as `host_id` at time `now`. The date keeps its fractional seconds:
+/// ed25519 signatures are deterministic, so two identical requests within one second
+/// would otherwise be indistinguishable from a replay.
 pub fn sign(
     key: &Ed25519Key,
     host_id: &str,
@@ -89,9 +91,7 @@ pub fn sign(
     now: Timestamp,
     body: &[u8],
 ) -> SignedHeaders {
-    let date = Timestamp::from_second(now.as_second())
-        .unwrap_or(now)
-        .to_string();
+    let date = now.to_string();
     let sig = key.sign(&message(method, path, &date, body));
     SignedHeaders {
         host: host_id.to_string(),
@@ -145,7 +145,7 @@ mod tests {
         let k = Ed25519Key::generate(&mut rand::rngs::OsRng);
         let now: Timestamp = "2026-11-27T10:00:00.123Z".parse().unwrap();
         let h = sign(&k, "h1", "POST", "/api/agent/v1/checkin", now, b"{}");
-        assert_eq!(h.date, "2026-11-27T10:00:00Z");
+        assert_eq!(h.date, "2026-11-27T10:00:00.123Z");
         let sig = decode_signature(&h.signature).unwrap();
         verify(
             &k.public(),
@@ -172,10 +172,7 @@ mod tests {
                 Err(AuthError::BadSignature)
             );
         }
-        assert_eq!(
-            check_date(&h.date, now).unwrap(),
-            now.checked_sub(SignedDuration::from_millis(123)).unwrap()
-        );
+        assert_eq!(check_date(&h.date, now).unwrap(), now);
         let late = now + SignedDuration::from_secs(301);
         assert_eq!(check_date(&h.date, late), Err(AuthError::Skew));
         assert!(check_date("Fri, 27 Nov 2026 10:00:00 GMT", now).is_err());

@@ -33,6 +33,19 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("malformed request: {e}"))
 }
 
+/// `GET /api/agent/v1/appliance-key`: lets an agent check `--fingerprint` before it
+/// spends a token use.
+pub async fn appliance_key(State(st): State<AppState>) -> Response {
+    let Some(fleet) = st.inner.fleet.as_ref() else {
+        return refusal(StatusCode::SERVICE_UNAVAILABLE, "agent API not available");
+    };
+    Json(serde_json::json!({
+        "appliance_key": fleet.appliance_key,
+        "appliance_key_id": fleet.appliance_key_id,
+    }))
+    .into_response()
+}
+
 pub async fn enroll(State(st): State<AppState>, body: Bytes) -> Response {
     let Some(fleet) = st.inner.fleet.as_ref() else {
         return refusal(StatusCode::SERVICE_UNAVAILABLE, "agent API not available");

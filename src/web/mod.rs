@@ -89,6 +89,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .route("/api/v1/mirror", get(mirror::status))
+        .route("/api/agent/v1/appliance-key", get(agent::appliance_key))
         .route("/api/agent/v1/enroll", post(agent::enroll))
         .route("/api/agent/v1/checkin", post(agent::checkin))
         .with_state(state);
