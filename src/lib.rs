@@ -15,6 +15,8 @@
 //! - [`trust`]: ed25519 keys, DSSE envelopes, feed roles and the trust state (rollback,
 //!   freeze, rotation checks); the appliance's OpenPGP key for apt.
 //! - [`feed`]: catalog types, `*.pwb` bundles, and the MSP-side `patchward feed` tools.
+//! - [`agent`]: the `patchward-agent` side: enrollment, signed check-ins, inventory.
+//! - [`fleet`]: enrollment tokens, hosts, inventory, and the signed agent-request format.
 //! - [`appliance`]: opening a data directory: keys, database, first-start work.
 //! - [`mirror`]: importing bundles, syncing configured sources, status; [`mirror_schedule`]
 //!   runs each source's sync on its interval inside the server.
@@ -25,9 +27,10 @@
 //! - [`tls`]: the process's rustls crypto provider (ring), installed before any HTTP client.
 //! - [`health`]: the `healthcheck` client used by container and systemd health checks.
 //!
-//! Modules that later work fills (feeds, store, fleet, policy, rollouts, apt, legacy
-//! hosts, compliance, agent) are not present until they do something.
+//! Modules that later work fills (policy, rollouts, apt, legacy hosts, compliance) are
+//! not present until they do something.
 
+pub mod agent;
 pub mod appliance;
 pub mod audit;
 pub mod clock;
@@ -35,6 +38,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod feed;
+pub mod fleet;
 pub mod fsutil;
 pub mod health;
 pub mod mirror;

@@ -89,9 +89,58 @@ enum Command {
     /// The content store: usage, integrity scrub, garbage collection.
     #[command(subcommand)]
     Store(StoreCmd),
+    /// Enrolled hosts and enrollment tokens.
+    #[command(subcommand)]
+    Hosts(HostsCmd),
     /// MSP-side tools that build and publish a signed feed (never on the appliance's data).
     #[command(subcommand)]
     Feed(patchward::feed::cli::FeedCmd),
+}
+
+#[derive(Subcommand)]
+enum HostsCmd {
+    /// Enrolled hosts: id, hostname, ring, labels, OS, last seen, stale flag.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One host (by id or hostname): latest inventory and recent changes.
+    Show {
+        host: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a host: its next signed request is refused (403).
+    Revoke { host: String },
+    /// Enrollment tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token and print it (only its sha256 is stored).
+    Create {
+        /// Ring the enrolled hosts join.
+        #[arg(long)]
+        ring: Option<String>,
+        /// Labels for the enrolled hosts: k=v,k2=v2.
+        #[arg(long, default_value = "")]
+        labels: String,
+        /// Lifetime: 30m, 12h, 7d.
+        #[arg(long, default_value = "7d")]
+        expires: String,
+        /// How many hosts may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tokens with their expiry and uses (never the secret).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -277,6 +326,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(cmd) => audit_cmd(&cli, cmd),
+        Command::Hosts(cmd) => hosts_cmd(&cli, cmd),
         Command::Import { file, json } => {
             let config = load_config(&cli, None)?;
             let ctx = patchward::mirror::Context::open(&config)?;
@@ -405,6 +455,129 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn hosts_cmd(cli: &Cli, cmd: &HostsCmd) -> anyhow::Result<ExitCode> {
+    use patchward::fleet::{hosts, tokens};
+    let config = load_config(cli, None)?;
+    let db = Appliance::open_existing(&config)?;
+    let now = SystemClock.now();
+    match cmd {
+        HostsCmd::List { json } => {
+            let rows = db.read_blocking(|c| hosts::list(c, now))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<20} {:<24} {:<10} {:<16} {:<26} status",
+                    "id", "hostname", "ring", "os", "last seen"
+                );
+                for h in &rows {
+                    let status = if h.revoked_at.is_some() {
+                        "revoked"
+                    } else if h.stale {
+                        "STALE"
+                    } else {
+                        "ok"
+                    };
+                    println!(
+                        "{:<20} {:<24} {:<10} {:<16} {:<26} {status}",
+                        h.id,
+                        h.hostname,
+                        h.ring.as_deref().unwrap_or("-"),
+                        h.os.as_deref().unwrap_or("-"),
+                        h.last_seen.as_deref().unwrap_or("never"),
+                    );
+                }
+            }
+        }
+        HostsCmd::Show { host, json } => {
+            let d = db.read_blocking(|c| hosts::show(c, host, now))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                let s = &d.summary;
+                println!("host        {} ({})", s.hostname, s.id);
+                println!("ring        {}", s.ring.as_deref().unwrap_or("-"));
+                println!("labels      {}", serde_json::to_string(&s.labels)?);
+                println!("key id      {}", d.public_key_id);
+                println!("enrolled    {}", s.enrolled_at);
+                println!(
+                    "last seen   {}{}",
+                    s.last_seen.as_deref().unwrap_or("never"),
+                    if s.stale { " (STALE)" } else { "" }
+                );
+                if let Some(r) = &s.revoked_at {
+                    println!("revoked     {r}");
+                }
+                if let Some(i) = &d.inventory {
+                    println!("os          {} {}", i.os.id, i.os.version_id);
+                    println!("kernel      {} ({})", i.kernel, i.arch);
+                    println!("addresses   {}", i.addresses.join(" "));
+                    println!("packages    {}", i.packages.as_ref().map_or(0, Vec::len));
+                    println!("uptime      {} s", i.uptime_s);
+                    println!("reboot req. {}", i.reboot_required);
+                }
+                println!("recent changes:");
+                for c in &d.recent_changes {
+                    println!("  {}  {}", c.at, c.fields.join(", "));
+                }
+            }
+        }
+        HostsCmd::Revoke { host } => {
+            let actor = invoking_user();
+            let id = db.write_blocking(|tx| hosts::revoke(tx, host, now, &actor))?;
+            println!("revoked host {id}; its next request will be refused");
+        }
+        HostsCmd::Token(TokenCmd::Create {
+            ring,
+            labels,
+            expires,
+            uses,
+            json,
+        }) => {
+            let new = tokens::NewToken {
+                ring: ring.clone(),
+                labels: patchward::fleet::parse_labels(labels)?,
+                expires_in: tokens::parse_duration(expires)?,
+                max_uses: *uses,
+            };
+            let actor = invoking_user();
+            let t = db.write_blocking(|tx| tokens::create(tx, now, &actor, &new))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                println!("{}", t.token);
+                eprintln!(
+                    "token {} valid until {} for {} enrollment(s); it is shown only now",
+                    t.id, t.expires_at, t.max_uses
+                );
+            }
+        }
+        HostsCmd::Token(TokenCmd::List { json }) => {
+            let rows = db.read_blocking(tokens::list)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:>4} {:<10} {:<26} {:>9} labels",
+                    "id", "ring", "expires", "uses"
+                );
+                for t in &rows {
+                    println!(
+                        "{:>4} {:<10} {:<26} {:>4}/{:<4} {}",
+                        t.id,
+                        t.ring.as_deref().unwrap_or("-"),
+                        t.expires_at,
+                        t.uses,
+                        t.max_uses,
+                        t.labels
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn audit_cmd(cli: &Cli, cmd: &AuditCmd) -> anyhow::Result<ExitCode> {

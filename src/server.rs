@@ -215,6 +215,13 @@ pub async fn run(
             sources: config.mirror.sources.clone(),
             clock: clock.clone(),
         }),
+        Some(crate::web::FleetState {
+            appliance_key: app.keys.ed25519.public_hex(),
+            appliance_key_id: app.keys.ed25519.key_id(),
+            poll_seconds: crate::fleet::POLL_SECONDS,
+            clock: clock.clone(),
+            replay: Arc::new(crate::web::agent_auth::ReplayGuard::new(100_000)),
+        }),
     );
     let limits = Limits {
         max_body_bytes: config.server.max_body_bytes,

@@ -106,11 +106,57 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         ) STRICT;
         "#,
         ),
+        M::up(
+            r#"
+        -- Enrollment tokens: only the sha256 of the secret is stored.
+        CREATE TABLE enrollment_tokens (
+            id          INTEGER PRIMARY KEY,
+            sha256      TEXT NOT NULL UNIQUE,
+            ring        TEXT,
+            labels      TEXT NOT NULL,
+            created_at  TEXT NOT NULL,
+            created_by  TEXT NOT NULL,
+            expires_at  TEXT NOT NULL,
+            max_uses    INTEGER NOT NULL,
+            uses        INTEGER NOT NULL DEFAULT 0
+        ) STRICT;
+
+        -- Enrolled hosts and their agent's ed25519 public key (hex).
+        CREATE TABLE hosts (
+            id           TEXT PRIMARY KEY,
+            hostname     TEXT NOT NULL,
+            public_key   TEXT NOT NULL UNIQUE,
+            ring         TEXT,
+            labels       TEXT NOT NULL,
+            token_id     INTEGER REFERENCES enrollment_tokens(id),
+            enrolled_at  TEXT NOT NULL,
+            last_seen    TEXT,
+            revoked_at   TEXT
+        ) STRICT;
+
+        -- The latest inventory per host (validated JSON, packages always included).
+        CREATE TABLE host_inventory (
+            host_id          TEXT PRIMARY KEY REFERENCES hosts(id),
+            reported_at      TEXT NOT NULL,
+            inventory        TEXT NOT NULL,
+            packages_digest  TEXT NOT NULL
+        ) STRICT;
+
+        -- One row per report that changed something: which fields.
+        CREATE TABLE host_changes (
+            id       INTEGER PRIMARY KEY,
+            host_id  TEXT NOT NULL REFERENCES hosts(id),
+            at       TEXT NOT NULL,
+            fields   TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX host_changes_by_host ON host_changes(host_id, id);
+        "#,
+        ),
     ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 2;
+pub const LATEST: usize = 3;
 
 /// Reads the schema version of an open connection.
 pub fn schema_version(conn: &Connection) -> Result<usize, DbError> {

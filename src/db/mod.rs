@@ -9,6 +9,7 @@
 //! work never runs on the async executor.
 
 pub mod feeds;
+pub mod fleet;
 mod migrations;
 
 use std::path::{Path, PathBuf};

@@ -5,6 +5,8 @@
 //! (labelled by the matched route template, never the raw path, so cardinality stays
 //! bounded), a request timeout (408) and a body-size limit (413).
 
+mod agent;
+pub mod agent_auth;
 mod health;
 mod metrics_layer;
 mod mirror;
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -37,6 +39,20 @@ pub struct StateInner {
     pub version: &'static str,
     /// The content store and the configured mirror sources, for `/api/v1/mirror`.
     pub mirror: Option<MirrorState>,
+    /// The agent API's keys, clock and replay memory.
+    pub fleet: Option<FleetState>,
+}
+
+/// What the agent API needs.
+pub struct FleetState {
+    /// The appliance's ed25519 public key (hex) and its key id, sent at enrollment.
+    pub appliance_key: String,
+    pub appliance_key_id: String,
+    /// The check-in interval sent to agents.
+    pub poll_seconds: u64,
+    pub clock: crate::clock::SharedClock,
+    /// Signatures accepted within the skew window (replay protection).
+    pub replay: Arc<agent_auth::ReplayGuard>,
 }
 
 /// What the mirror status endpoint reads.
@@ -54,13 +70,14 @@ pub struct Limits {
 }
 
 impl AppState {
-    pub fn new(db: Db, mirror: Option<MirrorState>) -> Self {
+    pub fn new(db: Db, mirror: Option<MirrorState>, fleet: Option<FleetState>) -> Self {
         Self {
             db,
             inner: Arc::new(StateInner {
                 prometheus: crate::telemetry::prometheus(),
                 version: env!("CARGO_PKG_VERSION"),
                 mirror,
+                fleet,
             }),
         }
     }
@@ -72,6 +89,9 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .route("/api/v1/mirror", get(mirror::status))
+        .route("/api/agent/v1/appliance-key", get(agent::appliance_key))
+        .route("/api/agent/v1/enroll", post(agent::enroll))
+        .route("/api/agent/v1/checkin", post(agent::checkin))
         .with_state(state);
     with_middleware(routes, limits)
 }

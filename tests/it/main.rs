@@ -6,6 +6,7 @@ mod bad_input;
 mod crash;
 mod dropfolder;
 mod feedkit;
+mod fleet;
 mod import;
 mod import_crash;
 mod serve;
