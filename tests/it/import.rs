@@ -27,12 +27,11 @@ fn feed_to_bundle_to_import_full_incremental_and_idempotent() {
 
     let site = Site::new(tmp.path(), "a", &[&feed]);
     // The KEV catalog flags the log4shell CVE.
-    let kev = run_ok(site.cmd(&[
-        "kev",
-        "import",
-        "tests/data/kev-slice.json",
-    ]));
-    assert!(kev.contains("loaded 5 known exploited vulnerabilities"), "{kev}");
+    let kev = run_ok(site.cmd(&["kev", "import", "tests/data/kev-slice.json"]));
+    assert!(
+        kev.contains("loaded 5 known exploited vulnerabilities"),
+        "{kev}"
+    );
 
     let out = site.import(&full);
     assert!(out.status.success(), "{}", stderr(&out));
