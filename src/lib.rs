@@ -15,8 +15,10 @@
 //! - [`trust`]: ed25519 keys, DSSE envelopes, feed roles and the trust state (rollback,
 //!   freeze, rotation checks); the appliance's OpenPGP key for apt.
 //! - [`feed`]: catalog types, `*.pwb` bundles, and the MSP-side `patchward feed` tools.
-//! - [`agent`]: the `patchward-agent` side: enrollment, signed check-ins, inventory.
-//! - [`fleet`]: enrollment tokens, hosts, inventory, and the signed agent-request format.
+//! - [`agent`]: the `patchward-agent` side: enrollment, signed check-ins, inventory, and
+//!   running jobs (ticket and artifact checks, the `script` backend, a local journal).
+//! - [`fleet`]: enrollment tokens, hosts, inventory, the signed agent-request format, and
+//!   jobs (state machine, signed tickets, reported events).
 //! - [`appliance`]: opening a data directory: keys, database, first-start work.
 //! - [`mirror`]: importing bundles, syncing configured sources, status; [`mirror_schedule`]
 //!   runs each source's sync on its interval inside the server.

@@ -92,9 +92,39 @@ enum Command {
     /// Enrolled hosts and enrollment tokens.
     #[command(subcommand)]
     Hosts(HostsCmd),
+    /// Create a job: install one patch on one host (until rollouts create jobs).
+    Deploy {
+        /// Patch id (`FEED:ID` when several feeds have it).
+        #[arg(long)]
+        patch: String,
+        /// Host id or hostname.
+        #[arg(long)]
+        host: String,
+        /// Earliest start (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        not_before: Option<jiff::Timestamp>,
+        /// Latest start (RFC 3339); after it the job expires unstarted.
+        #[arg(long, value_name = "TIME")]
+        latest_start: Option<jiff::Timestamp>,
+    },
+    /// Jobs and their states.
+    #[command(subcommand)]
+    Jobs(JobsCmd),
     /// MSP-side tools that build and publish a signed feed (never on the appliance's data).
     #[command(subcommand)]
     Feed(patchward::feed::cli::FeedCmd),
+}
+
+#[derive(Subcommand)]
+enum JobsCmd {
+    /// Jobs with their state and last change; `--json` adds every event.
+    List {
+        /// Only this host's jobs (id or hostname).
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -327,6 +357,53 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit(cmd) => audit_cmd(&cli, cmd),
         Command::Hosts(cmd) => hosts_cmd(&cli, cmd),
+        Command::Deploy {
+            patch,
+            host,
+            not_before,
+            latest_start,
+        } => {
+            use patchward::fleet::jobs;
+            let config = load_config(&cli, None)?;
+            let db = Appliance::open_existing(&config)?;
+            let dir = patchward::appliance::DataDir::new(&config.data_dir);
+            let key = patchward::trust::keys::Ed25519Key::load(&dir.ed25519_key())?;
+            let req = jobs::NewJob {
+                patch: patch.clone(),
+                host: host.clone(),
+                not_before: *not_before,
+                latest_start: *latest_start,
+            };
+            let actor = invoking_user();
+            let now = SystemClock.now();
+            let (row, _) = db.write_blocking(|tx| jobs::create(tx, now, &key, &req, &actor))?;
+            println!(
+                "created job {} ({} on host {}); the agent receives it at its next check-in",
+                row.id, row.patch_id, row.host_id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs(JobsCmd::List { host, json }) => {
+            use patchward::fleet::jobs;
+            let config = load_config(&cli, None)?;
+            let db = Appliance::open_existing(&config)?;
+            let rows = db.read_blocking(|c| jobs::list(c, host.as_deref()))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<20} {:<20} {:<32} {:<16} updated",
+                    "id", "host", "patch", "state"
+                );
+                for j in &rows {
+                    println!(
+                        "{:<20} {:<20} {:<32} {:<16} {}",
+                        j.id, j.host_id, j.patch_id, j.state, j.updated_at
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Import { file, json } => {
             let config = load_config(&cli, None)?;
             let ctx = patchward::mirror::Context::open(&config)?;

@@ -6,6 +6,8 @@
 //! `fleet::signing`.
 
 pub mod inventory;
+pub mod jobs;
+pub mod script;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -251,11 +253,20 @@ fn signed_checkin(
         .map_err(|e| AgentError::Protocol(e.to_string()))
 }
 
-/// One signed check-in with a fresh inventory. Sends only the packages digest when the
-/// list is unchanged; if the appliance does not know that digest, sends the full list.
-pub fn once(dir: &Path) -> Result<CheckinResponse, AgentError> {
+/// One signed check-in with a fresh inventory and the journal's unreported job events,
+/// then the offered jobs: each ticket is verified against the appliance key pinned at
+/// enrollment and must name this host; a job the journal already knows is not run
+/// again. Sends only the packages digest when the list is unchanged; if the appliance
+/// does not know that digest, sends the full list. `log` gets one line per job.
+pub fn once(dir: &Path, log: &mut dyn FnMut(&str)) -> Result<CheckinResponse, AgentError> {
     let mut st = load_state(dir)?;
     let key = Ed25519Key::load(&key_path(dir))?;
+    let mut journal = jobs::Journal::open(dir)?;
+    let interrupted = journal.close_interrupted(SystemClock.now())?;
+    if interrupted > 0 {
+        log(&format!("{interrupted} interrupted job(s) marked failed"));
+    }
+    let events = journal.pending();
     let mut inv = inventory::collect(SystemClock.now(), st.hostname.as_deref());
     let digest = inv.packages.as_deref().map(packages_digest);
     let mut req_inv = inv.clone();
@@ -263,20 +274,74 @@ pub fn once(dir: &Path) -> Result<CheckinResponse, AgentError> {
         req_inv.packages = None;
         req_inv.packages_digest = digest.clone();
     }
-    let first = signed_checkin(&st, &key, &CheckinRequest { inventory: req_inv });
+    let first = signed_checkin(
+        &st,
+        &key,
+        &CheckinRequest {
+            inventory: req_inv,
+            job_events: events.clone(),
+        },
+    );
     let resp = match first {
         Err(AgentError::Refused { status: 409, .. }) => {
             inv.packages_digest = None;
-            signed_checkin(&st, &key, &CheckinRequest { inventory: inv })?
+            signed_checkin(
+                &st,
+                &key,
+                &CheckinRequest {
+                    inventory: inv,
+                    job_events: events.clone(),
+                },
+            )?
         }
         r => r?,
     };
+    journal.mark_reported(&events)?;
     if st.packages_digest != digest || st.poll_seconds != resp.next_checkin_s {
         st.packages_digest = digest;
         st.poll_seconds = resp.next_checkin_s;
         save_state(dir, &st)?;
     }
+    let appliance = appliance_key(&st)?;
+    let known = journal.last_states();
+    for raw in &resp.jobs {
+        let ticket = serde_json::to_vec(raw)
+            .map_err(|e| e.to_string())
+            .and_then(|b| crate::trust::dsse::Envelope::from_json(&b).map_err(|e| e.to_string()))
+            .and_then(|env| {
+                crate::fleet::jobs::verify_ticket(&env, &appliance, &st.host_id)
+                    .map_err(|e| e.to_string())
+            });
+        let t = match ticket {
+            Ok(t) => t,
+            Err(why) => {
+                log(&format!("refused a job ticket: {why}"));
+                continue;
+            }
+        };
+        if known.contains_key(&t.job_id) {
+            continue;
+        }
+        match jobs::run_job(dir, &st, &key, &mut journal, &t, || SystemClock.now())? {
+            Some(state) => log(&format!("job {} ({}): {state}", t.job_id, t.patch_id)),
+            None => log(&format!(
+                "job {} ({}): waiting for its window",
+                t.job_id, t.patch_id
+            )),
+        }
+    }
     Ok(resp)
+}
+
+/// The appliance key pinned at enrollment.
+fn appliance_key(st: &AgentState) -> Result<ed25519_dalek::VerifyingKey, AgentError> {
+    verified_key_id(&st.appliance_key, &st.appliance_key_id)?;
+    let bytes: [u8; 32] = hex::decode(&st.appliance_key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| AgentError::Protocol("appliance_key is not 64 hex digits".into()))?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| AgentError::Protocol("appliance_key is not an ed25519 key".into()))
 }
 
 /// `d` ± 20 %.
@@ -291,11 +356,12 @@ pub fn run(
     stop: &mpsc::Receiver<()>,
     mut log: impl FnMut(&str),
 ) -> Result<(), AgentError> {
+    let mut log = move |m: &str| log(m);
     let mut failures = 0u32;
     loop {
         let st = load_state(dir)?;
         let poll = Duration::from_secs(st.poll_seconds.max(10));
-        let wait = match once(dir) {
+        let wait = match once(dir, &mut log) {
             Ok(r) => {
                 failures = 0;
                 log(&format!(

@@ -89,7 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("check-in every {} s", st.poll_seconds);
         }
         Cmd::Once => {
-            let r = agent::once(&cli.state_dir)?;
+            let r = agent::once(&cli.state_dir, &mut |m| println!("{m}"))?;
             println!(
                 "checked in: {} job(s); next check-in in {} s",
                 r.jobs.len(),

@@ -152,11 +152,38 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         CREATE INDEX host_changes_by_host ON host_changes(host_id, id);
         "#,
         ),
+        M::up(
+            r#"
+        -- Jobs: one patch on one host, with the signed ticket the agent receives.
+        CREATE TABLE jobs (
+            id          TEXT PRIMARY KEY,
+            host_id     TEXT NOT NULL REFERENCES hosts(id),
+            feed        TEXT NOT NULL,
+            patch_id    TEXT NOT NULL,
+            state       TEXT NOT NULL,
+            ticket      BLOB NOT NULL,
+            created_at  TEXT NOT NULL,
+            updated_at  TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX jobs_by_host ON jobs(host_id, state);
+
+        -- Every state a job reached, as reported; one row per (job, state).
+        CREATE TABLE job_events (
+            job_id  TEXT NOT NULL REFERENCES jobs(id),
+            seq     INTEGER NOT NULL,
+            state   TEXT NOT NULL,
+            at      TEXT NOT NULL,
+            output  TEXT NOT NULL,
+            PRIMARY KEY (job_id, seq),
+            UNIQUE (job_id, state)
+        ) STRICT;
+        "#,
+        ),
     ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 3;
+pub const LATEST: usize = 4;
 
 /// Reads the schema version of an open connection.
 pub fn schema_version(conn: &Connection) -> Result<usize, DbError> {

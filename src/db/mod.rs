@@ -10,6 +10,7 @@
 
 pub mod feeds;
 pub mod fleet;
+pub mod jobs;
 mod migrations;
 
 use std::path::{Path, PathBuf};

@@ -41,10 +41,13 @@ pub struct EnrollResponse {
 #[serde(deny_unknown_fields)]
 pub struct CheckinRequest {
     pub inventory: Inventory,
+    /// State changes of this host's jobs since the last accepted check-in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub job_events: Vec<super::jobs::JobEvent>,
 }
 
-/// `POST /api/agent/v1/checkin` response body. `jobs` is always empty until rollouts
-/// create jobs; the field is there so agents already parse it.
+/// `POST /api/agent/v1/checkin` response body: the tickets (DSSE envelopes) of the
+/// host's open jobs. Each is verified by the agent on its own.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckinResponse {
     pub jobs: Vec<serde_json::Value>,
@@ -155,6 +158,22 @@ pub fn checkin(
         q::insert_change(tx, host_id, &at, &serde_json::to_string(&changed)?)?;
     }
     Ok(changed)
+}
+
+/// A whole check-in in one transaction: inventory, then the job events (a refused event
+/// rolls everything back), then the tickets of the host's open jobs.
+pub fn checkin_with_jobs(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    host_id: &str,
+    req: CheckinRequest,
+) -> Result<Vec<serde_json::Value>, FleetError> {
+    checkin(tx, now, host_id, req.inventory)?;
+    super::jobs::apply_events(tx, host_id, &req.job_events)?;
+    super::jobs::open_tickets(tx, host_id)?
+        .iter()
+        .map(|e| serde_json::to_value(e).map_err(FleetError::from))
+        .collect()
 }
 
 /// One line of `patchward hosts list`.

@@ -8,6 +8,7 @@
 
 pub mod hosts;
 pub mod inventory;
+pub mod jobs;
 pub mod signing;
 pub mod tokens;
 
@@ -53,6 +54,18 @@ pub enum FleetError {
     Ambiguous(String, String),
     #[error("host {0} is revoked; enroll it again with a new token")]
     Revoked(String),
+    #[error("no patch {0:?} in any feed's current catalog; see `patchward patches list`")]
+    NoSuchPatch(String),
+    #[error("patch {0:?} is in several feeds ({1}); give it as FEED:ID")]
+    AmbiguousPatch(String, String),
+    #[error("job {0} is not this host's job")]
+    NotYourJob(String),
+    #[error("job {job}: {from} -> {to} is not a legal transition")]
+    IllegalTransition {
+        job: String,
+        from: String,
+        to: String,
+    },
     #[error("packages_digest does not match the last report; send the full package list")]
     DigestMismatch,
     #[error(transparent)]

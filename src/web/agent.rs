@@ -17,8 +17,12 @@ fn fleet_error(e: FleetError) -> Response {
     let status = match &e {
         FleetError::Invalid { .. } => StatusCode::BAD_REQUEST,
         FleetError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        FleetError::Token(_) | FleetError::Revoked(_) => StatusCode::FORBIDDEN,
-        FleetError::KeyInUse(_) | FleetError::DigestMismatch => StatusCode::CONFLICT,
+        FleetError::Token(_) | FleetError::Revoked(_) | FleetError::NotYourJob(_) => {
+            StatusCode::FORBIDDEN
+        }
+        FleetError::KeyInUse(_)
+        | FleetError::DigestMismatch
+        | FleetError::IllegalTransition { .. } => StatusCode::CONFLICT,
         FleetError::NoSuchHost(_) => StatusCode::UNAUTHORIZED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -79,11 +83,11 @@ pub async fn checkin(State(st): State<AppState>, req: AgentRequest) -> Response 
     let host = req.host_id;
     match st
         .db
-        .write(move |tx| hosts::checkin(tx, now, &host, body.inventory))
+        .write(move |tx| hosts::checkin_with_jobs(tx, now, &host, body))
         .await
     {
-        Ok(_) => Json(CheckinResponse {
-            jobs: Vec::new(),
+        Ok(jobs) => Json(CheckinResponse {
+            jobs,
             next_checkin_s: fleet.poll_seconds,
         })
         .into_response(),

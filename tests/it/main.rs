@@ -9,6 +9,7 @@ mod feedkit;
 mod fleet;
 mod import;
 mod import_crash;
+mod jobs;
 mod serve;
 mod support;
 mod sync;

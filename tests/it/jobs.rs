@@ -1,0 +1,213 @@
+//! Jobs end to end with the real binaries: a feed with script patches (real `.tar.zst`
+//! archives built here) is imported, an agent enrolls, `deploy` creates jobs, and two
+//! `once` runs execute and report them: a good patch succeeds, one whose verify fails is
+//! rolled back, and one whose required backup fails is never installed.
+//!
+//! The artifact download endpoint lands on another branch; until then the test places
+//! the artifacts in the agent's cache (`artifacts/<sha256>`), where the agent checks
+//! their hash and size against the ticket before running anything.
+
+use std::path::Path;
+
+use jiff::Timestamp;
+use patchward::feed::tools;
+use serde_json::Value;
+
+use crate::feedkit::{Feed, Site};
+use crate::support::{Server, run, stderr, stdout};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_patchward-agent");
+
+/// A `.tar.zst` of executable shell scripts.
+fn script_archive(steps: &[(&str, String)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, body) in steps {
+        let content = format!("#!/bin/sh\nset -e\n{body}\n");
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o755);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, content.as_bytes()).unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_size(7);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "payload/data.txt", &b"payload"[..])
+        .unwrap();
+    zstd::encode_all(&b.into_inner().unwrap()[..], 3).unwrap()
+}
+
+/// Adds a script patch whose archive is `archive`; returns the archive's sha256.
+fn add_script_patch(feed: &Feed, id: &str, needs_backup: bool, archive: &[u8]) -> String {
+    let name = format!("{}.tar.zst", id.replace('/', "-"));
+    let art = feed.dir.join(&name);
+    std::fs::write(&art, archive).unwrap();
+    let toml = format!(
+        "id = {id:?}\ntitle = \"script patch {id}\"\nkind = \"application\"\n\
+         severity = \"high\"\nreleased = \"2026-10-01T00:00:00Z\"\ninstall = \"script\"\n\
+         est_minutes = 1\nneeds_backup = {needs_backup}\n\
+         [[artifacts]]\nname = {name:?}\nformat = \"script\"\n"
+    );
+    let p = feed.dir.join(format!("{name}.toml"));
+    std::fs::write(&p, toml).unwrap();
+    tools::add_patch(&feed.dir, &p, &[art]).unwrap();
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(archive))
+}
+
+fn agent(state: &Path, args: &[&str]) -> std::process::Output {
+    let mut c = std::process::Command::new(AGENT);
+    c.arg("--state-dir").arg(state).args(args);
+    run(c)
+}
+
+fn ok(o: std::process::Output) -> String {
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+fn jobs(site: &Site) -> Vec<Value> {
+    serde_json::from_str(&ok(run(site.cmd(&["jobs", "list", "--json"])))).unwrap()
+}
+
+#[test]
+fn deploy_run_report_succeed_roll_back_and_refuse_without_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = Timestamp::now();
+    let marks = tmp.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let m = |n: &str| marks.join(n).display().to_string();
+
+    let mut feed = Feed::init(tmp.path(), "acme", t);
+    feed.add("acme/filler", "low", "CVE-2099-0002", 1000, 1);
+    let good = script_archive(&[
+        ("install", format!("cat payload/data.txt > {}", m("good"))),
+        ("verify", format!("test -f {}", m("good"))),
+    ]);
+    let bad_verify = script_archive(&[
+        ("install", format!("touch {}", m("bad"))),
+        ("verify", "echo verify says no; exit 1".into()),
+        ("rollback", format!("rm {}; echo rolled back", m("bad"))),
+    ]);
+    let no_backup = script_archive(&[
+        ("backup", "echo disk full >&2; exit 2".into()),
+        ("install", format!("touch {}", m("fw"))),
+        ("verify", "true".into()),
+    ]);
+    let blobs = [
+        add_script_patch(&feed, "acme/good-1", false, &good),
+        add_script_patch(&feed, "acme/bad-verify-1", false, &bad_verify),
+        add_script_patch(&feed, "acme/fw-1", true, &no_backup),
+    ];
+    feed.publish(t);
+    let bundle = feed.export(&tmp.path().join("full.pwb"), None, t);
+    let site = Site::new(tmp.path(), "s", &[&feed]);
+    ok(site.import(&bundle));
+
+    let server = Server::start_with(&site.data, &["--config", site.config.to_str().unwrap()]);
+    let token = ok(run(site.cmd(&["hosts", "token", "create", "--uses", "1"])));
+    let st = tmp.path().join("agent");
+    ok(agent(
+        &st,
+        &[
+            "enroll",
+            "--server",
+            &server.url,
+            "--token",
+            token.trim(),
+            "--hostname",
+            "web1",
+        ],
+    ));
+    // Until the download endpoint is merged: the artifacts in the agent's cache.
+    let cache = st.join("artifacts");
+    std::fs::create_dir_all(&cache).unwrap();
+    for (sha, bytes) in blobs.iter().zip([&good, &bad_verify, &no_backup]) {
+        std::fs::write(cache.join(sha), bytes).unwrap();
+    }
+
+    // Refusals: unknown patch, unknown host.
+    let o = run(site.cmd(&["deploy", "--patch", "acme/nope", "--host", "web1"]));
+    assert!(
+        !o.status.success() && stderr(&o).contains("no patch"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(site.cmd(&["deploy", "--patch", "acme/good-1", "--host", "nobody"]));
+    assert!(
+        !o.status.success() && stderr(&o).contains("no host"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(jobs(&site).is_empty());
+
+    for p in ["acme/good-1", "acme/bad-verify-1", "acme/fw-1"] {
+        let out = ok(run(site.cmd(&["deploy", "--patch", p, "--host", "web1"])));
+        assert!(out.contains("created job j-"), "{out}");
+    }
+    let listed = jobs(&site);
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|j| j["state"] == "offered"), "{listed:?}");
+
+    // First run: receives and runs the jobs; second run: reports them.
+    let first = ok(agent(&st, &["once"]));
+    assert!(first.contains("checked in: 3 job(s)"), "{first}");
+    let second = ok(agent(&st, &["once"]));
+    assert!(second.contains("checked in: 0 job(s)"), "{second}");
+    // A third run has nothing to report and runs nothing again.
+    ok(agent(&st, &["once"]));
+
+    let by_patch = |id: &str| -> Value {
+        jobs(&site)
+            .into_iter()
+            .find(|j| j["patch_id"] == id)
+            .unwrap()
+    };
+    let good_job = by_patch("acme/good-1");
+    assert_eq!(good_job["state"], "succeeded", "{good_job}");
+    let states: Vec<&str> = good_job["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "offered",
+            "downloading",
+            "downloaded",
+            "installing",
+            "verifying",
+            "succeeded"
+        ]
+    );
+    assert_eq!(std::fs::read_to_string(m("good")).unwrap(), "payload");
+
+    let bad = by_patch("acme/bad-verify-1");
+    assert_eq!(bad["state"], "rolled_back", "{bad}");
+    let failed = bad["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["state"] == "failed")
+        .unwrap();
+    assert!(
+        failed["output"]
+            .as_str()
+            .unwrap()
+            .contains("verify says no"),
+        "{failed}"
+    );
+    assert!(!Path::new(&m("bad")).exists());
+
+    let fw = by_patch("acme/fw-1");
+    assert_eq!(fw["state"], "failed", "{fw}");
+    assert!(fw.to_string().contains("backup failed"), "{fw}");
+    assert!(!fw.to_string().contains("\"installing\""), "{fw}");
+    assert!(!Path::new(&m("fw")).exists());
+
+    // Creating jobs is audited.
+    let audit = ok(run(site.cmd(&["audit", "list", "--json"])));
+    assert_eq!(audit.matches("job.created").count(), 3, "{audit}");
+}
