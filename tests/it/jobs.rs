@@ -1,7 +1,9 @@
 //! Jobs end to end with the real binaries: a feed with script patches (real `.tar.zst`
 //! archives built here) is imported, an agent enrolls, `deploy` creates jobs, and two
 //! `once` runs execute and report them: a good patch succeeds, one whose verify fails is
-//! rolled back, and one whose required backup fails is never installed.
+//! rolled back, and one whose required backup fails is never installed. Then refused
+//! reports (another host's job: 403, a move out of a final state: 409) change nothing,
+//! a retried report applies once, windows expire or wait, and a revoked host gets no job.
 //!
 //! The artifact download endpoint lands on another branch; until then the test places
 //! the artifacts in the agent's cache (`artifacts/<sha256>`), where the agent checks
@@ -11,10 +13,12 @@ use std::path::Path;
 
 use jiff::Timestamp;
 use patchward::feed::tools;
+use patchward::fleet::signing;
+use patchward::trust::keys::Ed25519Key;
 use serde_json::Value;
 
 use crate::feedkit::{Feed, Site};
-use crate::support::{Server, run, stderr, stdout};
+use crate::support::{Server, http, run, stderr, stdout};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_patchward-agent");
 
@@ -105,7 +109,7 @@ fn deploy_run_report_succeed_roll_back_and_refuse_without_backup() {
     ok(site.import(&bundle));
 
     let server = Server::start_with(&site.data, &["--config", site.config.to_str().unwrap()]);
-    let token = ok(run(site.cmd(&["hosts", "token", "create", "--uses", "1"])));
+    let token = ok(run(site.cmd(&["hosts", "token", "create", "--uses", "2"])));
     let st = tmp.path().join("agent");
     ok(agent(
         &st,
@@ -210,4 +214,109 @@ fn deploy_run_report_succeed_roll_back_and_refuse_without_backup() {
     // Creating jobs is audited.
     let audit = ok(run(site.cmd(&["audit", "list", "--json"])));
     assert_eq!(audit.matches("job.created").count(), 3, "{audit}");
+
+    // Reports the appliance refuses, sent as signed check-ins; nothing changes.
+    let st2 = tmp.path().join("agent2");
+    ok(agent(
+        &st2,
+        &[
+            "enroll",
+            "--server",
+            &server.url,
+            "--token",
+            token.trim(),
+            "--hostname",
+            "web2",
+        ],
+    ));
+    let good_id = good_job["id"].as_str().unwrap().to_string();
+    let bad_id = bad["id"].as_str().unwrap().to_string();
+    let before = jobs(&site);
+    let checkin = |state_dir: &Path, events: Value| {
+        let st: Value =
+            serde_json::from_slice(&std::fs::read(state_dir.join("state.json")).unwrap()).unwrap();
+        let host = st["host_id"].as_str().unwrap();
+        let key = Ed25519Key::load(&state_dir.join("host.ed25519")).unwrap();
+        let inv = patchward::agent::inventory::collect(Timestamp::now(), Some("webx"));
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "inventory": inv, "job_events": events }))
+                .unwrap();
+        let path = "/api/agent/v1/checkin";
+        let h = signing::sign(&key, host, "POST", path, Timestamp::now(), &body);
+        let mut r = http().post(format!("{}{path}", server.url)).body(body);
+        for (k, v) in h.pairs() {
+            r = r.header(k, v);
+        }
+        let r = r.send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let at = Timestamp::now().to_string();
+    // Another host's job.
+    let (status, text) = checkin(
+        &st2,
+        serde_json::json!([{ "job_id": bad_id, "state": "rolling_back", "at": at }]),
+    );
+    assert_eq!(status, 403, "{text}");
+    // Final is final; and a legal-looking event before it is not kept either.
+    let (status, text) = checkin(
+        &st,
+        serde_json::json!([
+            { "job_id": good_id, "state": "succeeded", "at": at },
+            { "job_id": good_id, "state": "failed", "at": at, "output": "x" },
+        ]),
+    );
+    assert_eq!(status, 409, "{text}");
+    assert_eq!(jobs(&site), before);
+    // A retried report of what was already applied changes nothing.
+    let (status, text) = checkin(
+        &st,
+        serde_json::json!([{ "job_id": good_id, "state": "succeeded", "at": at }]),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(jobs(&site), before);
+
+    // Windows: one that closed already expires, one that has not opened waits.
+    let past = (Timestamp::now() - jiff::SignedDuration::from_hours(1)).to_string();
+    let future = (Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string();
+    ok(run(site.cmd(&[
+        "deploy",
+        "--patch",
+        "acme/good-1",
+        "--host",
+        "web2",
+        "--latest-start",
+        &past,
+    ])));
+    ok(run(site.cmd(&[
+        "deploy",
+        "--patch",
+        "acme/good-1",
+        "--host",
+        "web2",
+        "--not-before",
+        &future,
+    ])));
+    let first = ok(agent(&st2, &["once"]));
+    assert!(
+        first.contains("expired") && first.contains("waiting for its window"),
+        "{first}"
+    );
+    ok(agent(&st2, &["once"]));
+    let states: Vec<String> = serde_json::from_str::<Vec<Value>>(&ok(run(
+        site.cmd(&["jobs", "list", "--host", "web2", "--json"])
+    )))
+    .unwrap()
+    .iter()
+    .map(|j| j["state"].as_str().unwrap().to_string())
+    .collect();
+    assert_eq!(states, ["expired", "offered"]);
+
+    // A revoked host gets no new jobs.
+    ok(run(site.cmd(&["hosts", "revoke", "web2"])));
+    let o = run(site.cmd(&["deploy", "--patch", "acme/good-1", "--host", "web2"]));
+    assert!(
+        !o.status.success() && stderr(&o).contains("revoked"),
+        "{}",
+        stderr(&o)
+    );
 }
