@@ -175,6 +175,19 @@ pub fn verify_ticket(
     let body = envelope.verify(TICKET_TYPE, &trusted, &[id], 1)?;
     let t: Ticket =
         serde_json::from_slice(&body).map_err(|e| TicketError::Malformed(e.to_string()))?;
+    // The agent names files after the job id.
+    if t.job_id.is_empty()
+        || t.job_id.len() > 64
+        || !t
+            .job_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(TicketError::Malformed(format!(
+            "job id {:?} is not 1-64 of A-Z a-z 0-9 - _",
+            t.job_id
+        )));
+    }
     if t.host_id != host_id {
         return Err(TicketError::WrongHost {
             expected: host_id.to_string(),
@@ -464,6 +477,11 @@ mod tests {
         let other = Ed25519Key::generate(&mut rand::rngs::OsRng);
         let e = verify_ticket(&ticket("h-1").sign(&other), &key.public(), "h-1").unwrap_err();
         assert!(matches!(e, TicketError::Signature(_)), "{e}");
+        // A job id that could name a path outside the agent's work directory.
+        let mut t = ticket("h-1");
+        t.job_id = "../../etc".into();
+        let e = verify_ticket(&t.sign(&key), &key.public(), "h-1").unwrap_err();
+        assert!(matches!(e, TicketError::Malformed(_)), "{e}");
         // Another payload type with the same key.
         let body = serde_json::to_vec(&ticket("h-1")).unwrap();
         let cat = Envelope::sign("application/vnd.patchward.catalog+json", &body, &[&key]);
