@@ -107,7 +107,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn nginx(dir: &Path, store: &Path) -> (Child, String) {
+fn nginx(dir: &Path, store: &Path, sendfile: bool) -> (Child, String) {
     let port = free_port();
     let conf = dir.join("nginx.conf");
     let user = if unsafe { libc::geteuid() } == 0 {
@@ -116,12 +116,13 @@ fn nginx(dir: &Path, store: &Path) -> (Child, String) {
         ""
     };
     let d = dir.display();
+    let sendfile = if sendfile { "on" } else { "off" };
     std::fs::write(
         &conf,
         format!(
             "{user}worker_processes 2;\ndaemon off;\npid {d}/nginx.pid;\n\
              error_log {d}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n\
+             http {{\n  access_log off;\n  sendfile {sendfile};\n  tcp_nopush on;\n\
              client_body_temp_path {d}/cb;\n  proxy_temp_path {d}/px;\n\
              fastcgi_temp_path {d}/fc;\n  uwsgi_temp_path {d}/uw;\n  scgi_temp_path {d}/sc;\n\
              server {{\n    listen 127.0.0.1:{port};\n    root {};\n\
@@ -303,8 +304,13 @@ fn main() {
     };
     let ngx_dir = root.join("nginx");
     std::fs::create_dir_all(&ngx_dir).unwrap();
-    let (ngx, ngx_url) = nginx(&ngx_dir, &store);
+    let (ngx, ngx_url) = nginx(&ngx_dir, &store, true);
     let nginx_t = Target::Nginx(ngx_url);
+    // The same nginx copying through user space (read + write), as the appliance does.
+    let copy_dir = root.join("nginx-copy");
+    std::fs::create_dir_all(&copy_dir).unwrap();
+    let (ngx_copy, copy_url) = nginx(&copy_dir, &store, false);
+    let copy_t = Target::Nginx(copy_url);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -315,31 +321,36 @@ fn main() {
         .pool_max_idle_per_host(CLIENTS)
         .build()
         .unwrap();
-    let (mut a, mut n) = (Vec::new(), Vec::new());
+    let (mut a, mut n, mut nc) = (Vec::new(), Vec::new(), Vec::new());
     rt.block_on(async {
         // Warm-up: page cache and connections for both.
         round(&client, &nginx_t, &hexes).await;
         round(&client, &appliance, &hexes).await;
+        round(&client, &copy_t, &hexes).await;
         for _ in 0..ROUNDS {
             n.push(round(&client, &nginx_t, &hexes).await);
+            nc.push(round(&client, &copy_t, &hexes).await);
             a.push(round(&client, &appliance, &hexes).await);
         }
     });
-    let (am, nm) = (median(a.clone()), median(n.clone()));
+    let (am, nm, cm) = (median(a.clone()), median(n.clone()), median(nc.clone()));
     let per_round_mib = CLIENTS * PER_CLIENT * BLOB_MIB;
     println!(
         "{CLIENTS} clients x {PER_CLIENT} downloads of {BLOB_MIB} MiB ({BLOBS} distinct blobs, \
          {per_round_mib} MiB per round), median of {ROUNDS} rounds"
     );
-    println!("nginx      {nm:>8.0} MB/s   rounds {n:.0?}");
-    println!("appliance  {am:>8.0} MB/s   rounds {a:.0?}");
+    println!("nginx               {nm:>8.0} MB/s   rounds {n:.0?}");
+    println!("nginx, sendfile off {cm:>8.0} MB/s   rounds {nc:.0?}");
+    println!("appliance           {am:>8.0} MB/s   rounds {a:.0?}");
     println!("ratio appliance/nginx: {:.2}x", am / nm);
+    println!("ratio appliance/nginx with sendfile off: {:.2}x", am / cm);
     println!(
         "appliance VmHWM after the run: {:.1} MiB",
         vm_hwm_mib(server.id())
     );
     stop(server);
     stop(ngx);
+    stop(ngx_copy);
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
