@@ -62,6 +62,18 @@ pub fn referenced_blobs(conn: &Connection) -> Result<BTreeSet<String>, DbError> 
     Ok(v)
 }
 
+/// Whether some feed's current catalog references the blob `sha256` (the artifact
+/// endpoint serves only these). A scan of `patch_blobs` (its key leads with the feed):
+/// the table holds one row per artifact of the current catalogs, so it stays small.
+pub fn is_referenced(conn: &Connection, sha256: &str) -> Result<bool, DbError> {
+    let found = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM patch_blobs WHERE sha256 = ?1)",
+        [sha256],
+        |r| r.get(0),
+    )?;
+    Ok(found)
+}
+
 /// What committing a catalog changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CommitCounts {

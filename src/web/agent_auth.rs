@@ -100,10 +100,12 @@ pub fn authenticate(
     Ok(row.id)
 }
 
-/// An authenticated agent request: the host and the raw body it signed.
+/// An authenticated agent request: the host, the raw body it signed, and the request's
+/// headers (for handlers that read conditional or range headers).
 pub struct AgentRequest {
     pub host_id: String,
     pub body: Bytes,
+    pub headers: HeaderMap,
 }
 
 /// A refusal as the agent sees it.
@@ -134,16 +136,21 @@ impl FromRequest<AppState> for AgentRequest {
         let now = fleet.clock.now();
         let replay = fleet.replay.clone();
         let b = body.clone();
+        let h = headers.clone();
         let r = state
             .db
             .read(move |c| {
                 Ok::<_, crate::error::DbError>(authenticate(
-                    c, &replay, now, &method, &path, &headers, &b,
+                    c, &replay, now, &method, &path, &h, &b,
                 ))
             })
             .await;
         match r {
-            Ok(Ok(host_id)) => Ok(AgentRequest { host_id, body }),
+            Ok(Ok(host_id)) => Ok(AgentRequest {
+                host_id,
+                body,
+                headers,
+            }),
             Ok(Err(e)) => {
                 let status = match e {
                     AuthError::Revoked => StatusCode::FORBIDDEN,

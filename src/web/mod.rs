@@ -7,6 +7,7 @@
 
 mod agent;
 pub mod agent_auth;
+pub mod artifacts;
 mod health;
 mod metrics_layer;
 mod mirror;
@@ -41,6 +42,8 @@ pub struct StateInner {
     pub mirror: Option<MirrorState>,
     /// The agent API's keys, clock and replay memory.
     pub fleet: Option<FleetState>,
+    /// Download slots for the artifact endpoint (see `artifacts`).
+    pub downloads: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the agent API needs.
@@ -78,6 +81,9 @@ impl AppState {
                 version: env!("CARGO_PKG_VERSION"),
                 mirror,
                 fleet,
+                downloads: Arc::new(tokio::sync::Semaphore::new(
+                    artifacts::MAX_CONCURRENT_DOWNLOADS,
+                )),
             }),
         }
     }
@@ -92,6 +98,10 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .route("/api/agent/v1/appliance-key", get(agent::appliance_key))
         .route("/api/agent/v1/enroll", post(agent::enroll))
         .route("/api/agent/v1/checkin", post(agent::checkin))
+        .route(
+            "/api/agent/v1/artifacts/sha256/{hex}",
+            get(artifacts::get_artifact),
+        )
         .with_state(state);
     with_middleware(routes, limits)
 }
