@@ -5,9 +5,9 @@
 //! reports (another host's job: 403, a move out of a final state: 409) change nothing,
 //! a retried report applies once, windows expire or wait, and a revoked host gets no job.
 //!
-//! The artifact download endpoint lands on another branch; until then the test places
-//! the artifacts in the agent's cache (`artifacts/<sha256>`), where the agent checks
-//! their hash and size against the ticket before running anything.
+//! The agent downloads every artifact through the signed
+//! `GET /api/agent/v1/artifacts/sha256/<hex>` endpoint into its cache and checks hash
+//! and size against the ticket before running anything.
 
 use std::path::Path;
 
@@ -123,12 +123,9 @@ fn deploy_run_report_succeed_roll_back_and_refuse_without_backup() {
             "web1",
         ],
     ));
-    // Until the download endpoint is merged: the artifacts in the agent's cache.
+    // Nothing is pre-placed: the agent fetches the artifacts from the appliance.
     let cache = st.join("artifacts");
-    std::fs::create_dir_all(&cache).unwrap();
-    for (sha, bytes) in blobs.iter().zip([&good, &bad_verify, &no_backup]) {
-        std::fs::write(cache.join(sha), bytes).unwrap();
-    }
+    assert!(!cache.join(&blobs[0]).exists());
 
     // Refusals: unknown patch, unknown host.
     let o = run(site.cmd(&["deploy", "--patch", "acme/nope", "--host", "web1"]));
@@ -155,6 +152,14 @@ fn deploy_run_report_succeed_roll_back_and_refuse_without_backup() {
 
     // First run: receives and runs the jobs; second run: reports them.
     let first = ok(agent(&st, &["once"]));
+    // Every artifact arrived through the signed download endpoint, byte for byte.
+    for (sha, bytes) in blobs.iter().zip([&good, &bad_verify, &no_backup]) {
+        assert_eq!(
+            &std::fs::read(cache.join(sha)).unwrap(),
+            bytes,
+            "artifact {sha}"
+        );
+    }
     assert!(first.contains("checked in: 3 job(s)"), "{first}");
     let second = ok(agent(&st, &["once"]));
     assert!(second.contains("checked in: 0 job(s)"), "{second}");
