@@ -51,8 +51,43 @@ pub enum AgentError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "another patchward-agent is working in {0} right now (it holds agent.lock); \
+         try again when it has finished"
+    )]
+    Busy(PathBuf),
     #[error(transparent)]
     Key(#[from] crate::error::KeyError),
+}
+
+/// Holds `<state dir>/agent.lock` exclusively while one check-in and its jobs run, so a
+/// `once` from cron and the `run` daemon never use the journal at the same time. The
+/// lock goes with the file handle, so a killed agent never leaves it behind.
+struct StateLock {
+    _file: std::fs::File,
+}
+
+impl StateLock {
+    fn acquire(dir: &Path) -> Result<Self, AgentError> {
+        let path = dir.join("agent.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| AgentError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(AgentError::Busy(dir.to_path_buf())),
+            Err(e) => Err(AgentError::Io {
+                path,
+                source: e.into(),
+            }),
+        }
+    }
 }
 
 /// `state.json`.
@@ -260,6 +295,7 @@ fn signed_checkin(
 /// does not know that digest, sends the full list. `log` gets one line per job.
 pub fn once(dir: &Path, log: &mut dyn FnMut(&str)) -> Result<CheckinResponse, AgentError> {
     let mut st = load_state(dir)?;
+    let _lock = StateLock::acquire(dir)?;
     let key = Ed25519Key::load(&key_path(dir))?;
     let mut journal = jobs::Journal::open(dir)?;
     let interrupted = journal.close_interrupted(SystemClock.now())?;
@@ -388,5 +424,21 @@ pub fn run(
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             _ => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_second_agent_on_the_same_state_dir_is_refused_until_the_first_is_done() {
+        let d = tempfile::tempdir().unwrap();
+        let first = StateLock::acquire(d.path()).unwrap();
+        let e = StateLock::acquire(d.path()).err().unwrap();
+        assert!(matches!(e, AgentError::Busy(_)));
+        assert!(e.to_string().contains("holds agent.lock"), "{e}");
+        drop(first);
+        StateLock::acquire(d.path()).unwrap();
     }
 }
