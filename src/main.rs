@@ -125,6 +125,14 @@ enum JobsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel a job the host has not started installing; audited with your reason.
+    Cancel {
+        /// The job id (`patchward jobs list`).
+        job: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -402,6 +410,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs(JobsCmd::Cancel { job, reason }) => {
+            use patchward::fleet::jobs;
+            let config = load_config(&cli, None)?;
+            let db = Appliance::open_existing(&config)?;
+            let actor = invoking_user();
+            let now = SystemClock.now();
+            let row = db.write_blocking(|tx| jobs::cancel(tx, now, job, &actor, reason))?;
+            println!(
+                "cancelled job {} ({} on host {}); the agent will not start it",
+                row.id, row.patch_id, row.host_id
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { file, json } => {

@@ -127,6 +127,39 @@ fn spawn_watchdog(db: crate::db::Db) {
     });
 }
 
+/// How often jobs whose window passed unstarted are expired.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+
+/// Expires `offered` jobs whose `latest_start` passed (with a grace of two poll
+/// intervals for reports in flight), at start and then every [`EXPIRE_EVERY`].
+fn spawn_job_expiry(
+    db: crate::db::Db,
+    clock: SharedClock,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let grace = jiff::SignedDuration::from_secs(2 * crate::fleet::POLL_SECONDS as i64);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EXPIRE_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let now = clock.now();
+            match db
+                .write(move |tx| crate::fleet::jobs::expire_overdue(tx, now, grace))
+                .await
+            {
+                Ok(ids) if !ids.is_empty() => {
+                    tracing::info!(count = ids.len(), jobs = ?ids, "expired jobs whose window passed unstarted")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot expire overdue jobs"),
+            }
+        }
+    })
+}
+
 fn audit_blocking(
     db: &crate::db::Db,
     clock: &SharedClock,
@@ -233,6 +266,7 @@ pub async fn run(
     if !config.mirror.sources.is_empty() {
         crate::mirror_schedule::spawn(&config, app.db.clone(), store.clone(), stop_rx.clone());
     }
+    let expiry = spawn_job_expiry(app.db.clone(), clock.clone(), stop_rx.clone());
     let graceful = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };
@@ -278,6 +312,7 @@ pub async fn run(
             server.abort();
         }
     }
+    let _ = expiry.await;
     if let Some(d) = drop_folder {
         d.stop(config.server.shutdown_grace).await;
     }

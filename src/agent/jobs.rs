@@ -1,14 +1,31 @@
-//! Running jobs on the agent: ticket checks, artifact checks, the `script` backend, and
-//! the local journal.
+//! Running jobs on the agent: ticket checks, artifact checks, the `script` backend,
+//! resuming after a crash or a reboot, and the local journal.
 //!
 //! The journal (`jobs.jsonl` in the state directory) is JSON lines, each fsynced before
-//! the step it records continues: `{"kind":"event", job_id, state, at, output}` for a
-//! state the job reached, and `{"kind":"reported", job_id, state}` once the appliance
-//! accepted that event. Unreported events go with the next check-in; a job the journal
-//! knows is never run again; a job left mid-way by a crash is reported `failed` (or
-//! `rollback_failed`) at the next start rather than silently lost. The appliance also
-//! ignores a repeated (job, state), so a crash between its answer and the `reported`
-//! line cannot apply an event twice.
+//! the step it records continues:
+//! - `{"kind":"event", job_id, state, at, output}`: a state the job reached;
+//! - `{"kind":"reported", job_id, state}`: the appliance accepted that event;
+//! - `{"kind":"refused", job_id, state, reason}`: the appliance refused it for good
+//!   (never sent again, kept for the operator);
+//! - `{"kind":"closed", job_id, reason}`: the agent stopped tracking a job it had not
+//!   started installing, because the appliance no longer offers it (cancelled or
+//!   expired there);
+//! - `{"kind":"boot", job_id, boot_id}`: the boot a `reboot_pending` job waits to leave;
+//! - `{"kind":"reboot_requested", job_id}`: the agent asked the system to reboot.
+//!
+//! Unreported events go with the next check-in. The verified ticket of every job the
+//! agent starts is kept under `tickets/<job id>.json`, so a job cut off by a crash is
+//! resumed even when the appliance is unreachable or has cancelled it meanwhile:
+//! - cut off while downloading: started again if the appliance still offers it,
+//!   otherwise closed;
+//! - cut off while installing or verifying: `verify` decides; if it passes the job
+//!   succeeded, otherwise it failed and `rollback` runs;
+//! - cut off while rolling back: `rollback_failed` (a half-run rollback needs a person);
+//! - `reboot_pending`: once the boot id differs from the one recorded, `verify` runs
+//!   again and confirms success (or fails and rolls back).
+//!
+//! The appliance ignores a repeated (job, state), so a crash between its answer and the
+//! `reported` line cannot apply an event twice.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Read, Write};
@@ -23,6 +40,7 @@ use super::script::{self, Limits};
 use super::{AgentError, AgentState, io_err};
 use crate::feed::catalog::{ArtifactFormat, InstallMethod};
 use crate::fleet::jobs::{JobEvent, JobState, Ticket};
+use crate::trust::dsse::Envelope;
 use crate::trust::keys::Ed25519Key;
 
 /// One journal line.
@@ -30,7 +48,26 @@ use crate::trust::keys::Ed25519Key;
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Line {
     Event(JobEvent),
-    Reported { job_id: String, state: JobState },
+    Reported {
+        job_id: String,
+        state: JobState,
+    },
+    Refused {
+        job_id: String,
+        state: JobState,
+        reason: String,
+    },
+    Closed {
+        job_id: String,
+        reason: String,
+    },
+    Boot {
+        job_id: String,
+        boot_id: String,
+    },
+    RebootRequested {
+        job_id: String,
+    },
 }
 
 /// The local job journal.
@@ -91,7 +128,8 @@ impl Journal {
         Ok(())
     }
 
-    /// Records that `job_id` reached `state`.
+    /// Records that `job_id` reached `state`. A state the job already reached is not
+    /// recorded twice (a resumed job passes some states again).
     pub fn record(
         &mut self,
         job_id: &str,
@@ -99,6 +137,9 @@ impl Journal {
         at: Timestamp,
         output: &str,
     ) -> Result<(), AgentError> {
+        if self.has_event(job_id, state) {
+            return Ok(());
+        }
         self.append(Line::Event(JobEvent {
             job_id: job_id.to_string(),
             state,
@@ -107,14 +148,22 @@ impl Journal {
         }))
     }
 
-    /// Events not yet accepted by the appliance, in order.
+    fn has_event(&self, job_id: &str, state: JobState) -> bool {
+        self.lines
+            .iter()
+            .any(|l| matches!(l, Line::Event(e) if e.job_id == job_id && e.state == state))
+    }
+
+    /// Events not yet accepted (or refused for good) by the appliance, in order.
     pub fn pending(&self) -> Vec<JobEvent> {
         let done: HashSet<(&str, JobState)> = self
             .lines
             .iter()
             .filter_map(|l| match l {
-                Line::Reported { job_id, state } => Some((job_id.as_str(), *state)),
-                Line::Event(_) => None,
+                Line::Reported { job_id, state } | Line::Refused { job_id, state, .. } => {
+                    Some((job_id.as_str(), *state))
+                }
+                _ => None,
             })
             .collect();
         self.lines
@@ -136,7 +185,25 @@ impl Journal {
         Ok(())
     }
 
-    /// The last state of every job the journal knows.
+    /// The appliance refused `job_id`'s pending events for good; they are kept here
+    /// and not sent again. Returns how many there were.
+    pub fn mark_refused(&mut self, job_id: &str, reason: &str) -> Result<usize, AgentError> {
+        let mine: Vec<JobEvent> = self
+            .pending()
+            .into_iter()
+            .filter(|e| e.job_id == job_id)
+            .collect();
+        for e in &mine {
+            self.append(Line::Refused {
+                job_id: e.job_id.clone(),
+                state: e.state,
+                reason: reason.to_string(),
+            })?;
+        }
+        Ok(mine.len())
+    }
+
+    /// The last state of every job the journal knows (closed jobs included).
     pub fn last_states(&self) -> BTreeMap<String, JobState> {
         let mut m = BTreeMap::new();
         for l in &self.lines {
@@ -147,29 +214,117 @@ impl Journal {
         m
     }
 
-    /// Jobs left mid-way (by a crash or kill) are closed as failed, so they are
-    /// reported rather than lost or run twice.
-    pub fn close_interrupted(&mut self, now: Timestamp) -> Result<usize, AgentError> {
-        let mut n = 0;
-        for (job, state) in self.last_states() {
-            if !state.is_open() {
-                continue;
-            }
-            let to = if state == JobState::RollingBack {
-                JobState::RollbackFailed
-            } else {
-                JobState::Failed
-            };
-            let why = format!("the agent stopped while the job was {state}; not resumed");
-            self.record(&job, to, now, &why)?;
-            n += 1;
-        }
-        Ok(n)
+    fn is_closed(&self, job_id: &str) -> bool {
+        self.lines
+            .iter()
+            .any(|l| matches!(l, Line::Closed { job_id: j, .. } if j == job_id))
     }
+
+    /// Jobs still the agent's business, with their last state.
+    pub fn open_jobs(&self) -> Vec<(String, JobState)> {
+        self.last_states()
+            .into_iter()
+            .filter(|(j, s)| s.is_open() && !self.is_closed(j))
+            .collect()
+    }
+
+    fn close(&mut self, job_id: &str, reason: &str) -> Result<(), AgentError> {
+        self.append(Line::Closed {
+            job_id: job_id.to_string(),
+            reason: reason.to_string(),
+        })
+    }
+
+    fn boot_of(&self, job_id: &str) -> Option<&str> {
+        self.lines.iter().rev().find_map(|l| match l {
+            Line::Boot { job_id: j, boot_id } if j == job_id => Some(boot_id.as_str()),
+            _ => None,
+        })
+    }
+
+    fn reboot_requested(&self, job_id: &str) -> bool {
+        self.lines
+            .iter()
+            .any(|l| matches!(l, Line::RebootRequested { job_id: j } if j == job_id))
+    }
+}
+
+/// What the agent does when a job needs a reboot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebootPolicy {
+    /// Run this command (program and arguments) once the job's `reboot_pending` has
+    /// been reported.
+    Command(Vec<String>),
+    /// Leave the reboot to the operator; the job stays `reboot_pending` until the host
+    /// has booted again.
+    Never,
+}
+
+impl Default for RebootPolicy {
+    /// A one-minute warning to logged-in users, then a clean reboot.
+    fn default() -> Self {
+        RebootPolicy::Command(
+            [
+                "shutdown",
+                "-r",
+                "+1",
+                "patchward: rebooting to finish a patch",
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+    }
+}
+
+/// Where the current boot's identity is read: the kernel's random boot id, which
+/// changes on every boot. `PATCHWARD_AGENT_BOOT_ID_FILE` points elsewhere (containers
+/// that share the host's boot id, and tests that simulate a reboot).
+pub fn current_boot_id() -> String {
+    let path = std::env::var_os("PATCHWARD_AGENT_BOOT_ID_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/proc/sys/kernel/random/boot_id"));
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn artifacts_dir(dir: &Path) -> PathBuf {
     dir.join("artifacts")
+}
+
+fn tickets_dir(dir: &Path) -> PathBuf {
+    dir.join("tickets")
+}
+
+/// Keeps the signed ticket of a job the agent starts (atomically), so the job can be
+/// resumed without the appliance.
+pub fn save_ticket(dir: &Path, job_id: &str, env: &Envelope) -> Result<(), AgentError> {
+    let tdir = tickets_dir(dir);
+    crate::fsutil::ensure_dir(&tdir, 0o700).map_err(io_err(&tdir))?;
+    let p = tdir.join(format!("{job_id}.json"));
+    crate::fsutil::write_atomic(&p, &env.to_json(), 0o600).map_err(io_err(&p))
+}
+
+/// The kept ticket of `job_id`, verified again against the pinned appliance key.
+pub fn load_ticket(
+    dir: &Path,
+    job_id: &str,
+    appliance: &ed25519_dalek::VerifyingKey,
+    host_id: &str,
+) -> Result<Ticket, String> {
+    let p = tickets_dir(dir).join(format!("{job_id}.json"));
+    let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let env = Envelope::from_json(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+    let t = crate::fleet::jobs::verify_ticket(&env, appliance, host_id)
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    if t.job_id != job_id {
+        return Err(format!(
+            "{}: the ticket is for job {}",
+            p.display(),
+            t.job_id
+        ));
+    }
+    Ok(t)
 }
 
 /// sha256 and size of a file.
@@ -189,16 +344,41 @@ fn hash_file(p: &Path) -> std::io::Result<(String, u64)> {
     Ok((hex::encode(h.finalize()), n))
 }
 
-/// Downloads a blob with a signed GET to `dest` (at most `size` + 1 bytes kept).
+/// A progress bar on stderr while downloading, only when stderr is a terminal.
+fn progress(name: &str, size: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:24!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("a valid progress template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(name.to_string());
+    bar
+}
+
+/// Downloads a blob with a signed GET to `dest` (at most `size` + 1 bytes kept). A
+/// partial download (`.part`) from an earlier attempt is resumed with a Range request.
 fn download(
     st: &AgentState,
     key: &Ed25519Key,
+    name: &str,
     sha256: &str,
     size: u64,
     dest: &Path,
 ) -> Result<(), String> {
     let path = format!("/api/agent/v1/artifacts/sha256/{sha256}");
     let url = super::endpoint(&st.server, &path);
+    let part = dest.with_extension("part");
+    let have = std::fs::metadata(&part)
+        .map(|m| m.len())
+        .unwrap_or(0)
+        .min(size);
     let h = crate::fleet::signing::sign(
         key,
         &st.host_id,
@@ -211,18 +391,36 @@ fn download(
     for (k, v) in h.pairs() {
         req = req.header(k, v);
     }
+    if have > 0 && have < size {
+        req = req.header("range", format!("bytes={have}-"));
+    }
     let resp = req.send().map_err(|e| format!("GET {url}: {e}"))?;
+    let resumed = resp.status() == reqwest::StatusCode::PARTIAL_CONTENT;
     if !resp.status().is_success() {
-        return Err(format!("GET {url}: {}", resp.status()));
+        let status = resp.status();
+        let why = resp
+            .json::<serde_json::Value>()
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        return Err(format!("GET {url}: {status} {why}"));
     }
-    let part = dest.with_extension("part");
-    let mut f = std::fs::File::create(&part).map_err(|e| e.to_string())?;
-    let copied = std::io::copy(&mut resp.take(size + 1), &mut f).map_err(|e| e.to_string());
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(resumed)
+        .truncate(!resumed)
+        .open(&part)
+        .map_err(|e| e.to_string())?;
+    let start = if resumed { have } else { 0 };
+    let bar = progress(name, size);
+    bar.set_position(start);
+    let copied = std::io::copy(&mut bar.wrap_read(resp.take(size + 1 - start)), &mut f)
+        .map_err(|e| e.to_string());
+    bar.finish_and_clear();
+    // A partial file is kept for the next attempt; a full one is checked by the caller.
     let synced = f.sync_all().map_err(|e| e.to_string());
-    if let Err(e) = copied.and(synced) {
-        let _ = std::fs::remove_file(&part);
-        return Err(e);
-    }
+    copied.and(synced)?;
     std::fs::rename(&part, dest).map_err(|e| e.to_string())
 }
 
@@ -242,7 +440,7 @@ fn check_artifacts(
         }
         let p = adir.join(&a.sha256);
         if !p.exists() {
-            download(st, key, &a.sha256, a.size, &p)
+            download(st, key, &a.name, &a.sha256, a.size, &p)
                 .map_err(|e| format!("artifact {}: cannot download: {e}", a.name))?;
         }
         let (sha, size) = hash_file(&p).map_err(|e| format!("artifact {}: {e}", a.name))?;
@@ -262,127 +460,344 @@ fn step_timeout(t: &Ticket) -> Duration {
     Duration::from_secs(u64::from(t.est_minutes.max(1)) * 180)
 }
 
-/// Runs a verified ticket to a final (or `failed`) state, journaling every transition.
-/// Returns the last state, or `None` when its window has not opened yet.
-pub fn run_job(
-    dir: &Path,
-    st: &AgentState,
-    key: &Ed25519Key,
-    journal: &mut Journal,
-    t: &Ticket,
-    now: impl Fn() -> Timestamp,
-) -> Result<Option<JobState>, AgentError> {
-    let id = t.job_id.as_str();
-    let start = now();
-    if t.not_before.is_some_and(|nb| start < nb) {
-        return Ok(None);
-    }
-    let mut go = |state: JobState, output: &str| -> Result<Option<JobState>, AgentError> {
-        journal.record(id, state, now(), output)?;
-        Ok(Some(state))
-    };
-    if t.latest_start.is_some_and(|ls| start > ls) {
-        return go(
-            JobState::Expired,
-            "the window closed before the job started",
-        );
-    }
-    go(JobState::Downloading, "")?;
-    if let Err(why) = check_artifacts(dir, st, key, t) {
-        return go(JobState::Failed, &why);
-    }
-    go(JobState::Downloaded, "")?;
-    if t.method != InstallMethod::Script {
-        return go(
-            JobState::Failed,
-            "this agent runs only the `script` install method",
-        );
-    }
-    let Some(archive) = t
-        .artifacts
-        .iter()
-        .find(|a| a.format == ArtifactFormat::Script)
-    else {
-        return go(JobState::Failed, "the ticket has no `script` artifact");
-    };
-    let work = dir.join("work").join(id);
-    if work.exists() {
-        std::fs::remove_dir_all(&work).map_err(io_err(&work))?;
-    }
-    crate::fsutil::ensure_dir(&dir.join("work"), 0o700).map_err(io_err(dir))?;
-    let result = run_script(&artifacts_dir(dir).join(&archive.sha256), &work, t, &mut go);
-    let _ = std::fs::remove_dir_all(&work);
-    result
+/// Runs jobs for one check-in.
+pub struct Runner<'a> {
+    pub dir: &'a Path,
+    pub st: &'a AgentState,
+    pub key: &'a Ed25519Key,
+    /// This boot's identity ([`current_boot_id`]).
+    pub boot_id: String,
+    /// Set when a job ended `reboot_pending` in this boot and asks for a reboot.
+    pub reboot_wanted: Option<String>,
 }
 
-fn run_script(
-    archive: &Path,
-    work: &Path,
-    t: &Ticket,
-    go: &mut impl FnMut(JobState, &str) -> Result<Option<JobState>, AgentError>,
+/// An extracted script archive, removed when dropped.
+struct Workdir(PathBuf);
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Runner<'_> {
+    fn env(t: &Ticket) -> [(&'static str, &str); 2] {
+        [
+            ("PATCHWARD_JOB_ID", t.job_id.as_str()),
+            ("PATCHWARD_PATCH_ID", t.patch_id.as_str()),
+        ]
+    }
+
+    /// Extracts the ticket's `script` artifact (already checked) to a fresh work dir.
+    fn unpack(&self, t: &Ticket) -> Result<Workdir, String> {
+        if t.method != InstallMethod::Script {
+            return Err(format!(
+                "this agent runs only the `script` install method, not `{}`",
+                serde_json::to_value(t.method)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ));
+        }
+        let archive = t
+            .artifacts
+            .iter()
+            .find(|a| a.format == ArtifactFormat::Script)
+            .ok_or("the ticket has no `script` artifact")?;
+        let path = artifacts_dir(self.dir).join(&archive.sha256);
+        let (sha, size) = hash_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if sha != archive.sha256 || size != archive.size {
+            return Err(format!(
+                "the cached artifact {} no longer matches its ticket",
+                archive.name
+            ));
+        }
+        let work_root = self.dir.join("work");
+        crate::fsutil::ensure_dir(&work_root, 0o700).map_err(|e| e.to_string())?;
+        let work = Workdir(work_root.join(&t.job_id));
+        if work.0.exists() {
+            std::fs::remove_dir_all(&work.0).map_err(|e| e.to_string())?;
+        }
+        script::extract(&path, &work.0, Limits::default())
+            .map_err(|e| format!("unsafe or unreadable archive: {e}"))?;
+        for needed in ["install", "verify"] {
+            if !work.0.join(needed).is_file() {
+                return Err(format!("the archive has no `{needed}` executable"));
+            }
+        }
+        Ok(work)
+    }
+
+    /// Runs a verified, newly offered ticket to a final (or `reboot_pending`) state,
+    /// journaling every transition. Returns the last state, or `None` when its window
+    /// has not opened yet.
+    pub fn run(
+        &mut self,
+        journal: &mut Journal,
+        env: &Envelope,
+        t: &Ticket,
+        now: &dyn Fn() -> Timestamp,
+    ) -> Result<Option<JobState>, AgentError> {
+        let start = now();
+        if t.not_before.is_some_and(|nb| start < nb) {
+            return Ok(None);
+        }
+        if t.latest_start.is_some_and(|ls| start > ls) {
+            journal.record(
+                &t.job_id,
+                JobState::Expired,
+                now(),
+                "the window closed before the job started",
+            )?;
+            return Ok(Some(JobState::Expired));
+        }
+        save_ticket(self.dir, &t.job_id, env)?;
+        self.from_download(journal, t, now)
+    }
+
+    fn from_download(
+        &mut self,
+        journal: &mut Journal,
+        t: &Ticket,
+        now: &dyn Fn() -> Timestamp,
+    ) -> Result<Option<JobState>, AgentError> {
+        let id = t.job_id.as_str();
+        journal.record(id, JobState::Downloading, now(), "")?;
+        if let Err(why) = check_artifacts(self.dir, self.st, self.key, t) {
+            return fail(journal, id, now(), &why);
+        }
+        journal.record(id, JobState::Downloaded, now(), "")?;
+        let work = match self.unpack(t) {
+            Ok(w) => w,
+            Err(why) => return fail(journal, id, now(), &why),
+        };
+        let timeout = step_timeout(t);
+        if t.needs_backup {
+            if !work.0.join("backup").is_file() {
+                return fail(
+                    journal,
+                    id,
+                    now(),
+                    "the patch needs a backup but the archive has no `backup` step; not installed",
+                );
+            }
+            let b = script::run_step(&work.0, "backup", &Self::env(t), timeout);
+            if !b.success {
+                return fail(
+                    journal,
+                    id,
+                    now(),
+                    &format!("backup failed; not installed\n{}", b.output),
+                );
+            }
+        }
+        journal.record(id, JobState::Installing, now(), "")?;
+        let i = script::run_step(&work.0, "install", &Self::env(t), timeout);
+        if !i.success {
+            let why = format!("install failed\n{}", i.output);
+            return self.fail_and_roll_back(journal, &work, t, now, &why);
+        }
+        journal.record(id, JobState::Verifying, now(), &i.output)?;
+        self.verify(journal, &work, t, now, "")
+    }
+
+    /// Runs `verify`; success ends the job (`reboot_pending` first when it reboots).
+    fn verify(
+        &mut self,
+        journal: &mut Journal,
+        work: &Workdir,
+        t: &Ticket,
+        now: &dyn Fn() -> Timestamp,
+        note: &str,
+    ) -> Result<Option<JobState>, AgentError> {
+        let v = script::run_step(&work.0, "verify", &Self::env(t), step_timeout(t));
+        if !v.success {
+            let why = format!("{note}verify failed\n{}", v.output);
+            return self.fail_and_roll_back(journal, work, t, now, &why);
+        }
+        let output = format!("{note}{}", v.output);
+        let confirming = journal.last_states().get(&t.job_id) == Some(&JobState::RebootPending);
+        if t.reboot && !confirming {
+            journal.append(Line::Boot {
+                job_id: t.job_id.clone(),
+                boot_id: self.boot_id.clone(),
+            })?;
+            journal.record(&t.job_id, JobState::RebootPending, now(), &output)?;
+            self.reboot_wanted = Some(t.job_id.clone());
+            return Ok(Some(JobState::RebootPending));
+        }
+        journal.record(&t.job_id, JobState::Succeeded, now(), &output)?;
+        Ok(Some(JobState::Succeeded))
+    }
+
+    fn fail_and_roll_back(
+        &mut self,
+        journal: &mut Journal,
+        work: &Workdir,
+        t: &Ticket,
+        now: &dyn Fn() -> Timestamp,
+        why: &str,
+    ) -> Result<Option<JobState>, AgentError> {
+        let id = t.job_id.as_str();
+        journal.record(id, JobState::Failed, now(), why)?;
+        if !work.0.join("rollback").is_file() {
+            return Ok(Some(JobState::Failed));
+        }
+        journal.record(id, JobState::RollingBack, now(), "")?;
+        let r = script::run_step(&work.0, "rollback", &Self::env(t), step_timeout(t));
+        let to = if r.success {
+            JobState::RolledBack
+        } else {
+            JobState::RollbackFailed
+        };
+        journal.record(id, to, now(), &r.output)?;
+        Ok(Some(to))
+    }
+
+    /// Carries on with a job the journal has open (`state`) after a crash, a kill or a
+    /// reboot. `offered` is the appliance's current ticket when it still offers the
+    /// job; the kept ticket is used otherwise. Returns the new state (`None`: nothing
+    /// to do yet).
+    pub fn resume(
+        &mut self,
+        journal: &mut Journal,
+        job_id: &str,
+        state: JobState,
+        offered: Option<&Ticket>,
+        appliance: &ed25519_dalek::VerifyingKey,
+        now: &dyn Fn() -> Timestamp,
+    ) -> Result<Option<JobState>, AgentError> {
+        let kept = load_ticket(self.dir, job_id, appliance, &self.st.host_id);
+        let ticket = match (offered, &kept) {
+            (Some(t), _) => t.clone(),
+            (None, Ok(t)) => t.clone(),
+            (None, Err(why)) => {
+                // Without a ticket nothing can be checked or run.
+                let to = if state == JobState::RollingBack {
+                    JobState::RollbackFailed
+                } else {
+                    JobState::Failed
+                };
+                let why = format!("cannot resume: the job's ticket is unusable ({why})");
+                journal.record(job_id, to, now(), &why)?;
+                return Ok(Some(to));
+            }
+        };
+        let t = &ticket;
+        match state {
+            JobState::Offered | JobState::Downloading | JobState::Downloaded => {
+                if offered.is_none() {
+                    journal.close(
+                        job_id,
+                        "the appliance no longer offers this job (cancelled or expired there); \
+                         it was not installed",
+                    )?;
+                    return Ok(None);
+                }
+                self.from_download(journal, t, now)
+            }
+            JobState::Installing | JobState::Verifying => {
+                let note = format!("resumed after the agent stopped while {state}: ");
+                if let Err(why) = check_artifacts(self.dir, self.st, self.key, t) {
+                    return fail(journal, job_id, now(), &format!("{note}{why}"));
+                }
+                let work = match self.unpack(t) {
+                    Ok(w) => w,
+                    Err(why) => return fail(journal, job_id, now(), &format!("{note}{why}")),
+                };
+                journal.record(job_id, JobState::Verifying, now(), &note)?;
+                self.verify(journal, &work, t, now, &note)
+            }
+            JobState::RollingBack => {
+                journal.record(
+                    job_id,
+                    JobState::RollbackFailed,
+                    now(),
+                    "the agent stopped while rolling back; a half-run rollback is not \
+                     repeated, check the host",
+                )?;
+                Ok(Some(JobState::RollbackFailed))
+            }
+            JobState::RebootPending => {
+                let booted_in = journal.boot_of(job_id).unwrap_or_default();
+                if booted_in == self.boot_id && !booted_in.is_empty() {
+                    return Ok(None);
+                }
+                let note = "confirmed after reboot: ".to_string();
+                if let Err(why) = check_artifacts(self.dir, self.st, self.key, t) {
+                    return fail(journal, job_id, now(), &format!("{note}{why}"));
+                }
+                let work = match self.unpack(t) {
+                    Ok(w) => w,
+                    Err(why) => return fail(journal, job_id, now(), &format!("{note}{why}")),
+                };
+                self.verify(journal, &work, t, now, &note)
+            }
+            JobState::Succeeded
+            | JobState::Failed
+            | JobState::RolledBack
+            | JobState::RollbackFailed
+            | JobState::Expired
+            | JobState::Cancelled => Ok(None),
+        }
+    }
+
+    /// Asks the system to reboot for `job_id` (once per job), after its
+    /// `reboot_pending` was reported.
+    pub fn request_reboot(
+        journal: &mut Journal,
+        job_id: &str,
+        policy: &RebootPolicy,
+    ) -> Result<String, AgentError> {
+        if journal.reboot_requested(job_id) {
+            return Ok(format!(
+                "job {job_id}: waiting for the reboot already requested"
+            ));
+        }
+        let RebootPolicy::Command(cmd) = policy else {
+            return Ok(format!(
+                "job {job_id}: reboot_pending; reboot this host to finish it (the agent \
+                 was told not to reboot)"
+            ));
+        };
+        let Some((prog, args)) = cmd.split_first() else {
+            return Ok(format!("job {job_id}: no reboot command configured"));
+        };
+        journal.append(Line::RebootRequested {
+            job_id: job_id.to_string(),
+        })?;
+        let out = std::process::Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output();
+        Ok(match out {
+            Ok(o) if o.status.success() => {
+                format!("job {job_id}: reboot requested ({})", cmd.join(" "))
+            }
+            Ok(o) => format!(
+                "job {job_id}: the reboot command `{}` failed ({}): {}; reboot this host to \
+                 finish the job",
+                cmd.join(" "),
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => format!(
+                "job {job_id}: cannot run the reboot command `{}`: {e}; reboot this host to \
+                 finish the job",
+                cmd.join(" ")
+            ),
+        })
+    }
+}
+
+fn fail(
+    journal: &mut Journal,
+    job_id: &str,
+    at: Timestamp,
+    why: &str,
 ) -> Result<Option<JobState>, AgentError> {
-    if let Err(e) = script::extract(archive, work, Limits::default()) {
-        return go(
-            JobState::Failed,
-            &format!("unsafe or unreadable archive: {e}"),
-        );
-    }
-    for needed in ["install", "verify"] {
-        if !work.join(needed).is_file() {
-            return go(
-                JobState::Failed,
-                &format!("the archive has no `{needed}` executable"),
-            );
-        }
-    }
-    let env = [
-        ("PATCHWARD_JOB_ID", t.job_id.as_str()),
-        ("PATCHWARD_PATCH_ID", t.patch_id.as_str()),
-    ];
-    let timeout = step_timeout(t);
-    if t.needs_backup {
-        if !work.join("backup").is_file() {
-            return go(
-                JobState::Failed,
-                "the patch needs a backup but the archive has no `backup` step; not installed",
-            );
-        }
-        let b = script::run_step(work, "backup", &env, timeout);
-        if !b.success {
-            return go(
-                JobState::Failed,
-                &format!("backup failed; not installed\n{}", b.output),
-            );
-        }
-    }
-    go(JobState::Installing, "")?;
-    let i = script::run_step(work, "install", &env, timeout);
-    let failure = if i.success {
-        go(JobState::Verifying, &i.output)?;
-        let v = script::run_step(work, "verify", &env, timeout);
-        if v.success {
-            let done = if t.reboot {
-                JobState::RebootPending
-            } else {
-                JobState::Succeeded
-            };
-            return go(done, &v.output);
-        }
-        format!("verify failed\n{}", v.output)
-    } else {
-        format!("install failed\n{}", i.output)
-    };
-    go(JobState::Failed, &failure)?;
-    if !work.join("rollback").is_file() {
-        return Ok(Some(JobState::Failed));
-    }
-    go(JobState::RollingBack, "")?;
-    let r = script::run_step(work, "rollback", &env, timeout);
-    if r.success {
-        go(JobState::RolledBack, &r.output)
-    } else {
-        go(JobState::RollbackFailed, &r.output)
-    }
+    journal.record(job_id, JobState::Failed, at, why)?;
+    Ok(Some(JobState::Failed))
 }
 
 #[cfg(test)]
@@ -405,6 +820,9 @@ mod tests {
         let mut j = Journal::open(d.path()).unwrap();
         j.record("j-1", JobState::Downloading, now, "").unwrap();
         j.record("j-1", JobState::Downloaded, now, "").unwrap();
+        // A state already reached is not recorded twice.
+        j.record("j-1", JobState::Downloading, now, "again")
+            .unwrap();
         j.mark_reported(&[ev("j-1", JobState::Downloading)])
             .unwrap();
         // A torn line, as a crash mid-write leaves it.
@@ -416,11 +834,15 @@ mod tests {
         let pending = j.pending();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].state, JobState::Downloaded);
-        // Interrupted mid-way: closed as failed, once.
-        assert_eq!(j.close_interrupted(now).unwrap(), 1);
-        assert_eq!(j.close_interrupted(now).unwrap(), 0);
+        assert_eq!(j.open_jobs(), [("j-1".to_string(), JobState::Downloaded)]);
+        // Refused for good: not pending any more, never sent again.
+        assert_eq!(j.mark_refused("j-1", "illegal").unwrap(), 1);
+        assert!(j.pending().is_empty());
+        // Closed: no longer open.
+        j.close("j-1", "gone").unwrap();
         let j = Journal::open(d.path()).unwrap();
-        assert_eq!(j.last_states()["j-1"], JobState::Failed);
-        assert_eq!(j.pending().len(), 2);
+        assert!(j.open_jobs().is_empty());
+        assert!(j.pending().is_empty());
+        assert_eq!(j.last_states()["j-1"], JobState::Downloaded);
     }
 }

@@ -41,7 +41,14 @@ pub enum AgentError {
     )]
     Fingerprint { expected: String, got: String },
     #[error("the appliance refused the request ({status}): {reason}")]
-    Refused { status: u16, reason: String },
+    Refused {
+        status: u16,
+        reason: String,
+        /// The machine-readable refusal (`FleetError::code`), when given.
+        code: Option<String>,
+        /// The job the refusal is about, when it is about one.
+        job_id: Option<String>,
+    },
     #[error("cannot reach the appliance at {url}: {source}")]
     Http { url: String, source: reqwest::Error },
     #[error("the appliance's answer is not understood: {0}")]
@@ -165,13 +172,13 @@ fn post(
     let status = resp.status();
     let bytes = resp.bytes().map_err(http)?.to_vec();
     if !status.is_success() {
-        let reason = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        let v = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default();
+        let text = |k: &str| v[k].as_str().map(str::to_string);
         return Err(AgentError::Refused {
             status: status.as_u16(),
-            reason,
+            reason: text("error").unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
+            code: text("code"),
+            job_id: text("job_id"),
         });
     }
     Ok(bytes)
@@ -288,83 +295,170 @@ fn signed_checkin(
         .map_err(|e| AgentError::Protocol(e.to_string()))
 }
 
+/// How the agent behaves; set by the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub reboot: jobs::RebootPolicy,
+}
+
+/// Sends the journal's unreported events with `inv` (only the packages digest when the
+/// appliance already has that list) and journals what the appliance accepted. Refusals
+/// the agent can act on are handled here: an unknown packages digest gets the full
+/// list; events the appliance refuses for good (an illegal transition, a job that is
+/// not this host's) are journaled as refused and the rest is sent again. Bounded: one
+/// retry per refused job, plus one for the digest.
+fn report(
+    dir: &Path,
+    st: &mut AgentState,
+    key: &Ed25519Key,
+    journal: &mut jobs::Journal,
+    inv: &crate::fleet::inventory::Inventory,
+    log: &mut dyn FnMut(&str),
+) -> Result<CheckinResponse, AgentError> {
+    let digest = inv.packages.as_deref().map(packages_digest);
+    let mut send_digest = digest.is_some() && digest == st.packages_digest;
+    let mut attempts = 0;
+    let resp = loop {
+        attempts += 1;
+        let events = journal.pending();
+        let mut req_inv = inv.clone();
+        if send_digest {
+            req_inv.packages = None;
+            req_inv.packages_digest = digest.clone();
+        } else {
+            req_inv.packages_digest = None;
+        }
+        let req = CheckinRequest {
+            inventory: req_inv,
+            job_events: events.clone(),
+        };
+        match signed_checkin(st, key, &req) {
+            Ok(resp) => {
+                journal.mark_reported(&events)?;
+                break resp;
+            }
+            Err(AgentError::Refused {
+                code: Some(code), ..
+            }) if code == "packages_digest_unknown" && send_digest => {
+                send_digest = false;
+            }
+            Err(AgentError::Refused {
+                code: Some(code),
+                job_id: Some(job),
+                reason,
+                ..
+            }) if (code == "illegal_transition" || code == "not_your_job")
+                && attempts <= events.len() + 2
+                && events.iter().any(|e| e.job_id == job) =>
+            {
+                let n = journal.mark_refused(&job, &reason)?;
+                log(&format!(
+                    "the appliance refused {n} report(s) of job {job}: {reason}; not sent again"
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if st.packages_digest != digest || st.poll_seconds != resp.next_checkin_s {
+        st.packages_digest = digest;
+        st.poll_seconds = resp.next_checkin_s;
+        save_state(dir, st)?;
+    }
+    Ok(resp)
+}
+
 /// One signed check-in with a fresh inventory and the journal's unreported job events,
-/// then the offered jobs: each ticket is verified against the appliance key pinned at
-/// enrollment and must name this host; a job the journal already knows is not run
-/// again. Sends only the packages digest when the list is unchanged; if the appliance
-/// does not know that digest, sends the full list. `log` gets one line per job.
-pub fn once(dir: &Path, log: &mut dyn FnMut(&str)) -> Result<CheckinResponse, AgentError> {
+/// then the jobs:
+/// - jobs the journal has open (cut off by a crash, or waiting for a reboot) are resumed
+///   first (see `jobs`);
+/// - each newly offered ticket is verified against the appliance key pinned at
+///   enrollment, must name this host, and is run; a job the journal already knows is
+///   never started again;
+/// - what the jobs did is reported in a second check-in right away (kept in the journal
+///   for the next one if the appliance is gone);
+/// - a job that needs a reboot then asks for one ([`Options::reboot`]).
+///
+/// `log` gets one line per job.
+pub fn once(
+    dir: &Path,
+    opts: &Options,
+    log: &mut dyn FnMut(&str),
+) -> Result<CheckinResponse, AgentError> {
     let mut st = load_state(dir)?;
     let _lock = StateLock::acquire(dir)?;
     let key = Ed25519Key::load(&key_path(dir))?;
     let mut journal = jobs::Journal::open(dir)?;
-    let interrupted = journal.close_interrupted(SystemClock.now())?;
-    if interrupted > 0 {
-        log(&format!("{interrupted} interrupted job(s) marked failed"));
-    }
-    let events = journal.pending();
-    let mut inv = inventory::collect(SystemClock.now(), st.hostname.as_deref());
-    let digest = inv.packages.as_deref().map(packages_digest);
-    let mut req_inv = inv.clone();
-    if digest.is_some() && digest == st.packages_digest {
-        req_inv.packages = None;
-        req_inv.packages_digest = digest.clone();
-    }
-    let first = signed_checkin(
-        &st,
-        &key,
-        &CheckinRequest {
-            inventory: req_inv,
-            job_events: events.clone(),
-        },
-    );
-    let resp = match first {
-        Err(AgentError::Refused { status: 409, .. }) => {
-            inv.packages_digest = None;
-            signed_checkin(
-                &st,
-                &key,
-                &CheckinRequest {
-                    inventory: inv,
-                    job_events: events.clone(),
-                },
-            )?
-        }
-        r => r?,
-    };
-    journal.mark_reported(&events)?;
-    if st.packages_digest != digest || st.poll_seconds != resp.next_checkin_s {
-        st.packages_digest = digest;
-        st.poll_seconds = resp.next_checkin_s;
-        save_state(dir, &st)?;
-    }
+    let inv = inventory::collect(SystemClock.now(), st.hostname.as_deref());
+    let resp = report(dir, &mut st, &key, &mut journal, &inv, log)?;
     let appliance = appliance_key(&st)?;
-    let known = journal.last_states();
+    let mut offered = Vec::new();
     for raw in &resp.jobs {
-        let ticket = serde_json::to_vec(raw)
+        let checked = serde_json::to_vec(raw)
             .map_err(|e| e.to_string())
             .and_then(|b| crate::trust::dsse::Envelope::from_json(&b).map_err(|e| e.to_string()))
             .and_then(|env| {
                 crate::fleet::jobs::verify_ticket(&env, &appliance, &st.host_id)
+                    .map(|t| (env, t))
                     .map_err(|e| e.to_string())
             });
-        let t = match ticket {
-            Ok(t) => t,
-            Err(why) => {
-                log(&format!("refused a job ticket: {why}"));
-                continue;
+        match checked {
+            Ok(pair) => offered.push(pair),
+            Err(why) => log(&format!("refused a job ticket: {why}")),
+        }
+    }
+    let now = || SystemClock.now();
+    let mut runner = jobs::Runner {
+        dir,
+        st: &st,
+        key: &key,
+        boot_id: jobs::current_boot_id(),
+        reboot_wanted: None,
+    };
+    for (job, state) in journal.open_jobs() {
+        let current = offered
+            .iter()
+            .find(|(_, t)| t.job_id == job)
+            .map(|(_, t)| t);
+        match runner.resume(&mut journal, &job, state, current, &appliance, &now)? {
+            Some(to) => log(&format!("job {job}: resumed from {state}: {to}")),
+            None if state == crate::fleet::jobs::JobState::RebootPending => {
+                log(&format!(
+                    "job {job}: reboot_pending; waiting for the host to boot again"
+                ));
             }
-        };
+            None => {}
+        }
+    }
+    let known = journal.last_states();
+    for (env, t) in &offered {
         if known.contains_key(&t.job_id) {
             continue;
         }
-        match jobs::run_job(dir, &st, &key, &mut journal, &t, || SystemClock.now())? {
+        match runner.run(&mut journal, env, t, &now)? {
             Some(state) => log(&format!("job {} ({}): {state}", t.job_id, t.patch_id)),
             None => log(&format!(
                 "job {} ({}): waiting for its window",
                 t.job_id, t.patch_id
             )),
         }
+    }
+    let reboot = runner.reboot_wanted.take();
+    if !journal.pending().is_empty() {
+        let inv = inventory::collect(SystemClock.now(), st.hostname.as_deref());
+        if let Err(e) = report(dir, &mut st, &key, &mut journal, &inv, log) {
+            log(&format!(
+                "could not report the job results yet ({e}); they are kept and sent with the \
+                 next check-in"
+            ));
+            return Ok(resp);
+        }
+    }
+    if let Some(job) = reboot {
+        log(&jobs::Runner::request_reboot(
+            &mut journal,
+            &job,
+            &opts.reboot,
+        )?);
     }
     Ok(resp)
 }
@@ -389,6 +483,7 @@ fn jittered(d: Duration) -> Duration {
 /// Failures back off exponentially (with jitter) up to the poll interval.
 pub fn run(
     dir: &Path,
+    opts: &Options,
     stop: &mpsc::Receiver<()>,
     mut log: impl FnMut(&str),
 ) -> Result<(), AgentError> {
@@ -397,7 +492,7 @@ pub fn run(
     loop {
         let st = load_state(dir)?;
         let poll = Duration::from_secs(st.poll_seconds.max(10));
-        let wait = match once(dir, &mut log) {
+        let wait = match once(dir, opts, &mut log) {
             Ok(r) => {
                 failures = 0;
                 log(&format!(

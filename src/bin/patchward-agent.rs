@@ -18,8 +18,29 @@ struct Cli {
     /// Where the host key and state live.
     #[arg(long, global = true, default_value = agent::DEFAULT_STATE_DIR, value_name = "DIR")]
     state_dir: PathBuf,
+    /// Never reboot: a job that needs a reboot stays `reboot_pending` until this host
+    /// has been rebooted by someone else.
+    #[arg(long, global = true, conflicts_with = "reboot_command")]
+    no_reboot: bool,
+    /// The command that reboots this host after a job that needs it, split on
+    /// whitespace [default: shutdown -r +1 "patchward: rebooting to finish a patch"].
+    #[arg(long, global = true, value_name = "CMD")]
+    reboot_command: Option<String>,
     #[command(subcommand)]
     command: Cmd,
+}
+
+impl Cli {
+    fn options(&self) -> agent::Options {
+        let reboot = if self.no_reboot {
+            agent::jobs::RebootPolicy::Never
+        } else if let Some(cmd) = &self.reboot_command {
+            agent::jobs::RebootPolicy::Command(cmd.split_whitespace().map(str::to_string).collect())
+        } else {
+            agent::jobs::RebootPolicy::default()
+        };
+        agent::Options { reboot }
+    }
 }
 
 #[derive(Subcommand)]
@@ -69,6 +90,7 @@ fn stop_channel() -> anyhow::Result<std::sync::mpsc::Receiver<()>> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let opts = cli.options();
     match cli.command {
         Cmd::Enroll {
             server,
@@ -89,7 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("check-in every {} s", st.poll_seconds);
         }
         Cmd::Once => {
-            let r = agent::once(&cli.state_dir, &mut |m| println!("{m}"))?;
+            let r = agent::once(&cli.state_dir, &opts, &mut |m| println!("{m}"))?;
             println!(
                 "checked in: {} job(s); next check-in in {} s",
                 r.jobs.len(),
@@ -98,7 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Run => {
             let stop = stop_channel()?;
-            agent::run(&cli.state_dir, &stop, |m| eprintln!("{m}"))?;
+            agent::run(&cli.state_dir, &opts, &stop, |m| eprintln!("{m}"))?;
         }
     }
     Ok(())

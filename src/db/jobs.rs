@@ -86,6 +86,15 @@ pub fn jobs_in_states(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Every job in `state`, oldest first.
+pub fn jobs_in_state(conn: &Connection, state: &str) -> Result<Vec<JobRow>, DbError> {
+    let mut st = conn.prepare(&format!(
+        "SELECT {JOB_COLS} FROM jobs WHERE state = ?1 ORDER BY created_at, id"
+    ))?;
+    let rows = st.query_map([state], job_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub fn set_state(tx: &Transaction<'_>, id: &str, state: &str, at: &str) -> Result<(), DbError> {
     tx.execute(
         "UPDATE jobs SET state = ?2, updated_at = ?3 WHERE id = ?1",

@@ -408,7 +408,27 @@ pub fn apply_events(
         }
         let from = JobState::parse(&job.state)
             .ok_or_else(|| invalid("stored job state", job.state.clone()))?;
-        if !from.can_go_to(e.state) {
+        // The appliance cancelled or expired the job, but the host had already started
+        // it (offline, or in flight): what the host did is the truth about the host.
+        let overtaken = matches!(from, JobState::Cancelled | JobState::Expired)
+            && !matches!(
+                e.state,
+                JobState::Offered | JobState::Cancelled | JobState::Expired
+            );
+        if overtaken {
+            audit::append(
+                tx,
+                e.at,
+                &NewEntry {
+                    actor: &format!("host:{host_id}"),
+                    action: "job.reported_after_close",
+                    subject: &job.id,
+                    details: serde_json::json!({
+                        "was": from.as_str(), "reported": e.state.as_str(),
+                    }),
+                },
+            )?;
+        } else if !from.can_go_to(e.state) {
             return Err(FleetError::IllegalTransition {
                 job: job.id,
                 from: from.to_string(),
@@ -422,6 +442,93 @@ pub fn apply_events(
         applied += 1;
     }
     Ok(applied)
+}
+
+/// Cancels a job the host has not started installing (`offered`, `downloading`,
+/// `downloaded`); audited with the actor and reason. The ticket stops being offered;
+/// an agent that had already started installing reports what it did, and that report
+/// is accepted (see [`apply_events`]).
+pub fn cancel(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    job_id: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<JobRow, FleetError> {
+    let job = q::job(tx, job_id)?.ok_or_else(|| FleetError::NoSuchJob(job_id.to_string()))?;
+    let from = JobState::parse(&job.state)
+        .ok_or_else(|| invalid("stored job state", job.state.clone()))?;
+    if !from.can_go_to(JobState::Cancelled) {
+        return Err(invalid(
+            "job",
+            format!(
+                "{job_id} is {from}; only offered, downloading or downloaded jobs can be \
+                 cancelled (an install may be under way)"
+            ),
+        ));
+    }
+    let at = now.to_string();
+    let output = format!("cancelled by {actor}: {reason}");
+    q::insert_event(tx, job_id, JobState::Cancelled.as_str(), &at, &output)?;
+    q::set_state(tx, job_id, JobState::Cancelled.as_str(), &at)?;
+    audit::append(
+        tx,
+        now,
+        &NewEntry {
+            actor,
+            action: "job.cancelled",
+            subject: job_id,
+            details: serde_json::json!({
+                "host": job.host_id, "patch": job.patch_id, "was": from.as_str(),
+                "reason": reason,
+            }),
+        },
+    )?;
+    Ok(q::job(tx, job_id)?.expect("the job was just updated"))
+}
+
+/// The payload of a stored ticket (signed by this appliance; not verified again).
+fn stored_ticket(job: &JobRow) -> Result<Ticket, FleetError> {
+    let env = Envelope::from_json(&job.ticket)
+        .map_err(|e| invalid("stored ticket", format!("job {}: {e}", job.id)))?;
+    Ok(serde_json::from_slice(&env.payload)?)
+}
+
+/// Expires every job still `offered` whose `latest_start` passed more than `grace` ago
+/// (the host never started it; `grace` covers a start just before the deadline whose
+/// report is still on its way). Audited; returns the expired job ids.
+pub fn expire_overdue(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    grace: jiff::SignedDuration,
+) -> Result<Vec<String>, FleetError> {
+    let mut expired = Vec::new();
+    for job in q::jobs_in_state(tx, JobState::Offered.as_str())? {
+        let Some(latest) = stored_ticket(&job)?.latest_start else {
+            continue;
+        };
+        if now.duration_since(latest) <= grace {
+            continue;
+        }
+        let at = now.to_string();
+        let output = format!("the host did not start the job before its latest start {latest}");
+        q::insert_event(tx, &job.id, JobState::Expired.as_str(), &at, &output)?;
+        q::set_state(tx, &job.id, JobState::Expired.as_str(), &at)?;
+        audit::append(
+            tx,
+            now,
+            &NewEntry {
+                actor: "patchward",
+                action: "job.expired",
+                subject: &job.id,
+                details: serde_json::json!({
+                    "host": job.host_id, "patch": job.patch_id, "latest_start": latest,
+                }),
+            },
+        )?;
+        expired.push(job.id);
+    }
+    Ok(expired)
 }
 
 /// The last `max` bytes of `s` (on a character boundary).
@@ -590,5 +697,102 @@ mod tests {
         );
         let evs = db.read_blocking(|c| q::events(c, "j-a")).unwrap();
         assert_eq!(evs.len(), 5);
+    }
+
+    #[test]
+    fn cancel_expire_and_a_late_report_wins() {
+        let d = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::open(&d.path().join("t.db"), Default::default()).unwrap();
+        let now: Timestamp = "2026-11-27T10:00:00Z".parse().unwrap();
+        let host = enrolled(&db, now, &Ed25519Key::generate(&mut rand::rngs::OsRng));
+        let key = Ed25519Key::generate(&mut rand::rngs::OsRng);
+        let insert = |id: &str, state: &str, latest: Option<&str>| {
+            db.write_blocking(|tx| {
+                let mut t = ticket(&host);
+                t.job_id = id.into();
+                t.latest_start = latest.map(|l| l.parse().unwrap());
+                q::insert_job(
+                    tx,
+                    &JobRow {
+                        id: id.into(),
+                        host_id: host.clone(),
+                        feed: "f".into(),
+                        patch_id: "p".into(),
+                        state: state.into(),
+                        ticket: t.sign(&key).to_json(),
+                        created_at: now.to_string(),
+                        updated_at: now.to_string(),
+                    },
+                )
+            })
+            .unwrap();
+        };
+        insert("j-open", "offered", None);
+        insert("j-busy", "installing", None);
+        insert("j-late", "offered", Some("2026-11-27T09:00:00Z"));
+        insert("j-soon", "offered", Some("2026-11-27T09:55:00Z"));
+        let state = |id: &str| db.read_blocking(|c| q::job(c, id)).unwrap().unwrap().state;
+        let audits = || {
+            db.read_blocking(|c| crate::audit::recent(c, 1000))
+                .unwrap()
+                .len()
+        };
+
+        // Cancelling: unknown job and an install under way are refused, nothing changes.
+        let before = audits();
+        let e = db
+            .write_blocking(|tx| cancel(tx, now, "j-nope", "alice", "x"))
+            .unwrap_err();
+        assert!(matches!(e, FleetError::NoSuchJob(_)), "{e}");
+        let e = db
+            .write_blocking(|tx| cancel(tx, now, "j-busy", "alice", "x"))
+            .unwrap_err();
+        assert!(e.to_string().contains("is installing"), "{e}");
+        assert_eq!((state("j-busy"), audits()), ("installing".into(), before));
+        let row = db
+            .write_blocking(|tx| cancel(tx, now, "j-open", "alice", "wrong patch"))
+            .unwrap();
+        assert_eq!(row.state, "cancelled");
+        assert_eq!(audits(), before + 1);
+        assert!(
+            db.read_blocking(|c| q::events(c, "j-open"))
+                .unwrap()
+                .iter()
+                .any(|(_, s, _, o)| s == "cancelled" && o == "cancelled by alice: wrong patch")
+        );
+
+        // Expiry: only offered jobs past latest_start + grace.
+        let grace = jiff::SignedDuration::from_mins(10);
+        let expired = db
+            .write_blocking(|tx| expire_overdue(tx, now, grace))
+            .unwrap();
+        assert_eq!(expired, ["j-late"]);
+        assert_eq!(state("j-soon"), "offered");
+        assert_eq!(state("j-open"), "cancelled");
+        let again = db
+            .write_blocking(|tx| expire_overdue(tx, now, grace))
+            .unwrap();
+        assert!(again.is_empty());
+
+        // The host had started the cancelled job before it heard: its report is taken.
+        let apply = |evs: Vec<JobEvent>| db.write_blocking(|tx| apply_events(tx, &host, &evs));
+        assert_eq!(
+            apply(vec![
+                ev("j-open", Downloading),
+                ev("j-open", Downloaded),
+                ev("j-open", Installing),
+                ev("j-open", Verifying),
+                ev("j-open", Succeeded)
+            ])
+            .unwrap(),
+            5
+        );
+        assert_eq!(state("j-open"), "succeeded");
+        // A host cannot re-open or re-cancel through a report.
+        let e = apply(vec![ev("j-late", Cancelled)]).unwrap_err();
+        assert!(matches!(e, FleetError::IllegalTransition { .. }), "{e}");
+        assert_eq!(state("j-late"), "expired");
+        assert_eq!(e.code(), "illegal_transition");
+        assert_eq!(e.job(), Some("j-late"));
     }
 }

@@ -58,6 +58,8 @@ pub enum FleetError {
     NoSuchPatch(String),
     #[error("patch {0:?} is in several feeds ({1}); give it as FEED:ID")]
     AmbiguousPatch(String, String),
+    #[error("no job {0:?}; see `patchward jobs list`")]
+    NoSuchJob(String),
     #[error("job {0} is not this host's job")]
     NotYourJob(String),
     #[error("job {job}: {from} -> {to} is not a legal transition")]
@@ -79,6 +81,36 @@ pub enum FleetError {
 impl From<rusqlite::Error> for FleetError {
     fn from(e: rusqlite::Error) -> Self {
         FleetError::Db(DbError::Sqlite(e))
+    }
+}
+
+impl FleetError {
+    /// A stable, machine-readable name for the refusals an agent acts on (sent as
+    /// `code` next to `error`), so the agent never guesses from a status alone.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FleetError::Invalid { .. } => "invalid",
+            FleetError::TooLarge(_) => "too_large",
+            FleetError::Token(_) => "token_refused",
+            FleetError::KeyInUse(_) => "key_in_use",
+            FleetError::NoSuchHost(_) => "unknown_host",
+            FleetError::Ambiguous(..) => "ambiguous",
+            FleetError::Revoked(_) => "revoked",
+            FleetError::NoSuchPatch(_) | FleetError::AmbiguousPatch(..) => "no_such_patch",
+            FleetError::NotYourJob(_) => "not_your_job",
+            FleetError::NoSuchJob(_) => "no_such_job",
+            FleetError::IllegalTransition { .. } => "illegal_transition",
+            FleetError::DigestMismatch => "packages_digest_unknown",
+            FleetError::Db(_) | FleetError::Audit(_) | FleetError::Json(_) => "internal",
+        }
+    }
+
+    /// The job a refusal is about, when it is about one.
+    pub fn job(&self) -> Option<&str> {
+        match self {
+            FleetError::NotYourJob(j) | FleetError::IllegalTransition { job: j, .. } => Some(j),
+            _ => None,
+        }
     }
 }
 

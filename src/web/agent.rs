@@ -24,12 +24,17 @@ fn fleet_error(e: FleetError) -> Response {
         | FleetError::DigestMismatch
         | FleetError::IllegalTransition { .. } => StatusCode::CONFLICT,
         FleetError::NoSuchHost(_) => StatusCode::UNAUTHORIZED,
+        FleetError::NoSuchJob(_) => StatusCode::NOT_FOUND,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(error = %e, "agent request failed");
     }
-    refusal(status, e)
+    let mut body = serde_json::json!({ "error": e.to_string(), "code": e.code() });
+    if let Some(job) = e.job() {
+        body["job_id"] = job.into();
+    }
+    (status, Json(body)).into_response()
 }
 
 /// Parses a JSON body; the error is the reason sent back with a 400.
