@@ -552,10 +552,10 @@ impl Runner<'_> {
             return Ok(Some(JobState::Expired));
         }
         save_ticket(self.dir, &t.job_id, env)?;
-        self.from_download(journal, t, now)
+        self.download_and_install(journal, t, now)
     }
 
-    fn from_download(
+    fn download_and_install(
         &mut self,
         journal: &mut Journal,
         t: &Ticket,
@@ -694,7 +694,7 @@ impl Runner<'_> {
                     )?;
                     return Ok(None);
                 }
-                self.from_download(journal, t, now)
+                self.download_and_install(journal, t, now)
             }
             JobState::Installing | JobState::Verifying => {
                 let note = format!("resumed after the agent stopped while {state}: ");
