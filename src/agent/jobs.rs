@@ -11,15 +11,18 @@
 //!   started installing, because the appliance no longer offers it (cancelled or
 //!   expired there);
 //! - `{"kind":"boot", job_id, boot_id}`: the boot a `reboot_pending` job waits to leave;
-//! - `{"kind":"reboot_requested", job_id}`: the agent asked the system to reboot.
+//! - `{"kind":"reboot_requested", job_id}`: the agent asked the system to reboot;
+//! - `{"kind":"step", job_id, step, pid, start_time}`: a step process was started.
 //!
 //! Unreported events go with the next check-in. The verified ticket of every job the
 //! agent starts is kept under `tickets/<job id>.json`, so a job cut off by a crash is
 //! resumed even when the appliance is unreachable or has cancelled it meanwhile:
 //! - cut off while downloading: started again if the appliance still offers it,
 //!   otherwise closed;
-//! - cut off while installing or verifying: `verify` decides; if it passes the job
-//!   succeeded, otherwise it failed and `rollback` runs;
+//! - cut off while installing or verifying: a step the dead agent started keeps running
+//!   (an agent upgrade must not cut dpkg off), so the agent first waits for it to
+//!   exit (same pid and start time, at most the step timeout); then `verify` decides:
+//!   if it passes the job succeeded, otherwise it failed and `rollback` runs;
 //! - cut off while rolling back: `rollback_failed` (a half-run rollback needs a person);
 //! - `reboot_pending`: once the boot id differs from the one recorded, `verify` runs
 //!   again and confirms success (or fails and rolls back).
@@ -67,6 +70,12 @@ enum Line {
     },
     RebootRequested {
         job_id: String,
+    },
+    Step {
+        job_id: String,
+        step: String,
+        pid: u32,
+        start_time: u64,
     },
 }
 
@@ -238,6 +247,19 @@ impl Journal {
     fn boot_of(&self, job_id: &str) -> Option<&str> {
         self.lines.iter().rev().find_map(|l| match l {
             Line::Boot { job_id: j, boot_id } if j == job_id => Some(boot_id.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The last step process started for `job_id`: (step, pid, start time).
+    fn last_step(&self, job_id: &str) -> Option<(&str, u32, u64)> {
+        self.lines.iter().rev().find_map(|l| match l {
+            Line::Step {
+                job_id: j,
+                step,
+                pid,
+                start_time,
+            } if j == job_id => Some((step.as_str(), *pid, *start_time)),
             _ => None,
         })
     }
@@ -488,6 +510,42 @@ impl Runner<'_> {
         ]
     }
 
+    /// Runs one step, journaling its process before waiting for it.
+    fn step(
+        journal: &mut Journal,
+        work: &Workdir,
+        t: &Ticket,
+        name: &str,
+    ) -> Result<script::StepResult, AgentError> {
+        let mut failed = None;
+        let r = script::run_step(&work.0, name, &Self::env(t), step_timeout(t), &mut |pid| {
+            let line = Line::Step {
+                job_id: t.job_id.clone(),
+                step: name.to_string(),
+                pid,
+                start_time: script::process_start_time(pid).unwrap_or(0),
+            };
+            if let Err(e) = journal.append(line) {
+                failed = Some(e);
+            }
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(r),
+        }
+    }
+
+    /// Waits for a step a previous agent left running for `job_id`; a note for the
+    /// job's output when there was one.
+    fn wait_left_behind(journal: &Journal, t: &Ticket) -> String {
+        match journal.last_step(&t.job_id) {
+            Some((step, pid, start)) if script::wait_for_orphan(pid, start, step_timeout(t)) => {
+                format!("waited for `{step}` (pid {pid}) left running by the previous agent; ")
+            }
+            _ => String::new(),
+        }
+    }
+
     /// Extracts the ticket's `script` artifact (already checked) to a fresh work dir.
     fn unpack(&self, t: &Ticket) -> Result<Workdir, String> {
         if t.method != InstallMethod::Script {
@@ -571,7 +629,6 @@ impl Runner<'_> {
             Ok(w) => w,
             Err(why) => return fail(journal, id, now(), &why),
         };
-        let timeout = step_timeout(t);
         if t.needs_backup {
             if !work.0.join("backup").is_file() {
                 return fail(
@@ -581,7 +638,7 @@ impl Runner<'_> {
                     "the patch needs a backup but the archive has no `backup` step; not installed",
                 );
             }
-            let b = script::run_step(&work.0, "backup", &Self::env(t), timeout);
+            let b = Self::step(journal, &work, t, "backup")?;
             if !b.success {
                 return fail(
                     journal,
@@ -592,7 +649,7 @@ impl Runner<'_> {
             }
         }
         journal.record(id, JobState::Installing, now(), "")?;
-        let i = script::run_step(&work.0, "install", &Self::env(t), timeout);
+        let i = Self::step(journal, &work, t, "install")?;
         if !i.success {
             let why = format!("install failed\n{}", i.output);
             return self.fail_and_roll_back(journal, &work, t, now, &why);
@@ -610,7 +667,7 @@ impl Runner<'_> {
         now: &dyn Fn() -> Timestamp,
         note: &str,
     ) -> Result<Option<JobState>, AgentError> {
-        let v = script::run_step(&work.0, "verify", &Self::env(t), step_timeout(t));
+        let v = Self::step(journal, work, t, "verify")?;
         if !v.success {
             let why = format!("{note}verify failed\n{}", v.output);
             return self.fail_and_roll_back(journal, work, t, now, &why);
@@ -644,7 +701,7 @@ impl Runner<'_> {
             return Ok(Some(JobState::Failed));
         }
         journal.record(id, JobState::RollingBack, now(), "")?;
-        let r = script::run_step(&work.0, "rollback", &Self::env(t), step_timeout(t));
+        let r = Self::step(journal, work, t, "rollback")?;
         let to = if r.success {
             JobState::RolledBack
         } else {
@@ -697,7 +754,8 @@ impl Runner<'_> {
                 self.download_and_install(journal, t, now)
             }
             JobState::Installing | JobState::Verifying => {
-                let note = format!("resumed after the agent stopped while {state}: ");
+                let waited = Self::wait_left_behind(journal, t);
+                let note = format!("resumed after the agent stopped while {state}: {waited}");
                 if let Err(why) = check_artifacts(self.dir, self.st, self.key, t) {
                     return fail(journal, job_id, now(), &format!("{note}{why}"));
                 }
@@ -709,12 +767,15 @@ impl Runner<'_> {
                 self.verify(journal, &work, t, now, &note)
             }
             JobState::RollingBack => {
+                let waited = Self::wait_left_behind(journal, t);
                 journal.record(
                     job_id,
                     JobState::RollbackFailed,
                     now(),
-                    "the agent stopped while rolling back; a half-run rollback is not \
-                     repeated, check the host",
+                    &format!(
+                        "the agent stopped while rolling back; {waited}the rollback's outcome \
+                         is unknown and it is not repeated, check the host"
+                    ),
                 )?;
                 Ok(Some(JobState::RollbackFailed))
             }

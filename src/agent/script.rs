@@ -10,6 +10,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read};
+use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -177,7 +178,13 @@ fn pump(mut r: impl Read + Send + 'static, ring: Ring, done: mpsc::Sender<()>) {
 
 /// Runs `dir/step` with `dir` as working directory and `env`, killing it after
 /// `timeout`. A step that cannot start is a failure with the reason as output.
-pub fn run_step(dir: &Path, step: &str, env: &[(&str, &str)], timeout: Duration) -> StepResult {
+pub fn run_step(
+    dir: &Path,
+    step: &str,
+    env: &[(&str, &str)],
+    timeout: Duration,
+    started: &mut dyn FnMut(u32),
+) -> StepResult {
     let mut cmd = Command::new(dir.join(step));
     cmd.current_dir(dir)
         .stdin(Stdio::null())
@@ -186,6 +193,10 @@ pub fn run_step(dir: &Path, step: &str, env: &[(&str, &str)], timeout: Duration)
     for (k, v) in env {
         cmd.env(k, v);
     }
+    // The step leads its own process group, so a timeout stops everything it started.
+    // It outlives a killed or restarted agent on purpose (an agent upgrade must not
+    // cut dpkg off halfway); the resumed agent waits for it (see `wait_for_orphan`).
+    cmd.process_group(0);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -195,6 +206,7 @@ pub fn run_step(dir: &Path, step: &str, env: &[(&str, &str)], timeout: Duration)
             };
         }
     };
+    started(child.id());
     let ring: Ring = Arc::default();
     let (tx, rx) = mpsc::channel();
     if let Some(o) = child.stdout.take() {
@@ -209,6 +221,9 @@ pub fn run_step(dir: &Path, step: &str, env: &[(&str, &str)], timeout: Duration)
         match child.try_wait() {
             Ok(Some(s)) => break (Some(s), None),
             Ok(None) if start.elapsed() >= timeout => {
+                if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 break (
@@ -247,6 +262,39 @@ pub fn run_step(dir: &Path, step: &str, env: &[(&str, &str)], timeout: Duration)
         success,
         output: crate::fleet::jobs::tail(&output, MAX_OUTPUT).to_string(),
     }
+}
+
+/// The start time (clock ticks since boot, `/proc/<pid>/stat` field 22) of a live,
+/// non-zombie process, which tells a process from a later one that reused its pid.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ...`: comm may hold spaces and parentheses; split at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Waits until the step process `pid` (started at `start_time`) left behind by an
+/// earlier agent has exited, at most `limit`; then its whole process group is killed.
+/// Returns whether it was still running when the agent came back.
+pub fn wait_for_orphan(pid: u32, start_time: u64, limit: Duration) -> bool {
+    let alive = || process_start_time(pid) == Some(start_time);
+    if !alive() {
+        return false;
+    }
+    let deadline = Instant::now() + limit;
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if alive()
+        && let Some(p) = rustix::process::Pid::from_raw(pid as i32)
+    {
+        let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
+    }
+    true
 }
 
 #[cfg(test)]
@@ -387,26 +435,64 @@ pub(crate) mod tests {
         );
         script(d.path(), "slow", "sleep 30");
         let t = Duration::from_secs(20);
-        let r = run_step(d.path(), "ok", &[("PW_X", "env-ok")], t);
+        let r = run_step(d.path(), "ok", &[("PW_X", "env-ok")], t, &mut |_| {});
         assert!(r.success, "{r:?}");
         assert!(r.output.contains("out") && r.output.contains("err"));
         assert!(r.output.contains("env-ok"));
-        let r = run_step(d.path(), "bad", &[], t);
+        let r = run_step(d.path(), "bad", &[], t, &mut |_| {});
         assert!(!r.success);
         assert!(
             r.output.contains("nope") && r.output.contains("exited"),
             "{r:?}"
         );
-        let r = run_step(d.path(), "loud", &[], t);
+        let r = run_step(d.path(), "loud", &[], t, &mut |_| {});
         assert!(r.success);
         assert!(r.output.len() <= MAX_OUTPUT);
         assert!(r.output.ends_with("END\n"));
         let start = Instant::now();
-        let r = run_step(d.path(), "slow", &[], Duration::from_millis(300));
+        let r = run_step(
+            d.path(),
+            "slow",
+            &[],
+            Duration::from_millis(300),
+            &mut |_| {},
+        );
         assert!(!r.success);
         assert!(r.output.contains("timed out"), "{r:?}");
         assert!(start.elapsed() < Duration::from_secs(10));
-        let r = run_step(d.path(), "missing", &[], t);
+        let r = run_step(d.path(), "missing", &[], t, &mut |_| {});
         assert!(!r.success && r.output.contains("cannot start"));
+    }
+
+    #[test]
+    fn a_step_left_running_is_waited_for_and_a_reused_pid_is_not() {
+        let mut child = Command::new("sleep").arg("0.4").spawn().unwrap();
+        let pid = child.id();
+        let start = process_start_time(pid).unwrap();
+        // Another start time is another process: not waited for.
+        assert!(!wait_for_orphan(pid, start + 1, Duration::from_secs(5)));
+        let t = Instant::now();
+        // (Reaped by the waiter thread below so the zombie goes away.)
+        let reaper = std::thread::spawn(move || child.wait());
+        assert!(wait_for_orphan(pid, start, Duration::from_secs(5)));
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+        reaper.join().unwrap().unwrap();
+        assert!(!wait_for_orphan(pid, start, Duration::from_secs(5)));
+        // Past the limit the step's process group is killed.
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30").process_group(0);
+        let mut child = cmd.spawn().unwrap();
+        let pid = child.id();
+        let start = process_start_time(pid).unwrap();
+        let reaper = std::thread::spawn(move || child.wait());
+        let t = Instant::now();
+        assert!(wait_for_orphan(pid, start, Duration::from_millis(300)));
+        let status = reaper.join().unwrap().unwrap();
+        assert!(!status.success());
+        assert!(t.elapsed() < Duration::from_secs(10));
     }
 }

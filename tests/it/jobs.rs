@@ -23,7 +23,7 @@ use crate::support::{Server, http, run, stderr, stdout};
 const AGENT: &str = env!("CARGO_BIN_EXE_patchward-agent");
 
 /// A `.tar.zst` of executable shell scripts.
-fn script_archive(steps: &[(&str, String)]) -> Vec<u8> {
+pub(crate) fn script_archive(steps: &[(&str, String)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, body) in steps {
         let content = format!("#!/bin/sh\nset -e\n{body}\n");
@@ -42,14 +42,29 @@ fn script_archive(steps: &[(&str, String)]) -> Vec<u8> {
 }
 
 /// Adds a script patch whose archive is `archive`; returns the archive's sha256.
-fn add_script_patch(feed: &Feed, id: &str, needs_backup: bool, archive: &[u8]) -> String {
+pub(crate) fn add_script_patch(
+    feed: &Feed,
+    id: &str,
+    needs_backup: bool,
+    archive: &[u8],
+) -> String {
+    add_script_patch_with(
+        feed,
+        id,
+        &format!("needs_backup = {needs_backup}\n"),
+        archive,
+    )
+}
+
+/// [`add_script_patch`] with extra top-level TOML lines (`reboot = true`, ...).
+pub(crate) fn add_script_patch_with(feed: &Feed, id: &str, extra: &str, archive: &[u8]) -> String {
     let name = format!("{}.tar.zst", id.replace('/', "-"));
     let art = feed.dir.join(&name);
     std::fs::write(&art, archive).unwrap();
     let toml = format!(
         "id = {id:?}\ntitle = \"script patch {id}\"\nkind = \"application\"\n\
          severity = \"high\"\nreleased = \"2026-10-01T00:00:00Z\"\ninstall = \"script\"\n\
-         est_minutes = 1\nneeds_backup = {needs_backup}\n\
+         est_minutes = 1\n{extra}\
          [[artifacts]]\nname = {name:?}\nformat = \"script\"\n"
     );
     let p = feed.dir.join(format!("{name}.toml"));
@@ -59,18 +74,18 @@ fn add_script_patch(feed: &Feed, id: &str, needs_backup: bool, archive: &[u8]) -
     hex::encode(sha2::Sha256::digest(archive))
 }
 
-fn agent(state: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn agent(state: &Path, args: &[&str]) -> std::process::Output {
     let mut c = std::process::Command::new(AGENT);
     c.arg("--state-dir").arg(state).args(args);
     run(c)
 }
 
-fn ok(o: std::process::Output) -> String {
+pub(crate) fn ok(o: std::process::Output) -> String {
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
     stdout(&o)
 }
 
-fn jobs(site: &Site) -> Vec<Value> {
+pub(crate) fn jobs(site: &Site) -> Vec<Value> {
     serde_json::from_str(&ok(run(site.cmd(&["jobs", "list", "--json"])))).unwrap()
 }
 

@@ -11,6 +11,7 @@ mod fleet;
 mod import;
 mod import_crash;
 mod jobs;
+mod lifecycle;
 mod serve;
 mod support;
 mod sync;
