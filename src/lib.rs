@@ -38,6 +38,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod deb;
 pub mod error;
 pub mod feed;
 pub mod fleet;

@@ -12,7 +12,8 @@
 //!   expired there);
 //! - `{"kind":"boot", job_id, boot_id}`: the boot a `reboot_pending` job waits to leave;
 //! - `{"kind":"reboot_requested", job_id}`: the agent asked the system to reboot;
-//! - `{"kind":"step", job_id, step, pid, start_time}`: a step process was started.
+//! - `{"kind":"step", job_id, step, pid, start_time}`: a step process was started;
+//! - `{"kind":"apt_before", job_id, installed}`: package versions before an apt job.
 //!
 //! Unreported events go with the next check-in. The verified ticket of every job the
 //! agent starts is kept under `tickets/<job id>.json`, so a job cut off by a crash is
@@ -39,6 +40,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::apt;
 use super::script::{self, Limits};
 use super::{AgentError, AgentState, io_err};
 use crate::feed::catalog::{ArtifactFormat, InstallMethod};
@@ -76,6 +78,10 @@ enum Line {
         step: String,
         pid: u32,
         start_time: u64,
+    },
+    AptBefore {
+        job_id: String,
+        installed: BTreeMap<String, Option<String>>,
     },
 }
 
@@ -260,6 +266,17 @@ impl Journal {
                 pid,
                 start_time,
             } if j == job_id => Some((step.as_str(), *pid, *start_time)),
+            _ => None,
+        })
+    }
+
+    /// What was installed before an apt job first ran (for its rollback).
+    fn apt_before(&self, job_id: &str) -> Option<&BTreeMap<String, Option<String>>> {
+        self.lines.iter().find_map(|l| match l {
+            Line::AptBefore {
+                job_id: j,
+                installed,
+            } if j == job_id => Some(installed),
             _ => None,
         })
     }
@@ -502,6 +519,17 @@ impl Drop for Workdir {
     }
 }
 
+/// How a job's steps are carried out.
+enum Backend {
+    /// The archive's `backup`, `install`, `verify`, `rollback` executables.
+    Script(Workdir),
+    /// apt with the pinned versions; `before` is what was installed before the job.
+    Apt {
+        pins: Vec<apt::Pin>,
+        before: BTreeMap<String, Option<String>>,
+    },
+}
+
 impl Runner<'_> {
     fn env(t: &Ticket) -> [(&'static str, &str); 2] {
         [
@@ -510,15 +538,15 @@ impl Runner<'_> {
         ]
     }
 
-    /// Runs one step, journaling its process before waiting for it.
-    fn step(
+    /// Runs one step command, journaling its process before waiting for it.
+    fn step_command(
         journal: &mut Journal,
-        work: &Workdir,
         t: &Ticket,
         name: &str,
+        cmd: std::process::Command,
     ) -> Result<script::StepResult, AgentError> {
         let mut failed = None;
-        let r = script::run_step(&work.0, name, &Self::env(t), step_timeout(t), &mut |pid| {
+        let r = script::run_command(cmd, name, step_timeout(t), &mut |pid| {
             let line = Line::Step {
                 job_id: t.job_id.clone(),
                 step: name.to_string(),
@@ -535,6 +563,56 @@ impl Runner<'_> {
         }
     }
 
+    /// Whether the backend has a `step` (`backup`, `rollback`).
+    fn has_step(backend: &Backend, step: &str) -> bool {
+        match backend {
+            Backend::Script(work) => work.0.join(step).is_file(),
+            Backend::Apt { before, .. } => step == "rollback" && !before.is_empty(),
+        }
+    }
+
+    /// Runs `step` (`backup`, `install`, `verify` or `rollback`) with `backend`.
+    fn step(
+        journal: &mut Journal,
+        backend: &Backend,
+        t: &Ticket,
+        step: &str,
+    ) -> Result<script::StepResult, AgentError> {
+        match backend {
+            Backend::Script(work) => Self::step_command(
+                journal,
+                t,
+                step,
+                script::step_command(&work.0, step, &Self::env(t)),
+            ),
+            Backend::Apt { pins, .. } if step == "install" => {
+                Self::step_command(journal, t, step, apt::install_command(pins))
+            }
+            Backend::Apt { pins, .. } if step == "verify" => Ok(apt::verify(pins)),
+            Backend::Apt { before, .. } if step == "rollback" => {
+                let mut output = String::new();
+                for cmd in apt::rollback_commands(before) {
+                    let r = Self::step_command(journal, t, step, cmd)?;
+                    output.push_str(&r.output);
+                    if !r.success {
+                        return Ok(script::StepResult {
+                            success: false,
+                            output,
+                        });
+                    }
+                }
+                Ok(script::StepResult {
+                    success: true,
+                    output,
+                })
+            }
+            Backend::Apt { .. } => Ok(script::StepResult {
+                success: false,
+                output: format!("the apt backend has no `{step}` step"),
+            }),
+        }
+    }
+
     /// Waits for a step a previous agent left running for `job_id`; a note for the
     /// job's output when there was one.
     fn wait_left_behind(journal: &Journal, t: &Ticket) -> String {
@@ -546,37 +624,75 @@ impl Runner<'_> {
         }
     }
 
-    /// Extracts the ticket's `script` artifact (already checked) to a fresh work dir.
-    fn unpack(&self, t: &Ticket) -> Result<Workdir, String> {
-        if t.method != InstallMethod::Script {
-            return Err(format!(
-                "this agent runs only the `script` install method, not `{}`",
-                serde_json::to_value(t.method)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            ));
-        }
-        let archive = t
-            .artifacts
+    /// The checked artifacts of `format`, re-hashed (the cache may have changed).
+    fn cached(&self, t: &Ticket, format: ArtifactFormat) -> Result<Vec<PathBuf>, String> {
+        t.artifacts
             .iter()
-            .find(|a| a.format == ArtifactFormat::Script)
-            .ok_or("the ticket has no `script` artifact")?;
-        let path = artifacts_dir(self.dir).join(&archive.sha256);
-        let (sha, size) = hash_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if sha != archive.sha256 || size != archive.size {
-            return Err(format!(
-                "the cached artifact {} no longer matches its ticket",
-                archive.name
-            ));
-        }
+            .filter(|a| a.format == format)
+            .map(|a| {
+                let path = artifacts_dir(self.dir).join(&a.sha256);
+                let (sha, size) =
+                    hash_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                if sha != a.sha256 || size != a.size {
+                    return Err(format!(
+                        "the cached artifact {} no longer matches its ticket",
+                        a.name
+                    ));
+                }
+                Ok(path)
+            })
+            .collect()
+    }
+
+    /// Sets up the ticket's backend: extracts the `script` archive to a fresh work
+    /// dir, or reads the `deb` artifacts' package pins (and, on a first run, journals
+    /// what is installed now, for a rollback).
+    fn prepare(
+        &self,
+        journal: &mut Journal,
+        t: &Ticket,
+    ) -> Result<Result<Backend, String>, AgentError> {
+        Ok(match t.method {
+            InstallMethod::Script => self.unpack(t).map(Backend::Script),
+            InstallMethod::Apt => {
+                let pins = match self.cached(t, ArtifactFormat::Deb).and_then(|debs| {
+                    apt::pins(&debs.iter().map(PathBuf::as_path).collect::<Vec<_>>())
+                }) {
+                    Ok(p) => p,
+                    Err(why) => return Ok(Err(why)),
+                };
+                let before = match journal.apt_before(&t.job_id) {
+                    Some(b) => b.clone(),
+                    None => match apt::snapshot(&pins) {
+                        Ok(b) => {
+                            journal.append(Line::AptBefore {
+                                job_id: t.job_id.clone(),
+                                installed: b.clone(),
+                            })?;
+                            b
+                        }
+                        Err(why) => return Ok(Err(why)),
+                    },
+                };
+                Ok(Backend::Apt { pins, before })
+            }
+        })
+    }
+
+    fn unpack(&self, t: &Ticket) -> Result<Workdir, String> {
+        let archive = self.cached(t, ArtifactFormat::Script)?;
+        let path = match archive.as_slice() {
+            [one] => one,
+            [] => return Err("the ticket has no `script` artifact".into()),
+            _ => return Err("the ticket has more than one `script` artifact".into()),
+        };
         let work_root = self.dir.join("work");
         crate::fsutil::ensure_dir(&work_root, 0o700).map_err(|e| e.to_string())?;
         let work = Workdir(work_root.join(&t.job_id));
         if work.0.exists() {
             std::fs::remove_dir_all(&work.0).map_err(|e| e.to_string())?;
         }
-        script::extract(&path, &work.0, Limits::default())
+        script::extract(path, &work.0, Limits::default())
             .map_err(|e| format!("unsafe or unreadable archive: {e}"))?;
         for needed in ["install", "verify"] {
             if !work.0.join(needed).is_file() {
@@ -625,20 +741,20 @@ impl Runner<'_> {
             return fail(journal, id, now(), &why);
         }
         journal.record(id, JobState::Downloaded, now(), "")?;
-        let work = match self.unpack(t) {
-            Ok(w) => w,
+        let backend = match self.prepare(journal, t)? {
+            Ok(b) => b,
             Err(why) => return fail(journal, id, now(), &why),
         };
         if t.needs_backup {
-            if !work.0.join("backup").is_file() {
+            if !Self::has_step(&backend, "backup") {
                 return fail(
                     journal,
                     id,
                     now(),
-                    "the patch needs a backup but the archive has no `backup` step; not installed",
+                    "the patch needs a backup but has no `backup` step; not installed",
                 );
             }
-            let b = Self::step(journal, &work, t, "backup")?;
+            let b = Self::step(journal, &backend, t, "backup")?;
             if !b.success {
                 return fail(
                     journal,
@@ -649,28 +765,28 @@ impl Runner<'_> {
             }
         }
         journal.record(id, JobState::Installing, now(), "")?;
-        let i = Self::step(journal, &work, t, "install")?;
+        let i = Self::step(journal, &backend, t, "install")?;
         if !i.success {
             let why = format!("install failed\n{}", i.output);
-            return self.fail_and_roll_back(journal, &work, t, now, &why);
+            return self.fail_and_roll_back(journal, &backend, t, now, &why);
         }
         journal.record(id, JobState::Verifying, now(), &i.output)?;
-        self.verify(journal, &work, t, now, "")
+        self.verify(journal, &backend, t, now, "")
     }
 
     /// Runs `verify`; success ends the job (`reboot_pending` first when it reboots).
     fn verify(
         &mut self,
         journal: &mut Journal,
-        work: &Workdir,
+        backend: &Backend,
         t: &Ticket,
         now: &dyn Fn() -> Timestamp,
         note: &str,
     ) -> Result<Option<JobState>, AgentError> {
-        let v = Self::step(journal, work, t, "verify")?;
+        let v = Self::step(journal, backend, t, "verify")?;
         if !v.success {
             let why = format!("{note}verify failed\n{}", v.output);
-            return self.fail_and_roll_back(journal, work, t, now, &why);
+            return self.fail_and_roll_back(journal, backend, t, now, &why);
         }
         let output = format!("{note}{}", v.output);
         let confirming = journal.last_states().get(&t.job_id) == Some(&JobState::RebootPending);
@@ -690,18 +806,18 @@ impl Runner<'_> {
     fn fail_and_roll_back(
         &mut self,
         journal: &mut Journal,
-        work: &Workdir,
+        backend: &Backend,
         t: &Ticket,
         now: &dyn Fn() -> Timestamp,
         why: &str,
     ) -> Result<Option<JobState>, AgentError> {
         let id = t.job_id.as_str();
         journal.record(id, JobState::Failed, now(), why)?;
-        if !work.0.join("rollback").is_file() {
+        if !Self::has_step(backend, "rollback") {
             return Ok(Some(JobState::Failed));
         }
         journal.record(id, JobState::RollingBack, now(), "")?;
-        let r = Self::step(journal, work, t, "rollback")?;
+        let r = Self::step(journal, backend, t, "rollback")?;
         let to = if r.success {
             JobState::RolledBack
         } else {
@@ -759,12 +875,12 @@ impl Runner<'_> {
                 if let Err(why) = check_artifacts(self.dir, self.st, self.key, t) {
                     return fail(journal, job_id, now(), &format!("{note}{why}"));
                 }
-                let work = match self.unpack(t) {
-                    Ok(w) => w,
+                let backend = match self.prepare(journal, t)? {
+                    Ok(b) => b,
                     Err(why) => return fail(journal, job_id, now(), &format!("{note}{why}")),
                 };
                 journal.record(job_id, JobState::Verifying, now(), &note)?;
-                self.verify(journal, &work, t, now, &note)
+                self.verify(journal, &backend, t, now, &note)
             }
             JobState::RollingBack => {
                 let waited = Self::wait_left_behind(journal, t);
@@ -788,11 +904,11 @@ impl Runner<'_> {
                 if let Err(why) = check_artifacts(self.dir, self.st, self.key, t) {
                     return fail(journal, job_id, now(), &format!("{note}{why}"));
                 }
-                let work = match self.unpack(t) {
-                    Ok(w) => w,
+                let backend = match self.prepare(journal, t)? {
+                    Ok(b) => b,
                     Err(why) => return fail(journal, job_id, now(), &format!("{note}{why}")),
                 };
-                self.verify(journal, &work, t, now, &note)
+                self.verify(journal, &backend, t, now, &note)
             }
             JobState::Succeeded
             | JobState::Failed

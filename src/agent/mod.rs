@@ -5,6 +5,7 @@
 //! both written atomically. Every request after enrollment is signed as described in
 //! `fleet::signing`.
 
+pub mod apt;
 pub mod inventory;
 pub mod jobs;
 pub mod script;

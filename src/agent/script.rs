@@ -176,8 +176,18 @@ fn pump(mut r: impl Read + Send + 'static, ring: Ring, done: mpsc::Sender<()>) {
     });
 }
 
-/// Runs `dir/step` with `dir` as working directory and `env`, killing it after
-/// `timeout`. A step that cannot start is a failure with the reason as output.
+/// The command for step `dir/step`: `dir` as working directory, `env` added, stdin
+/// from /dev/null.
+pub fn step_command(dir: &Path, step: &str, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(dir.join(step));
+    cmd.current_dir(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs `dir/step` (see [`step_command`]), killing it after `timeout`.
 pub fn run_step(
     dir: &Path,
     step: &str,
@@ -185,14 +195,21 @@ pub fn run_step(
     timeout: Duration,
     started: &mut dyn FnMut(u32),
 ) -> StepResult {
-    let mut cmd = Command::new(dir.join(step));
-    cmd.current_dir(dir)
-        .stdin(Stdio::null())
+    run_command(step_command(dir, step, env), step, timeout, started)
+}
+
+/// Runs `cmd` with output captured (the last [`MAX_OUTPUT`] bytes), killing its whole
+/// process group after `timeout`. `started` gets the pid once it runs. A command that
+/// cannot start is a failure with the reason as output; `step` names it in notes.
+pub fn run_command(
+    mut cmd: Command,
+    step: &str,
+    timeout: Duration,
+    started: &mut dyn FnMut(u32),
+) -> StepResult {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
     // The step leads its own process group, so a timeout stops everything it started.
     // It outlives a killed or restarted agent on purpose (an agent upgrade must not
     // cut dpkg off halfway); the resumed agent waits for it (see `wait_for_orphan`).

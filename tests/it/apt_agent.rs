@@ -1,0 +1,239 @@
+//! The agent's `apt` backend with the real apt-get and dpkg of this machine, in a
+//! sandbox: `APT_CONFIG` points at a file that sets every apt directory (sources,
+//! lists, cache, state) into a temp dir and passes `--root`/`--admindir` to dpkg, and
+//! `DPKG_ADMINDIR` makes dpkg-query read the sandbox's database, so the host's own
+//! packages are never touched.
+//!
+//! The packages are real `.deb` files built with `dpkg-deb`; the sandbox's apt source
+//! is a local repository made with `apt-ftparchive`. A patch pinning version 1.1-1 is
+//! installed over 1.0-1 and verified with `dpkg-query`; a patch pinning a version the
+//! repository does not have fails in apt and is rolled back (1.1-1 stays installed).
+//!
+//! Needs root (dpkg), apt-get, dpkg-deb and apt-ftparchive (apt-utils): run by
+//! `.ci/run` with `--features system-tests`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use jiff::Timestamp;
+use patchward::feed::tools;
+use serde_json::Value;
+
+use crate::feedkit::{Feed, Site};
+use crate::jobs::{jobs, ok};
+use crate::support::{Server, run};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_patchward-agent");
+const PKG: &str = "patchward-test-hello";
+
+fn sh(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Builds `PKG_<version>_all.deb` with dpkg-deb into `out`.
+fn build_deb(work: &Path, out: &Path, version: &str) -> PathBuf {
+    let root = work.join(format!("build-{version}"));
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(root.join("usr/share/patchward-test")).unwrap();
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        format!(
+            "Package: {PKG}\nVersion: {version}\nArchitecture: all\n\
+             Maintainer: Patchward tests <tests@example.invalid>\n\
+             Description: a package for the apt backend test\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(root.join("usr/share/patchward-test/hello"), version).unwrap();
+    let deb = out.join(format!("{PKG}_{version}_all.deb"));
+    sh(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zxz", "--build"])
+        .arg(&root)
+        .arg(&deb));
+    deb
+}
+
+/// A sandboxed apt: returns (APT_CONFIG file, dpkg admin dir, install root).
+fn sandbox(dir: &Path, repo: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let sb = dir.join("sandbox");
+    let root = sb.join("root");
+    let admin = sb.join("admin");
+    for d in [
+        root.clone(),
+        admin.join("updates"),
+        admin.join("info"),
+        sb.join("lists/partial"),
+        sb.join("cache/archives/partial"),
+        sb.join("state"),
+        sb.join("apt.conf.d"),
+        sb.join("preferences.d"),
+    ] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(admin.join("status"), "").unwrap();
+    std::fs::write(admin.join("available"), "").unwrap();
+    std::fs::write(
+        sb.join("sources.list"),
+        format!("deb [trusted=yes] file:{} ./\n", repo.display()),
+    )
+    .unwrap();
+    let p = |x: &Path| x.display().to_string();
+    let conf = format!(
+        "Dir::Etc::main \"/dev/null\";\n\
+         Dir::Etc::parts \"{}\";\n\
+         Dir::Etc::preferencesparts \"{}\";\n\
+         Dir::Etc::sourcelist \"{}\";\n\
+         Dir::Etc::sourceparts \"/dev/null\";\n\
+         Dir::State \"{}\";\n\
+         Dir::State::Lists \"{}\";\n\
+         Dir::State::status \"{}\";\n\
+         Dir::Cache \"{}\";\n\
+         APT::Sandbox::User \"root\";\n\
+         DPkg::Options {{ \"--root={}\"; \"--admindir={}\"; \"--force-script-chrootless\"; }};\n",
+        p(&sb.join("apt.conf.d")),
+        p(&sb.join("preferences.d")),
+        p(&sb.join("sources.list")),
+        p(&sb.join("state")),
+        p(&sb.join("lists")),
+        p(&admin.join("status")),
+        p(&sb.join("cache")),
+        p(&root),
+        p(&admin),
+    );
+    let conf_path = sb.join("apt.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    (conf_path, admin, root)
+}
+
+fn add_apt_patch(feed: &Feed, id: &str, deb: &Path) {
+    let name = deb.file_name().unwrap().to_str().unwrap();
+    let toml = format!(
+        "id = {id:?}\ntitle = \"apt patch {id}\"\nkind = \"maintenance\"\n\
+         severity = \"medium\"\nreleased = \"2026-10-01T00:00:00Z\"\ninstall = \"apt\"\n\
+         est_minutes = 2\n[[artifacts]]\nname = {name:?}\nformat = \"deb\"\n"
+    );
+    let p = feed.dir.join(format!("{}.toml", id.replace('/', "-")));
+    std::fs::write(&p, toml).unwrap();
+    tools::add_patch(&feed.dir, &p, &[deb.to_path_buf()]).unwrap();
+}
+
+fn by_patch(site: &Site, id: &str) -> Value {
+    jobs(site)
+        .into_iter()
+        .find(|j| j["patch_id"] == id)
+        .unwrap()
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "system-tests"),
+    ignore = "needs root, apt-get, dpkg-deb and apt-ftparchive: cargo test --features system-tests"
+)]
+fn apt_backend_installs_the_pinned_version_and_rolls_back_a_failed_install() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "the apt backend test installs packages with dpkg (into a sandbox) and needs root"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let debs = tmp.path().join("debs");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::create_dir_all(&debs).unwrap();
+    let v10 = build_deb(tmp.path(), &repo, "1.0-1");
+    let v11 = build_deb(tmp.path(), &repo, "1.1-1");
+    // In the feed but not in the repository apt uses: apt cannot install it.
+    let v99 = build_deb(tmp.path(), &debs, "9.9-1");
+    let packages = sh(Command::new("apt-ftparchive")
+        .args(["packages", "."])
+        .current_dir(&repo));
+    std::fs::write(repo.join("Packages"), packages).unwrap();
+    let (apt_config, admin, root) = sandbox(tmp.path(), &repo);
+    let apt = |args: &[&str]| {
+        sh(Command::new("apt-get")
+            .env("APT_CONFIG", &apt_config)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(args))
+    };
+    apt(&["update", "-q"]);
+    apt(&["install", "-y", "-q", &format!("{PKG}=1.0-1")]);
+    let installed = root.join("usr/share/patchward-test/hello");
+    assert_eq!(std::fs::read_to_string(&installed).unwrap(), "1.0-1");
+    drop(v10);
+
+    let t = Timestamp::now();
+    let mut feed = Feed::init(tmp.path(), "acme", t);
+    feed.add("acme/filler", "low", "CVE-2099-0002", 1000, 1);
+    add_apt_patch(&feed, "acme/hello-1.1", &v11);
+    add_apt_patch(&feed, "acme/hello-9.9", &v99);
+    feed.publish(t);
+    let bundle = feed.export(&tmp.path().join("full.pwb"), None, t);
+    let site = Site::new(tmp.path(), "s", &[&feed]);
+    ok(site.import(&bundle));
+    let server = Server::start_with(&site.data, &["--config", site.config.to_str().unwrap()]);
+    let token = ok(run(site.cmd(&["hosts", "token", "create"])));
+    let state = tmp.path().join("agent");
+    let agent = |args: &[&str]| {
+        let mut c = Command::new(AGENT);
+        c.arg("--state-dir")
+            .arg(&state)
+            .args(args)
+            .env("APT_CONFIG", &apt_config)
+            .env("DPKG_ADMINDIR", &admin);
+        ok(run(c))
+    };
+    agent(&[
+        "enroll",
+        "--server",
+        &server.url,
+        "--token",
+        token.trim(),
+        "--hostname",
+        "deb1",
+    ]);
+    // The inventory the agent sent comes from the sandbox's dpkg database.
+    let host: Value =
+        serde_json::from_str(&ok(run(site.cmd(&["hosts", "show", "deb1", "--json"])))).unwrap();
+    assert!(host.to_string().contains(PKG), "{host}");
+
+    ok(run(site.cmd(&[
+        "deploy",
+        "--patch",
+        "acme/hello-1.1",
+        "--host",
+        "deb1",
+    ])));
+    let out = agent(&["once"]);
+    assert!(out.contains("succeeded"), "{out}");
+    let job = by_patch(&site, "acme/hello-1.1");
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(
+        job.to_string().contains(&format!("{PKG} 1.1-1 installed")),
+        "{job}"
+    );
+    assert_eq!(std::fs::read_to_string(&installed).unwrap(), "1.1-1");
+
+    ok(run(site.cmd(&[
+        "deploy",
+        "--patch",
+        "acme/hello-9.9",
+        "--host",
+        "deb1",
+    ])));
+    let out = agent(&["once"]);
+    assert!(out.contains("rolled_back"), "{out}");
+    let job = by_patch(&site, "acme/hello-9.9");
+    assert_eq!(job["state"], "rolled_back", "{job}");
+    assert!(job.to_string().contains("install failed"), "{job}");
+    assert_eq!(std::fs::read_to_string(&installed).unwrap(), "1.1-1");
+    let status = sh(Command::new("dpkg-query")
+        .env("DPKG_ADMINDIR", &admin)
+        .args(["-W", "-f", "${Version}", PKG]));
+    assert_eq!(status, "1.1-1");
+}
