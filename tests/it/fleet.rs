@@ -113,6 +113,34 @@ fn enroll_checkin_revoke_and_refuse_forgeries() {
     );
     assert_eq!(hosts_json(&data).len(), 3);
 
+    // An expired token is refused and adds nothing. (Its expiry is moved into the past
+    // in the database: the shortest `--expires` is a minute.)
+    let o = run({
+        let mut c = patchward(&data);
+        c.args(["hosts", "token", "create", "--expires", "1m"]);
+        c
+    });
+    let expiring = stdout(&o).trim().to_string();
+    let db = rusqlite::Connection::open(data.join("patchward.db")).unwrap();
+    let n = db
+        .execute(
+            "UPDATE enrollment_tokens SET expires_at = '2026-01-01T00:00:00Z' \
+             WHERE sha256 = ?1",
+            [patchward::fleet::tokens::hash_token(&expiring)],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+    let o = run({
+        let mut c = agent(&tmp.path().join("agent5"));
+        c.args(["enroll", "--server", &server.url, "--token", &expiring]);
+        c
+    });
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("expired"), "{}", stderr(&o));
+    assert!(!tmp.path().join("agent5/state.json").exists());
+    assert_eq!(hosts_json(&data).len(), 3);
+
     // A forged and a replayed signed request are refused and change nothing.
     let st: Value =
         serde_json::from_slice(&std::fs::read(states[0].join("state.json")).unwrap()).unwrap();

@@ -5,6 +5,8 @@
 //! - the agent is killed mid-install (the install step outlives it, as during an agent
 //!   upgrade) and mid-report (after the appliance applied the report, before the agent
 //!   heard); every job ends in exactly one final state, each state recorded once;
+//! - a tampered ticket is refused and nothing runs; artifact bytes that do not match
+//!   the ticket fail the job before anything runs;
 //! - `jobs cancel` stops a job before the agent starts it, and refuses one that is
 //!   over; the appliance expires jobs whose window passed unstarted; a report the
 //!   appliance refuses for good is dropped by the agent instead of blocking it.
@@ -12,7 +14,6 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -265,15 +266,36 @@ fn killed_mid_install_the_resumed_agent_waits_for_the_step_then_verify_decides()
     assert_eq!(jobs(&f.site), before);
 }
 
-/// A reverse proxy for the agent API that kills the agent (`victim`) right after the
-/// appliance answered a check-in that carried job events, before the agent hears.
-struct KillingProxy {
+/// What the test proxy does to the traffic between agent and appliance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Pass,
+    /// Kill this pid right after the appliance answered a check-in that carried job
+    /// events, before the agent hears the answer.
+    KillOnReport(u32),
+    /// Change one byte of every ticket's payload (the signature no longer matches).
+    TamperTickets,
+    /// Flip one byte of every artifact body.
+    TamperArtifacts,
+}
+
+/// A reverse proxy for the agent API, with a [`Mode`] the test switches.
+struct Proxy {
     url: String,
-    victim: Arc<AtomicU32>,
+    mode: Arc<std::sync::Mutex<Mode>>,
     _rt: tokio::runtime::Runtime,
 }
 
-fn killing_proxy(upstream: String) -> KillingProxy {
+impl Proxy {
+    fn set(&self, m: Mode) {
+        *self.mode.lock().unwrap() = m;
+    }
+    fn mode(&self) -> Mode {
+        *self.mode.lock().unwrap()
+    }
+}
+
+fn proxy(upstream: String) -> Proxy {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -283,12 +305,12 @@ fn killing_proxy(upstream: String) -> KillingProxy {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let victim = Arc::new(AtomicU32::new(0));
-    let v = victim.clone();
+    let mode = Arc::new(std::sync::Mutex::new(Mode::Pass));
+    let shared = mode.clone();
     patchward::tls::install_crypto_provider();
     let client = reqwest::Client::new();
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let (upstream, victim, client) = (upstream.clone(), v.clone(), client.clone());
+        let (upstream, mode, client) = (upstream.clone(), shared.clone(), client.clone());
         async move {
             use axum::response::IntoResponse;
             let (parts, body) = req.into_parts();
@@ -302,57 +324,81 @@ fn killing_proxy(upstream: String) -> KillingProxy {
             }
             let resp = r.body(body.clone()).send().await.unwrap();
             let status = resp.status();
-            let bytes = resp.bytes().await.unwrap();
-            let has_events = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .is_some_and(|v| v["job_events"].as_array().is_some_and(|a| !a.is_empty()));
-            let pid = victim.load(Ordering::SeqCst);
-            if path == "/api/agent/v1/checkin" && has_events && status.is_success() && pid != 0 {
-                victim.store(0, Ordering::SeqCst);
-                let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
-                rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
-                return axum::http::StatusCode::BAD_GATEWAY.into_response();
+            let mut headers = axum::http::HeaderMap::new();
+            for (k, v) in resp.headers() {
+                if k != "content-length" && k != "transfer-encoding" {
+                    headers.insert(k.clone(), v.clone());
+                }
             }
-            (
-                status,
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                bytes,
-            )
-                .into_response()
+            let mut bytes = resp.bytes().await.unwrap().to_vec();
+            let checkin = path == "/api/agent/v1/checkin";
+            let current = *mode.lock().unwrap();
+            match current {
+                Mode::KillOnReport(pid) if checkin && status.is_success() => {
+                    let has_events = serde_json::from_slice::<Value>(&body)
+                        .ok()
+                        .is_some_and(|v| v["job_events"].as_array().is_some_and(|a| !a.is_empty()));
+                    if has_events {
+                        *mode.lock().unwrap() = Mode::Pass;
+                        let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+                        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+                        return axum::http::StatusCode::BAD_GATEWAY.into_response();
+                    }
+                }
+                Mode::TamperTickets if checkin && status.is_success() => {
+                    let mut v: Value = serde_json::from_slice(&bytes).unwrap();
+                    for t in v["jobs"].as_array_mut().unwrap() {
+                        use base64::Engine;
+                        let b64 = base64::engine::general_purpose::STANDARD;
+                        let mut payload = b64.decode(t["payload"].as_str().unwrap()).unwrap();
+                        // "est_minutes":1 -> 9: still valid JSON, no longer signed.
+                        let key = b"\"est_minutes\":";
+                        let at = payload.windows(key.len()).position(|w| w == key);
+                        payload[at.unwrap() + key.len()] = b'9';
+                        t["payload"] = b64.encode(payload).into();
+                    }
+                    bytes = serde_json::to_vec(&v).unwrap();
+                }
+                Mode::TamperArtifacts if path.contains("/artifacts/") && !bytes.is_empty() => {
+                    let mid = bytes.len() / 2;
+                    bytes[mid] ^= 0xff;
+                }
+                _ => {}
+            }
+            (status, headers, bytes).into_response()
         }
     });
     rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
-    KillingProxy {
-        url,
-        victim,
-        _rt: rt,
-    }
+    Proxy { url, mode, _rt: rt }
 }
 
 #[test]
-fn killed_mid_report_the_retried_report_is_applied_once() {
+fn killed_mid_report_the_retried_report_is_applied_once_and_tampering_is_refused() {
     let marks = tempfile::tempdir().unwrap();
     let m = |n: &str| marks.path().join(n).display().to_string();
     let quick = script_archive(&[
         ("install", format!("echo run >> {}", m("q"))),
         ("verify", format!("test -f {}", m("q"))),
     ]);
-    let proxy = std::cell::OnceCell::new();
-    let via = |upstream: &str| {
-        proxy
-            .get_or_init(|| killing_proxy(upstream.to_string()))
-            .url
-            .clone()
-    };
-    let f = fixture(&[("acme/quick", "", quick)], Some(&via));
-    let proxy = proxy.get().unwrap();
+    let other = script_archive(&[
+        ("install", format!("touch {}", m("other"))),
+        ("verify", "true".into()),
+    ]);
+    let px = std::cell::OnceCell::new();
+    let via = |upstream: &str| px.get_or_init(|| proxy(upstream.to_string())).url.clone();
+    let f = fixture(
+        &[("acme/quick", "", quick), ("acme/other", "", other)],
+        Some(&via),
+    );
+    let px = px.get().unwrap();
+
+    // Killed after the appliance applied the report, before the agent heard.
     deploy(&f.site, "acme/quick", "web1");
     let mut child = spawn_once(&f.state);
-    proxy.victim.store(child.id(), Ordering::SeqCst);
+    px.set(Mode::KillOnReport(child.id()));
     let status = child.wait().unwrap();
     assert!(!status.success(), "the agent was meant to be killed");
-    assert_eq!(proxy.victim.load(Ordering::SeqCst), 0, "never killed");
-    // The appliance applied the report the agent never heard back about.
+    assert_eq!(px.mode(), Mode::Pass, "never killed");
     let job = by_patch(&f.site, "acme/quick");
     assert_eq!(job["state"], "succeeded", "{job}");
     let before = jobs(&f.site);
@@ -362,6 +408,27 @@ fn killed_mid_report_the_retried_report_is_applied_once() {
     assert_eq!(jobs(&f.site), before);
     assert_each_state_once(&by_patch(&f.site, "acme/quick"));
     assert_eq!(std::fs::read_to_string(m("q")).unwrap(), "run\n");
+
+    // A tampered ticket is refused: nothing runs, nothing is journaled or reported.
+    deploy(&f.site, "acme/other", "web1");
+    let journal = std::fs::read(f.state.join("jobs.jsonl")).unwrap();
+    px.set(Mode::TamperTickets);
+    let out = ok(agent(&f.state, &["once"]));
+    assert!(out.contains("refused a job ticket"), "{out}");
+    assert!(!Path::new(&m("other")).exists());
+    assert_eq!(std::fs::read(f.state.join("jobs.jsonl")).unwrap(), journal);
+    assert_eq!(by_patch(&f.site, "acme/other")["state"], "offered");
+
+    // Artifact bytes that do not match the ticket: the job fails before anything runs.
+    px.set(Mode::TamperArtifacts);
+    let out = ok(agent(&f.state, &["once"]));
+    assert!(out.contains("failed"), "{out}");
+    assert!(!Path::new(&m("other")).exists());
+    let job = by_patch(&f.site, "acme/other");
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(job.to_string().contains("the ticket says"), "{job}");
+    assert!(!states(&job).contains(&"installing".to_string()), "{job}");
+    px.set(Mode::Pass);
 }
 
 #[test]
