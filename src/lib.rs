@@ -46,6 +46,8 @@ pub mod fsutil;
 pub mod health;
 pub mod mirror;
 pub mod mirror_schedule;
+pub mod policy;
+pub mod rollout;
 pub mod server;
 pub mod store;
 pub mod telemetry;
