@@ -45,6 +45,9 @@ pub struct Config {
     pub store: StoreConfig,
     pub import: ImportConfig,
     pub mirror: MirrorConfig,
+    /// Rings, windows, classes, auto-approval and SLA (`[policy]`; built-in defaults
+    /// when the file has none).
+    pub policy: crate::policy::Policy,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +119,7 @@ struct RawConfig {
     store: Option<RawStore>,
     import: Option<RawImport>,
     mirror: Option<RawMirror>,
+    policy: Option<crate::policy::RawPolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -579,7 +583,15 @@ impl Config {
             sources.push(src);
         }
 
+        let policy = crate::policy::Policy::from_raw(&raw.policy.clone().unwrap_or_default())
+            .map_err(|e| ConfigError {
+                origin: fsrc.name.to_string(),
+                location: format!(" key `{}`", e.key),
+                message: e.message,
+            })?;
+
         Ok(Config {
+            policy,
             data_dir,
             server: ServerConfig {
                 listen,

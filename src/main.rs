@@ -110,6 +110,22 @@ enum Command {
     /// Jobs and their states.
     #[command(subcommand)]
     Jobs(JobsCmd),
+    /// Approve a patch for rings (all by default); its rollout starts (audited).
+    Approve(patchward::rollout::cli::ApproveArgs),
+    /// Approve a critical or KEV patch with a shorter soak and the emergency window.
+    Expedite(patchward::rollout::cli::ExpediteArgs),
+    /// Decline a patch: it is never offered (a running rollout is aborted).
+    Decline(patchward::rollout::cli::DeclineArgs),
+    /// Defer a patch until a date (a running rollout is halted until then).
+    Defer(patchward::rollout::cli::DeferArgs),
+    /// Rollouts: progress per ring, gates, halt/resume/abort.
+    #[command(subcommand)]
+    Rollout(patchward::rollout::cli::RolloutCmd),
+    /// Maintenance windows.
+    #[command(subcommand)]
+    Windows(patchward::rollout::cli::WindowsCmd),
+    /// Why a host has (not yet) been offered a patch.
+    Explain(patchward::rollout::cli::ExplainArgs),
     /// MSP-side tools that build and publish a signed feed (never on the appliance's data).
     #[command(subcommand)]
     Feed(patchward::feed::cli::FeedCmd),
@@ -410,6 +426,79 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approve(a) => {
+            let config = load_config(&cli, None)?;
+            let db = Appliance::open_existing(&config)?;
+            patchward::rollout::cli::approve(&db, &config, SystemClock.now(), a, &invoking_user())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Expedite(a) => {
+            let config = load_config(&cli, None)?;
+            let db = Appliance::open_existing(&config)?;
+            patchward::rollout::cli::expedite(
+                &db,
+                &config,
+                SystemClock.now(),
+                a,
+                &invoking_user(),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Decline(a) => {
+            let config = load_config(&cli, None)?;
+            let db = Appliance::open_existing(&config)?;
+            let d = patchward::policy::approval::Decision::Decline {
+                reason: a.reason.clone(),
+            };
+            patchward::rollout::cli::decide(
+                &db,
+                &config,
+                SystemClock.now(),
+                &a.patch,
+                d,
+                &invoking_user(),
+                &a.reason,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Defer(a) => {
+            let config = load_config(&cli, None)?;
+            let db = Appliance::open_existing(&config)?;
+            let d = patchward::policy::approval::Decision::Defer { until: a.until };
+            patchward::rollout::cli::decide(
+                &db,
+                &config,
+                SystemClock.now(),
+                &a.patch,
+                d,
+                &invoking_user(),
+                &a.reason,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollout(cmd) => {
+            let config = load_config(&cli, None)?;
+            let db = Appliance::open_existing(&config)?;
+            patchward::rollout::cli::rollout(
+                &db,
+                &config,
+                SystemClock.now(),
+                cmd,
+                &invoking_user(),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Windows(cmd) => {
+            let config = load_config(&cli, None)?;
+            patchward::rollout::cli::windows(&config, SystemClock.now(), cmd)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain(a) => {
+            let config = load_config(&cli, None)?;
+            let db = Appliance::open_existing(&config)?;
+            patchward::rollout::cli::explain(&db, &config, SystemClock.now(), a)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Jobs(JobsCmd::Cancel { job, reason }) => {

@@ -130,11 +130,14 @@ fn spawn_watchdog(db: crate::db::Db) {
 /// How often jobs whose window passed unstarted are expired.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
-/// Expires `offered` jobs whose `latest_start` passed (with a grace of two poll
-/// intervals for reports in flight), at start and then every [`EXPIRE_EVERY`].
+/// At start and then every [`EXPIRE_EVERY`]: expires `offered` jobs whose
+/// `latest_start` passed (with a grace of two poll intervals for reports in flight),
+/// applies the auto-approval rules to new patches, and halts rollouts whose error brake
+/// fired (check-ins do that too; this covers a fleet that has gone quiet).
 fn spawn_job_expiry(
     db: crate::db::Db,
     clock: SharedClock,
+    scheduler: Arc<crate::web::Scheduler>,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let grace = jiff::SignedDuration::from_secs(2 * crate::fleet::POLL_SECONDS as i64);
@@ -155,6 +158,28 @@ fn spawn_job_expiry(
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "cannot expire overdue jobs"),
+            }
+            let sched = scheduler.clone();
+            let advanced = db
+                .write(move |tx| {
+                    let approved =
+                        crate::rollout::approvals::auto_approve_all(tx, now, &sched.policy)?;
+                    let mut world = crate::rollout::World::load(tx)?;
+                    let halted =
+                        crate::rollout::engine::apply_brakes(tx, &mut world, &sched.policy, now)?;
+                    Ok::<_, crate::rollout::RolloutError>((approved, halted))
+                })
+                .await;
+            match advanced {
+                Ok((approved, halted)) => {
+                    for d in approved {
+                        tracing::info!(patch = %d.patch, "auto-approved");
+                    }
+                    for h in halted {
+                        tracing::warn!(rollout = %h, "error brake: rollout halted");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot advance rollouts"),
             }
         }
     })
@@ -241,6 +266,12 @@ pub async fn run(
         .await
         .map_err(|e| ServeError::Join(e.to_string()))?
         .map(Arc::new)?;
+    let dir = crate::appliance::DataDir::new(&config.data_dir);
+    let scheduler = Arc::new(crate::web::Scheduler {
+        policy: config.policy.clone(),
+        key: crate::trust::keys::Ed25519Key::load(&dir.ed25519_key())
+            .map_err(ApplianceError::from)?,
+    });
     let state = AppState::new(
         app.db.clone(),
         Some(crate::web::MirrorState {
@@ -254,6 +285,7 @@ pub async fn run(
             poll_seconds: crate::fleet::POLL_SECONDS,
             clock: clock.clone(),
             replay: Arc::new(crate::web::agent_auth::ReplayGuard::new(100_000)),
+            scheduler: scheduler.clone(),
         }),
     );
     let limits = Limits {
@@ -266,7 +298,12 @@ pub async fn run(
     if !config.mirror.sources.is_empty() {
         crate::mirror_schedule::spawn(&config, app.db.clone(), store.clone(), stop_rx.clone());
     }
-    let expiry = spawn_job_expiry(app.db.clone(), clock.clone(), stop_rx.clone());
+    let expiry = spawn_job_expiry(
+        app.db.clone(),
+        clock.clone(),
+        scheduler.clone(),
+        stop_rx.clone(),
+    );
     let graceful = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };

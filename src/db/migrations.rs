@@ -179,11 +179,43 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         ) STRICT;
         "#,
         ),
+        M::up(
+            r#"
+        -- Approval decisions per patch (policy::Approval as JSON), latest only; the
+        -- history is in the audit log.
+        CREATE TABLE approvals (
+            feed        TEXT NOT NULL,
+            patch_id    TEXT NOT NULL,
+            approval    TEXT NOT NULL,
+            decided_at  TEXT NOT NULL,
+            decided_by  TEXT NOT NULL,
+            PRIMARY KEY (feed, patch_id)
+        ) STRICT;
+
+        -- One rollout per approved patch: active | halted | aborted | superseded.
+        -- Failures that ended before acknowledged_at (set by `rollout resume`) no
+        -- longer count towards the error brake.
+        CREATE TABLE rollouts (
+            feed             TEXT NOT NULL,
+            patch_id         TEXT NOT NULL,
+            state            TEXT NOT NULL,
+            started_at       TEXT NOT NULL,
+            updated_at       TEXT NOT NULL,
+            acknowledged_at  TEXT,
+            note             TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (feed, patch_id)
+        ) STRICT;
+
+        -- The ring a scheduled job was offered in (NULL: `patchward deploy`).
+        ALTER TABLE jobs ADD COLUMN ring TEXT;
+        CREATE INDEX jobs_by_patch ON jobs(feed, patch_id, state);
+        "#,
+        ),
     ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 4;
+pub const LATEST: usize = 5;
 
 /// Reads the schema version of an open connection.
 pub fn schema_version(conn: &Connection) -> Result<usize, DbError> {

@@ -12,6 +12,7 @@ pub mod feeds;
 pub mod fleet;
 pub mod jobs;
 mod migrations;
+pub mod rollout;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

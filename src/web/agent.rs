@@ -37,6 +37,28 @@ fn fleet_error(e: FleetError) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Offers the host a new job if a rollout allows one now, inside a savepoint: a
+/// scheduler failure must not lose the check-in's reports. Returns whether a job was
+/// created.
+fn schedule(
+    tx: &rusqlite::Transaction<'_>,
+    now: jiff::Timestamp,
+    sched: &super::Scheduler,
+    host: &str,
+) -> Result<bool, crate::rollout::RolloutError> {
+    tx.execute_batch("SAVEPOINT schedule")?;
+    match crate::rollout::engine::offer(tx, now, &sched.policy, &sched.key, host) {
+        Ok(job) => {
+            tx.execute_batch("RELEASE schedule")?;
+            Ok(job.is_some())
+        }
+        Err(e) => {
+            tx.execute_batch("ROLLBACK TO schedule; RELEASE schedule")?;
+            Err(e)
+        }
+    }
+}
+
 /// Parses a JSON body; the error is the reason sent back with a 400.
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("malformed request: {e}"))
@@ -86,9 +108,23 @@ pub async fn checkin(State(st): State<AppState>, req: AgentRequest) -> Response 
     };
     let now = fleet.clock.now();
     let host = req.host_id;
+    let sched = fleet.scheduler.clone();
     match st
         .db
-        .write(move |tx| hosts::checkin_with_jobs(tx, now, &host, body))
+        .write(move |tx| {
+            let jobs = hosts::checkin_with_jobs(tx, now, &host, body)?;
+            match schedule(tx, now, &sched, &host) {
+                Ok(true) => Ok(crate::fleet::jobs::open_tickets(tx, &host)?
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<Result<_, _>>()?),
+                Ok(false) => Ok(jobs),
+                Err(e) => {
+                    tracing::error!(error = %e, host = %host, "scheduler failed; no new job offered");
+                    Ok(jobs)
+                }
+            }
+        })
         .await
     {
         Ok(jobs) => Json(CheckinResponse {

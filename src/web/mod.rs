@@ -56,6 +56,14 @@ pub struct FleetState {
     pub clock: crate::clock::SharedClock,
     /// Signatures accepted within the skew window (replay protection).
     pub replay: Arc<agent_auth::ReplayGuard>,
+    /// Turns approved rollouts into jobs at check-ins.
+    pub scheduler: Arc<Scheduler>,
+}
+
+/// What the scheduler needs at a check-in: the policy and the key that signs tickets.
+pub struct Scheduler {
+    pub policy: crate::policy::Policy,
+    pub key: crate::trust::keys::Ed25519Key,
 }
 
 /// What the mirror status endpoint reads.

@@ -13,6 +13,7 @@ mod import;
 mod import_crash;
 mod jobs;
 mod lifecycle;
+mod rollout;
 mod serve;
 mod support;
 mod sync;

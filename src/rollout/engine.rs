@@ -1,0 +1,545 @@
+//! The scheduler: what each host may be offered now, and why not.
+//!
+//! [`evaluate`] answers for one (host, patch) from a [`World`] snapshot, in this order:
+//! the host's own job for the patch (installed, in progress, or failed: a failed or
+//! rolled-back install is never retried on its own), applicability, approval for the
+//! host's ring, the rollout's state, supersedence, `requires` and `conflicts`, the gates
+//! of the earlier rings and the capacity of the host's ring (canary, `max_parallel`),
+//! and finally the host's maintenance window. [`offer`] runs it for every active rollout
+//! at a check-in and creates at most one job, for the most urgent patch that may start
+//! now, with the window's `latest_start` in its ticket. A host runs one job at a time.
+
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
+use rusqlite::Transaction;
+use serde::Serialize;
+
+use super::{Host, Patch, RolloutError, World};
+use crate::audit::{self, NewEntry};
+use crate::db::rollout as q;
+use crate::fleet::jobs::{JobState, NewJob};
+use crate::policy::deps::{DepGraph, host_queue};
+use crate::policy::gate::{GateRules, HostOutcome, HostResult, RingResults};
+use crate::policy::{Approval, Policy, StartCheck, WhyNot, applicability, may_start, plan_rollout};
+use crate::trust::keys::Ed25519Key;
+
+/// Why a patch is not offered, beyond what `policy` says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum Reason {
+    /// An operator aborted the rollout.
+    RolloutAborted { note: String },
+    /// An operator halted the rollout (not the error brake).
+    RolloutHaltedByOperator { note: String },
+    /// The host is busy with another job.
+    HostBusy { job: String, patch: String },
+    /// A reason from `policy` (carries its own `code`).
+    #[serde(untagged)]
+    Policy(WhyNot),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Policy(w) => write!(f, "{w}"),
+            Reason::RolloutAborted { note } => write!(f, "the rollout was aborted: {note}"),
+            Reason::RolloutHaltedByOperator { note } => {
+                write!(f, "the rollout is halted: {note}")
+            }
+            Reason::HostBusy { job, patch } => {
+                write!(
+                    f,
+                    "the host is busy with job {job} ({patch}); one job at a time"
+                )
+            }
+        }
+    }
+}
+
+impl From<WhyNot> for Reason {
+    fn from(w: WhyNot) -> Self {
+        Reason::Policy(w)
+    }
+}
+
+/// The answer for one (host, patch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Verdict {
+    /// May be offered now.
+    Offer {
+        ring: String,
+        expedited: bool,
+        window_end: Timestamp,
+        latest_start: Timestamp,
+    },
+    /// The host has a job for it that is not finished, or finished without success.
+    Job {
+        id: String,
+        state: String,
+    },
+    Installed {
+        job: String,
+    },
+    Blocked {
+        reason: Reason,
+    },
+}
+
+/// How a ring's host did with a patch, from its latest job.
+fn outcome(state: &str, created: Timestamp, updated: Timestamp) -> Option<HostOutcome> {
+    Some(match JobState::parse(state)? {
+        JobState::Expired | JobState::Cancelled => HostOutcome::Pending,
+        JobState::Succeeded => HostOutcome::Succeeded { at: updated },
+        JobState::RolledBack => HostOutcome::RolledBack { at: updated },
+        JobState::Failed | JobState::RollbackFailed => HostOutcome::Failed { at: updated },
+        _ => HostOutcome::InProgress { since: created },
+    })
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// The ring's hosts the patch applies to, with their outcomes. Failures that ended
+/// before the rollout's `acknowledged_at` (an operator resumed after them) are left out.
+pub fn ring_results(world: &World, policy: &Policy, p: &Patch, ring: &str) -> RingResults {
+    let ack = world
+        .rollout(p)
+        .and_then(|r| r.acknowledged_at.as_deref())
+        .map(ts);
+    let jobs = world.jobs_of(p);
+    let mut hosts = Vec::new();
+    for (id, h) in &world.hosts {
+        if policy.ring_of(&h.facts).map(|r| r.name.as_str()) != Some(ring)
+            || applicability(&p.entry, &h.facts).is_err()
+        {
+            continue;
+        }
+        let latest = jobs.iter().rev().find(|j| &j.host_id == id);
+        let out = latest
+            .and_then(|j| outcome(&j.state, ts(&j.created_at), ts(&j.updated_at)))
+            .unwrap_or(HostOutcome::Pending);
+        let acknowledged = match out {
+            HostOutcome::Failed { at } | HostOutcome::RolledBack { at } => {
+                ack.is_some_and(|a| at <= a)
+            }
+            _ => false,
+        };
+        if acknowledged {
+            continue;
+        }
+        hosts.push(HostResult {
+            host: id.clone(),
+            outcome: out,
+            last_checkin: h.last_seen,
+        });
+    }
+    RingResults {
+        ring: ring.to_string(),
+        hosts,
+    }
+}
+
+/// The gate rules of `ring` for this patch's class.
+fn rules_for(policy: &Policy, p: &Patch, ring: &str, expedited: bool) -> GateRules {
+    let base = policy
+        .rings
+        .iter()
+        .find(|r| r.name == ring)
+        .map(|r| r.gate.clone())
+        .unwrap_or_default();
+    policy
+        .classes
+        .get(p.entry.kind)
+        .gate_rules(&base, expedited)
+}
+
+/// The halting reasons when the error brake is on for this patch, else `None`.
+pub fn brake(
+    world: &World,
+    policy: &Policy,
+    p: &Patch,
+    now: Timestamp,
+) -> Option<(String, Vec<crate::policy::gate::GateReason>)> {
+    let Approval::Approved { rings, expedite } = world.approval(p).effective(now) else {
+        return None;
+    };
+    let plan = plan_rollout(
+        &rings
+            .iter()
+            .map(|r| {
+                (
+                    ring_results(world, policy, p, r),
+                    rules_for(policy, p, r, expedite.is_some()),
+                )
+            })
+            .collect::<Vec<_>>(),
+        now,
+    );
+    let ring = plan.halted?;
+    let reasons = plan
+        .steps
+        .iter()
+        .find(|s| s.ring == ring)
+        .and_then(|s| match &s.gate {
+            crate::policy::GateStatus::Halted { reasons } => Some(reasons.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Some((ring, reasons))
+}
+
+/// Evaluates one (host, patch).
+pub fn evaluate(world: &World, policy: &Policy, host: &Host, p: &Patch, now: Timestamp) -> Verdict {
+    let blocked = |r: Reason| Verdict::Blocked { reason: r };
+    if let Some(j) = world
+        .jobs_of(p)
+        .iter()
+        .rev()
+        .find(|j| j.host_id == host.facts.id)
+    {
+        match JobState::parse(&j.state) {
+            Some(JobState::Succeeded) => return Verdict::Installed { job: j.id.clone() },
+            Some(JobState::Expired | JobState::Cancelled) => {}
+            _ => {
+                return Verdict::Job {
+                    id: j.id.clone(),
+                    state: j.state.clone(),
+                };
+            }
+        }
+    }
+    if let Err(w) = applicability(&p.entry, &host.facts) {
+        return blocked(w.into());
+    }
+    let Some(ring) = policy.ring_of(&host.facts) else {
+        return blocked(WhyNot::NoRing.into());
+    };
+    let expedited = match world
+        .approval(p)
+        .allows(&ring.name, p.entry.kind, &policy.classes, now)
+    {
+        Ok(e) => e,
+        Err(w) => return blocked(w.into()),
+    };
+    let all: Vec<_> = world.patches.iter().map(|q| q.entry.clone()).collect();
+    let deps = DepGraph::new(&all, &world.approved_ids(now));
+    if let Err(w) = deps.check(&p.entry.id) {
+        return blocked(w.into());
+    }
+    match world.rollout(p).map(|r| (r.state.as_str(), r.note.clone())) {
+        Some(("active", _)) => {}
+        Some(("aborted" | "superseded", note)) => {
+            return blocked(Reason::RolloutAborted { note });
+        }
+        Some(("halted", note)) if note.starts_with("error brake") => {
+            let reasons = brake(world, policy, p, now)
+                .map(|(_, r)| r)
+                .unwrap_or_default();
+            return blocked(
+                WhyNot::RolloutHalted {
+                    ring: ring.name.clone(),
+                    reasons,
+                }
+                .into(),
+            );
+        }
+        Some((_, note)) => return blocked(Reason::RolloutHaltedByOperator { note }),
+        None => return blocked(WhyNot::NotApproved.into()),
+    }
+    let installed = world.installed_on(&host.facts.id);
+    if let Some(q) = host_queue(&[&p.entry], &installed, &deps)
+        .into_iter()
+        .next()
+        && let Err(w) = q.status
+    {
+        return blocked(w.into());
+    }
+    // Gates: every earlier approved ring must have passed, nothing halted, and the
+    // host's ring must have room (canary, max_parallel).
+    let Approval::Approved { rings, .. } = world.approval(p).effective(now) else {
+        return blocked(WhyNot::NotApproved.into());
+    };
+    let Some(k) = rings.iter().position(|r| *r == ring.name) else {
+        return blocked(
+            WhyNot::NotApprovedForRing {
+                ring: ring.name.clone(),
+            }
+            .into(),
+        );
+    };
+    let steps: Vec<(RingResults, GateRules)> = rings[..=k]
+        .iter()
+        .map(|r| {
+            (
+                ring_results(world, policy, p, r),
+                rules_for(policy, p, r, expedited),
+            )
+        })
+        .collect();
+    let plan = plan_rollout(&steps, now);
+    if let Some(halted) = &plan.halted {
+        let reasons = match &plan
+            .steps
+            .iter()
+            .find(|s| &s.ring == halted)
+            .map(|s| &s.gate)
+        {
+            Some(crate::policy::GateStatus::Halted { reasons }) => reasons.clone(),
+            _ => vec![],
+        };
+        return blocked(
+            WhyNot::RolloutHalted {
+                ring: halted.clone(),
+                reasons,
+            }
+            .into(),
+        );
+    }
+    let step = &plan.steps[k];
+    if !step.open {
+        // The first earlier ring whose gate has not passed.
+        let waiting = plan.steps[..k]
+            .iter()
+            .find(|s| !s.gate.passed())
+            .map(|s| {
+                (
+                    s.ring.clone(),
+                    match &s.gate {
+                        crate::policy::GateStatus::Waiting { reasons } => reasons.clone(),
+                        _ => vec![],
+                    },
+                )
+            })
+            .unwrap_or_default();
+        return blocked(
+            WhyNot::WaitingOnGate {
+                ring: waiting.0,
+                reasons: waiting.1,
+            }
+            .into(),
+        );
+    }
+    if step.capacity == 0 {
+        return blocked(
+            WhyNot::RingBusy {
+                ring: ring.name.clone(),
+            }
+            .into(),
+        );
+    }
+    let Some(ws) = policy.windows_for(&host.facts, ring) else {
+        return blocked(WhyNot::OutsideWindow { next: None }.into());
+    };
+    let urgency = policy.classes.get(p.entry.kind).urgency(expedited);
+    match may_start(&ws.windows, &ws.tz, now, p.entry.est_minutes, urgency) {
+        StartCheck::Allowed {
+            window_end,
+            latest_start,
+        } => Verdict::Offer {
+            ring: ring.name.clone(),
+            expedited,
+            window_end,
+            latest_start,
+        },
+        StartCheck::Blackout { until, next } => blocked(WhyNot::Blackout { until, next }.into()),
+        StartCheck::TooLate {
+            latest_start, next, ..
+        } => blocked(WhyNot::TooLateInWindow { latest_start, next }.into()),
+        StartCheck::OutsideWindow { next } => blocked(WhyNot::OutsideWindow { next }.into()),
+    }
+}
+
+/// The host's unfinished job, if any (one job at a time).
+fn busy_with(world: &World, host: &str) -> Option<(String, String)> {
+    world.jobs.iter().find_map(|((feed, id), jobs)| {
+        jobs.iter()
+            .find(|j| j.host_id == host && JobState::parse(&j.state).is_some_and(|s| !s.is_final()))
+            .map(|j| (j.id.clone(), format!("{feed}:{id}")))
+    })
+}
+
+/// Halts every active rollout whose error brake is on (audited). Returns their keys.
+pub fn apply_brakes(
+    tx: &Transaction<'_>,
+    world: &mut World,
+    policy: &Policy,
+    now: Timestamp,
+) -> Result<Vec<String>, RolloutError> {
+    let mut halted = Vec::new();
+    let active: Vec<Patch> = world
+        .patches
+        .iter()
+        .filter(|p| world.rollout(p).is_some_and(|r| r.state == "active"))
+        .cloned()
+        .collect();
+    for p in active {
+        let Some((ring, reasons)) = brake(world, policy, &p, now) else {
+            continue;
+        };
+        let text: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+        let note = format!("error brake in ring {ring}: {}", text.join("; "));
+        let at = now.to_string();
+        q::put_rollout(tx, &p.feed, &p.entry.id, "halted", &at, &note)?;
+        audit::append(
+            tx,
+            now,
+            &NewEntry {
+                actor: "patchward",
+                action: "rollout.halted",
+                subject: &p.key(),
+                details: serde_json::json!({ "ring": ring, "reasons": reasons }),
+            },
+        )?;
+        if let Some(r) = world
+            .rollouts
+            .get_mut(&(p.feed.clone(), p.entry.id.clone()))
+        {
+            r.state = "halted".into();
+            r.note = note;
+        }
+        halted.push(p.key());
+    }
+    Ok(halted)
+}
+
+/// At a check-in of `host_id`: halts rollouts whose brake fired, then creates at most
+/// one job for the most urgent patch that may start now. Returns the new job's id.
+pub fn offer(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    policy: &Policy,
+    key: &Ed25519Key,
+    host_id: &str,
+) -> Result<Option<String>, RolloutError> {
+    if !q::any_active(tx)? {
+        return Ok(None);
+    }
+    let mut world = World::load(tx)?;
+    apply_brakes(tx, &mut world, policy, now)?;
+    let Some(host) = world.hosts.get(host_id).cloned() else {
+        return Ok(None);
+    };
+    if busy_with(&world, host_id).is_some() {
+        return Ok(None);
+    }
+    let mut best: Option<(&Patch, String, Timestamp)> = None;
+    for p in &world.patches {
+        if !world.rollout(p).is_some_and(|r| r.state == "active") {
+            continue;
+        }
+        if let Verdict::Offer {
+            ring, latest_start, ..
+        } = evaluate(&world, policy, &host, p, now)
+        {
+            let urgent = |x: &Patch| crate::policy::sla::priority(&x.entry, x.kev);
+            if best.as_ref().is_none_or(|(b, _, _)| urgent(p) > urgent(b)) {
+                best = Some((p, ring, latest_start));
+            }
+        }
+    }
+    let Some((p, ring, latest_start)) = best else {
+        return Ok(None);
+    };
+    let req = NewJob {
+        patch: p.key(),
+        host: host_id.to_string(),
+        not_before: None,
+        latest_start: Some(latest_start),
+    };
+    let (row, _) = crate::fleet::jobs::create(tx, now, key, &req, &format!("rollout:{}", p.key()))?;
+    q::set_job_ring(tx, &row.id, &ring)?;
+    Ok(Some(row.id))
+}
+
+/// One line of `patchward explain`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub feed: String,
+    pub patch: String,
+    pub title: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// The SLA deadline, when one applies, and whether it has passed uninstalled.
+    pub sla: Option<crate::policy::SlaStatus>,
+    /// The verdict as a sentence.
+    pub sentence: String,
+}
+
+fn sentence(v: &Verdict) -> String {
+    match v {
+        Verdict::Offer {
+            ring, latest_start, ..
+        } => format!(
+            "will be offered at the host's next check-in (ring {ring}; it must start by {latest_start})"
+        ),
+        Verdict::Job { id, state } => format!("job {id} is {state}"),
+        Verdict::Installed { job } => format!("installed (job {job})"),
+        Verdict::Blocked { reason } => format!("not yet: {reason}"),
+    }
+}
+
+/// Why each patch (or only `patch`) is or is not offered to `host_id`, as of `now`.
+/// Patches that do not apply to the host are listed only when asked for by name.
+pub fn explain(
+    world: &World,
+    policy: &Policy,
+    host_id: &str,
+    patch: Option<&Patch>,
+    now: Timestamp,
+) -> Vec<Explanation> {
+    let Some(host) = world.hosts.get(host_id) else {
+        return vec![];
+    };
+    let busy = busy_with(world, host_id);
+    let picked: Vec<&Patch> = match patch {
+        Some(p) => vec![p],
+        None => world
+            .patches
+            .iter()
+            .filter(|p| applicability(&p.entry, &host.facts).is_ok())
+            .collect(),
+    };
+    let installed: BTreeSet<String> = world.installed_on(host_id);
+    picked
+        .into_iter()
+        .map(|p| {
+            let mut verdict = evaluate(world, policy, host, p, now);
+            if let (Verdict::Offer { .. }, Some((job, patch))) = (&verdict, &busy) {
+                verdict = Verdict::Blocked {
+                    reason: Reason::HostBusy {
+                        job: job.clone(),
+                        patch: patch.clone(),
+                    },
+                };
+            }
+            let installed_at = world
+                .jobs_of(p)
+                .iter()
+                .find(|j| j.host_id == host_id && j.state == "succeeded")
+                .map(|j| ts(&j.updated_at));
+            let sla = if policy.classes.get(p.entry.kind).sla {
+                crate::policy::sla::status(&p.entry, p.kev_due, installed_at, &policy.sla, now)
+            } else {
+                None
+            };
+            let mut s = sentence(&verdict);
+            if let Some(st) = &sla
+                && st.overdue
+                && !installed.contains(&p.entry.id)
+            {
+                s.push_str(&format!("; overdue since {}", st.due));
+            }
+            Explanation {
+                feed: p.feed.clone(),
+                patch: p.entry.id.clone(),
+                title: p.entry.title.clone(),
+                verdict,
+                sla,
+                sentence: s,
+            }
+        })
+        .collect()
+}
