@@ -176,7 +176,7 @@ mod tests {
         let mut e = entry("p", b"x");
         e.applies_to = selectors.iter().map(|s| sel(s)).collect();
         let got = applicability(&e, h).map_err(|w| w.to_string());
-        assert_eq!(got.as_ref().map_err(String::as_str), want, "{selectors:?}");
+        assert_eq!(got, want.map_err(String::from), "{selectors:?}");
     }
 
     #[test]

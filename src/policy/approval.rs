@@ -345,7 +345,7 @@ mod tests {
     #[test]
     fn auto_approval_rules() {
         use PatchKind::*;
-        use Severity::*;
+        use Severity::{Critical, High, Low, Medium};
         let rules = vec![
             rule("kinds = [\"security\"]\nkev = true\nrings = [\"pilot\", \"broad\"]"),
             rule(
@@ -365,14 +365,19 @@ mod tests {
         check(&rules, &patch(Security, High, Some(6.9)), false, None);
         check(&rules, &patch(Security, High, None), false, None);
         check(&rules, &patch(Security, Medium, Some(9.0)), false, None);
-        check(&rules, &patch(Maintenance, None, None), false, Some(2));
+        check(
+            &rules,
+            &patch(Maintenance, Severity::None, None),
+            false,
+            Some(2),
+        );
         check(&rules, &patch(Application, Critical, None), false, Some(3));
         check(&rules, &patch(Application, High, None), false, None);
         // Firmware: never, even when a kind-less rule matches and it is KEV.
         check(&rules, &patch(Firmware, Critical, Some(10.0)), true, None);
 
         // Only new patches move.
-        let p = patch(Maintenance, None, None);
+        let p = patch(Maintenance, Severity::None, None);
         for state in [
             Approval::Declined {
                 reason: "no".into(),

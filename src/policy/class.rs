@@ -55,7 +55,9 @@ pub struct RawClassRule {
     pub emergency_window: Option<bool>,
     pub sla: Option<bool>,
     pub max_parallel: Option<u32>,
+    #[serde(default, deserialize_with = "crate::policy::duration::de_opt")]
     pub min_soak: Option<SignedDuration>,
+    #[serde(default, deserialize_with = "crate::policy::duration::de_opt")]
     pub expedited_soak: Option<SignedDuration>,
     pub health_check: Option<bool>,
 }

@@ -131,8 +131,10 @@ pub struct GateRules {
     /// Share of the ring's hosts that must have succeeded, 0.0-1.0.
     pub success_ratio: f64,
     /// Wait this long after the ring's last success.
+    #[serde(deserialize_with = "crate::policy::duration::de")]
     pub soak: SignedDuration,
     /// Every host that succeeded must have checked in since, and within this long.
+    #[serde(deserialize_with = "crate::policy::duration::de")]
     pub checkin_within: SignedDuration,
     /// The error brake.
     pub max_failures: FailureLimit,

@@ -16,6 +16,7 @@ pub mod class;
 pub mod config;
 pub mod debversion;
 pub mod deps;
+pub mod duration;
 pub mod gate;
 pub mod rings;
 pub mod sla;

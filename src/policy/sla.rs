@@ -167,16 +167,20 @@ mod tests {
 
     #[test]
     fn deadlines() {
-        use Severity::*;
+        use Severity::{Critical, High, Low, Medium};
         check(Critical, None, Some("2026-11-16T12:00:00Z"));
         check(High, None, Some("2026-12-01T12:00:00Z"));
         check(Medium, None, Some("2027-01-30T12:00:00Z"));
         check(Low, None, Some("2027-04-30T12:00:00Z"));
-        check(None, None, Option::None);
+        check(Severity::None, None, None);
         // KEV earlier wins; later does not.
         check(High, Some("2026-11-10"), Some("2026-11-11T00:00:00Z"));
         check(Critical, Some("2026-12-31"), Some("2026-11-16T12:00:00Z"));
-        check(None, Some("2026-11-20"), Some("2026-11-21T00:00:00Z"));
+        check(
+            Severity::None,
+            Some("2026-11-20"),
+            Some("2026-11-21T00:00:00Z"),
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::gate::GateReason;
+use super::gate::{GateReason, GateStatus};
+use super::windows::StartCheck;
 
 /// One reason a patch is not (yet) offered to a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -142,6 +143,35 @@ impl std::fmt::Display for WhyNot {
     }
 }
 
+impl WhyNot {
+    /// The window refusal, if `check` is one.
+    pub fn from_start_check(check: &StartCheck) -> Option<WhyNot> {
+        match *check {
+            StartCheck::Allowed { .. } => None,
+            StartCheck::Blackout { until, next } => Some(WhyNot::Blackout { until, next }),
+            StartCheck::TooLate {
+                latest_start, next, ..
+            } => Some(WhyNot::TooLateInWindow { latest_start, next }),
+            StartCheck::OutsideWindow { next } => Some(WhyNot::OutsideWindow { next }),
+        }
+    }
+
+    /// Why ring `ring`'s gate holds back the next ring, if it does.
+    pub fn from_gate(ring: &str, status: &GateStatus) -> Option<WhyNot> {
+        match status {
+            GateStatus::Passed => None,
+            GateStatus::Waiting { reasons } => Some(WhyNot::WaitingOnGate {
+                ring: ring.into(),
+                reasons: reasons.clone(),
+            }),
+            GateStatus::Halted { reasons } => Some(WhyNot::RolloutHalted {
+                ring: ring.into(),
+                reasons: reasons.clone(),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +239,34 @@ mod tests {
             },
             "rollout halted at ring broad: 3 failures exceed max_failures 20%; resume, abort or roll back by hand",
             "rollout_halted",
+        );
+    }
+
+    #[test]
+    fn conversions() {
+        let t: Timestamp = "2026-12-01T22:00:00Z".parse().unwrap();
+        let allowed = StartCheck::Allowed {
+            window_end: t,
+            latest_start: t,
+        };
+        assert_eq!(WhyNot::from_start_check(&allowed), None);
+        let late = StartCheck::TooLate {
+            window_end: t,
+            latest_start: t,
+            next: None,
+        };
+        assert_eq!(
+            WhyNot::from_start_check(&late).unwrap().to_string(),
+            "too late in the window to finish (latest start was 2026-12-01T22:00:00Z; \
+             no allowed start within the next three years)"
+        );
+        assert_eq!(WhyNot::from_gate("pilot", &GateStatus::Passed), None);
+        let waiting = GateStatus::Waiting {
+            reasons: vec![GateReason::Successes { have: 2, need: 3 }],
+        };
+        assert_eq!(
+            WhyNot::from_gate("pilot", &waiting).unwrap().to_string(),
+            "waiting on pilot gate: 2/3 succeeded"
         );
     }
 }

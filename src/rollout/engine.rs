@@ -235,16 +235,8 @@ pub fn evaluate(world: &World, policy: &Policy, host: &Host, p: &Patch, now: Tim
             return blocked(Reason::RolloutAborted { note });
         }
         Some(("halted", note)) if note.starts_with("error brake") => {
-            let reasons = brake(world, policy, p, now)
-                .map(|(_, r)| r)
-                .unwrap_or_default();
-            return blocked(
-                WhyNot::RolloutHalted {
-                    ring: ring.name.clone(),
-                    reasons,
-                }
-                .into(),
-            );
+            let (ring, reasons) = brake(world, policy, p, now).unwrap_or_default();
+            return blocked(WhyNot::RolloutHalted { ring, reasons }.into());
         }
         Some((_, note)) => return blocked(Reason::RolloutHaltedByOperator { note }),
         None => return blocked(WhyNot::NotApproved.into()),
@@ -356,7 +348,7 @@ pub fn evaluate(world: &World, policy: &Policy, host: &Host, p: &Patch, now: Tim
 fn busy_with(world: &World, host: &str) -> Option<(String, String)> {
     world.jobs.iter().find_map(|((feed, id), jobs)| {
         jobs.iter()
-            .find(|j| j.host_id == host && JobState::parse(&j.state).is_some_and(|s| !s.is_final()))
+            .find(|j| j.host_id == host && JobState::parse(&j.state).is_some_and(JobState::is_open))
             .map(|j| (j.id.clone(), format!("{feed}:{id}")))
     })
 }

@@ -230,3 +230,5 @@ impl World {
             .collect()
     }
 }
+#[cfg(test)]
+mod sim;

@@ -118,7 +118,7 @@ fn bad_configurations_name_the_key() {
     );
     refused(
         "[policy.windows.default]\nweekly = [{ days = [\"fri\"], start = \"22:00\", duration = \"8d\" }]",
-        "policy.windows.default.weekly[0].duration: duration 8d must be between 1m and 7d",
+        "policy.windows.default.weekly[0].duration: duration 192h must be between 1m and 7d",
     );
     refused(
         "[policy.windows.default]\nweekly = [{ days = [\"fri\"], start = \"25:00\", duration = \"1h\" }]",

@@ -84,6 +84,7 @@ pub struct Weekly {
     /// "22:00"
     pub start: Time,
     /// "4h", "90m", "1d 2h"
+    #[serde(deserialize_with = "crate::policy::duration::de")]
     pub duration: SignedDuration,
 }
 
@@ -97,6 +98,7 @@ pub struct Monthly {
     #[serde(default)]
     pub offset_days: i8,
     pub start: Time,
+    #[serde(deserialize_with = "crate::policy::duration::de")]
     pub duration: SignedDuration,
 }
 
@@ -105,6 +107,7 @@ pub struct Monthly {
 #[serde(deny_unknown_fields)]
 pub struct OneOff {
     pub start: DateTime,
+    #[serde(deserialize_with = "crate::policy::duration::de")]
     pub duration: SignedDuration,
 }
 

@@ -402,9 +402,10 @@ fn blackouts_override_and_split_windows() {
         "2026-12-15T00:00:00Z",
         2,
         &[
+            // Open at `after`, so included.
+            ("2026-12-14T22:00:00Z", "2026-12-15T02:00:00Z"),
             // Dec 21 and Dec 28 fall in the blackout.
             ("2027-01-04T22:00:00Z", "2027-01-05T02:00:00Z"),
-            ("2027-01-11T22:00:00Z", "2027-01-12T02:00:00Z"),
         ],
     );
 }

@@ -1,0 +1,404 @@
+//! A multi-week simulation of the scheduler with a manual clock and simulated agents,
+//! in process: the real database, the real `engine::offer` at every check-in, and
+//! agents that report through `fleet::jobs::apply_events` like the real one.
+//!
+//! Eight hosts (two pilot, six broad; two broad hosts keep New York time, the rest
+//! Berlin) check in every 20 minutes from 2026-03-01 to 2026-04-12, across the US
+//! (March 8) and EU (March 29) clock changes. Checked throughout:
+//! - no job is ever offered (and so started) outside its host's window, or so late
+//!   that `est_minutes` would overrun the window;
+//! - a patch whose install fails on the pilot halts before any broad host gets it;
+//! - an expedited critical patch reaches every host sooner than a normal one
+//!   approved at the same moment;
+//! - a host never gets a patch before the patch it `requires`; once a newer patch that
+//!   `supersedes` an older one is approved, no host is offered the older one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::World;
+use super::approvals::{self, Control};
+use crate::db::Db;
+use crate::feed::catalog::{PatchEntry, PatchKind, Selector, Severity};
+use crate::fleet::jobs::{JobEvent, JobState};
+use crate::fleet::tokens::NewToken;
+use crate::policy::approval::Decision;
+use crate::policy::{Policy, RawPolicy, StartCheck, Urgency, may_start};
+use crate::trust::keys::Ed25519Key;
+
+const POLICY: &str = r#"
+[[policy.rings]]
+name = "pilot"
+gate = { canary = true, min_successes = 2, success_ratio = 0.0, soak = "24h", max_failures = 0, checkin_within = "2h" }
+
+[[policy.rings]]
+name = "broad"
+catch_all = true
+gate = { canary = true, min_successes = 2, soak = "12h", max_failures = 1 }
+
+[policy.classes.security]
+expedited_soak = "1h"
+
+[policy.windows.default]
+tz = "Europe/Berlin"
+weekly = [{ days = ["tue", "thu"], start = "02:00", duration = "3h" }]
+emergency = { weekly = [{ days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], start = "12:00", duration = "2h" }] }
+
+[policy.windows.ny]
+tz = "America/New_York"
+weekly = [{ days = ["sat"], start = "23:00", duration = "4h" }]
+emergency = { weekly = [{ days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], start = "20:00", duration = "2h" }] }
+
+[[policy.host_windows]]
+labels = { site = "ny" }
+windows = "ny"
+"#;
+
+fn policy() -> Policy {
+    #[derive(serde::Deserialize)]
+    struct Wrap {
+        policy: RawPolicy,
+    }
+    let w: Wrap = toml::from_str(POLICY).unwrap();
+    Policy::from_raw(&w.policy).unwrap()
+}
+
+fn patch(id: &str, severity: Severity, est: u32) -> PatchEntry {
+    let mut e = crate::feed::catalog::tests::entry(id, id.as_bytes());
+    e.kind = PatchKind::Security;
+    e.severity = severity;
+    e.cvss = None;
+    e.cves = vec![];
+    e.est_minutes = est;
+    e.released = "2026-02-20T00:00:00Z".parse().unwrap();
+    e.applies_to = vec![Selector {
+        os: Some("debian".into()),
+        ..Default::default()
+    }];
+    e
+}
+
+struct Sim {
+    _dir: tempfile::TempDir,
+    db: Db,
+    policy: Policy,
+    key: Ed25519Key,
+    hosts: Vec<(String, String)>,
+    /// Patches whose install fails on every host.
+    failing: BTreeSet<String>,
+    /// (host, patch) -> when the job was offered.
+    offered: BTreeMap<(String, String), Timestamp>,
+    /// (host, patch) -> when it succeeded.
+    done: BTreeMap<(String, String), Timestamp>,
+}
+
+impl Sim {
+    fn new(patches: &[PatchEntry]) -> Sim {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), Default::default()).unwrap();
+        let t0: Timestamp = "2026-03-01T00:00:00Z".parse().unwrap();
+        db.write_blocking(|tx| {
+            tx.execute(
+                "INSERT INTO feeds (name, trust_state, updated_at) VALUES ('acme', '{}', ?1)",
+                [t0.to_string()],
+            )?;
+            for p in patches {
+                tx.execute(
+                    "INSERT INTO patches (feed, id, catalog_version, title, kind, severity,
+                        cvss_score, cves, released, entry, entry_sha256, first_seen)
+                     VALUES ('acme', ?1, 1, ?2, 'security', ?3, NULL, '[]', ?4, ?5, '', ?4)",
+                    rusqlite::params![
+                        p.id,
+                        p.title,
+                        format!("{:?}", p.severity).to_lowercase(),
+                        p.released.to_string(),
+                        serde_json::to_string(p).unwrap()
+                    ],
+                )?;
+            }
+            Ok::<_, crate::error::DbError>(())
+        })
+        .unwrap();
+        let mut hosts = Vec::new();
+        let specs = [
+            ("p1", Some("pilot"), "site=hq"),
+            ("p2", Some("pilot"), "site=hq"),
+            ("b1", None, "site=hq"),
+            ("b2", None, "site=hq"),
+            ("b3", None, "site=hq"),
+            ("b4", None, "site=hq"),
+            ("n1", None, "site=ny"),
+            ("n2", None, "site=ny"),
+        ];
+        for (name, ring, labels) in specs {
+            let id = db
+                .write_blocking(|tx| {
+                    let t = crate::fleet::tokens::create(
+                        tx,
+                        t0,
+                        "sim",
+                        &NewToken {
+                            ring: ring.map(str::to_string),
+                            labels: crate::fleet::parse_labels(labels).unwrap(),
+                            expires_in: SignedDuration::from_hours(1),
+                            max_uses: 1,
+                        },
+                    )?;
+                    let key = Ed25519Key::generate(&mut rand::rngs::OsRng);
+                    crate::fleet::hosts::enroll(
+                        tx,
+                        t0,
+                        &crate::fleet::hosts::EnrollRequest {
+                            token: t.token,
+                            hostname: name.into(),
+                            public_key: key.public_hex(),
+                            inventory: crate::fleet::inventory::sample(name),
+                        },
+                    )
+                })
+                .unwrap();
+            hosts.push((name.to_string(), id));
+        }
+        Sim {
+            _dir: dir,
+            db,
+            policy: policy(),
+            key: Ed25519Key::generate(&mut rand::rngs::OsRng),
+            hosts,
+            failing: BTreeSet::new(),
+            offered: BTreeMap::new(),
+            done: BTreeMap::new(),
+        }
+    }
+
+    fn decide(&self, now: Timestamp, id: &str, d: Decision) {
+        self.db
+            .write_blocking(|tx| approvals::decide(tx, now, &self.policy, id, &d, "sim", "sim"))
+            .unwrap();
+    }
+
+    fn approve(&self, now: Timestamp, id: &str, expedite: bool) {
+        let d = Decision::Approve {
+            rings: vec!["pilot".into(), "broad".into()],
+            expedite: expedite.then(|| "actively exploited".to_string()),
+        };
+        self.decide(now, id, d);
+    }
+
+    /// One check-in of every host at `now`: the host reports what it did, then the
+    /// scheduler may offer one job, which the host "runs" right away.
+    fn tick(&mut self, now: Timestamp) {
+        for (name, id) in self.hosts.clone() {
+            let inv = crate::fleet::inventory::sample(&name);
+            let offered = self
+                .db
+                .write_blocking(|tx| {
+                    crate::fleet::hosts::checkin(tx, now, &id, inv)?;
+                    let job = super::engine::offer(tx, now, &self.policy, &self.key, &id)
+                        .map_err(|e| crate::fleet::FleetError::Invalid {
+                            field: "offer".into(),
+                            reason: e.to_string(),
+                        })?;
+                    Ok::<_, crate::fleet::FleetError>(job)
+                })
+                .unwrap();
+            let Some(job) = offered else { continue };
+            let row = self
+                .db
+                .read_blocking(|c| crate::db::jobs::job(c, &job))
+                .unwrap()
+                .unwrap();
+            let patch = row.patch_id.clone();
+            self.check_window(&name, &id, &patch, now);
+            self.offered.insert((name.clone(), patch.clone()), now);
+            let fail = self.failing.contains(&patch);
+            let mut states = vec![
+                JobState::Downloading,
+                JobState::Downloaded,
+                JobState::Installing,
+            ];
+            states.push(if fail {
+                JobState::Failed
+            } else {
+                JobState::Verifying
+            });
+            if !fail {
+                states.push(JobState::Succeeded);
+                self.done.insert((name.clone(), patch.clone()), now);
+            }
+            let events: Vec<JobEvent> = states
+                .into_iter()
+                .map(|s| JobEvent {
+                    job_id: job.clone(),
+                    state: s,
+                    at: now,
+                    output: String::new(),
+                })
+                .collect();
+            self.db
+                .write_blocking(|tx| crate::fleet::jobs::apply_events(tx, &id, &events))
+                .unwrap();
+        }
+    }
+
+    /// The invariant: an offer is inside one of the host's openings (regular, or the
+    /// emergency window for an expedited patch), with `est_minutes` to spare, and not
+    /// in a blackout.
+    fn check_window(&self, name: &str, id: &str, patch: &str, now: Timestamp) {
+        let world = self.db.read_blocking(World::load).unwrap();
+        let host = &world.hosts[id];
+        let ring = self.policy.ring_of(&host.facts).unwrap();
+        let ws = self.policy.windows_for(&host.facts, ring).unwrap();
+        let p = world.patch("acme", patch).unwrap();
+        let expedited = matches!(
+            world.approval(p),
+            crate::policy::Approval::Approved { expedite: Some(_), .. }
+        );
+        let urgency = if expedited {
+            Urgency::Expedited
+        } else {
+            Urgency::Normal
+        };
+        let check = may_start(&ws.windows, &ws.tz, now, p.entry.est_minutes, urgency);
+        assert!(
+            matches!(check, StartCheck::Allowed { .. }),
+            "{patch} offered to {name} at {now} ({}) outside its window: {check:?}",
+            ws.tz.to_datetime(now)
+        );
+    }
+
+    fn run(&mut self, from: Timestamp, to: Timestamp, mut at: impl FnMut(&mut Sim, Timestamp)) {
+        let step = SignedDuration::from_mins(20);
+        let mut now = from;
+        let mut n = 0;
+        while now < to {
+            at(self, now);
+            self.tick(now);
+            now = now.checked_add(step).unwrap();
+            n += 1;
+            assert!(n < 10_000, "bounded");
+        }
+    }
+
+    fn got(&self, patch: &str) -> BTreeSet<String> {
+        self.offered
+            .keys()
+            .filter(|(_, p)| p == patch)
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+
+    fn last_done(&self, patch: &str) -> Option<Timestamp> {
+        self.done
+            .iter()
+            .filter(|((_, p), _)| p == patch)
+            .map(|(_, t)| *t)
+            .max()
+    }
+}
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+#[test]
+fn six_weeks_across_two_clock_changes() {
+    let normal = patch("acme/normal-1", Severity::High, 30);
+    let urgent = patch("acme/urgent-1", Severity::Critical, 30);
+    let broken = patch("acme/broken-1", Severity::Medium, 30);
+    let base = patch("acme/base-1", Severity::Low, 20);
+    let mut needs_base = patch("acme/needs-base-1", Severity::Critical, 20);
+    needs_base.requires = vec!["acme/base-1".into()];
+    let old = patch("acme/old-1", Severity::Medium, 20);
+    let mut new = patch("acme/new-1", Severity::Medium, 20);
+    new.supersedes = vec!["acme/old-1".into()];
+    let all = [normal, urgent, broken, base, needs_base, old, new];
+    let mut sim = Sim::new(&all);
+    sim.failing.insert("acme/broken-1".into());
+
+    let start = t("2026-03-01T00:00:00Z");
+    let end = t(&std::env::var("SIM_END").unwrap_or("2026-04-12T00:00:00Z".into()));
+    let mut decided = BTreeSet::new();
+    sim.run(start, end, |sim, now| {
+        let mut once = |key: &str, f: &mut dyn FnMut(&Sim)| {
+            if decided.insert(key.to_string()) {
+                f(sim);
+            }
+        };
+        if now >= t("2026-03-02T10:00:00Z") {
+            once("normal+urgent", &mut |s| {
+                s.approve(now, "acme/normal-1", false);
+                s.approve(now, "acme/urgent-1", true);
+            });
+        }
+        if now >= t("2026-03-16T10:00:00Z") {
+            once("broken", &mut |s| s.approve(now, "acme/broken-1", false));
+            // Approved first: must still wait for its requirement.
+            once("needs-base", &mut |s| s.approve(now, "acme/needs-base-1", false));
+            once("old", &mut |s| s.approve(now, "acme/old-1", false));
+        }
+        if now >= t("2026-03-20T10:00:00Z") {
+            once("base", &mut |s| s.approve(now, "acme/base-1", false));
+        }
+        if now >= t("2026-03-27T10:00:00Z") {
+            once("new", &mut |s| s.approve(now, "acme/new-1", false));
+        }
+    });
+
+    let everyone: BTreeSet<String> = sim.hosts.iter().map(|(n, _)| n.clone()).collect();
+    {
+        let mut world = sim.db.read_blocking(World::load).unwrap();
+        sim.db.read_blocking(|c| world.load_all_jobs(c)).unwrap();
+        for (n, id) in &sim.hosts {
+            for l in super::engine::explain(&world, &sim.policy, id, None, end) {
+                eprintln!("DEBUG {n} {} {}", l.patch, l.sentence);
+            }
+        }
+    }
+    // Both reach every host; the expedited critical patch finishes sooner.
+    assert_eq!(sim.got("acme/normal-1"), everyone);
+    assert_eq!(sim.got("acme/urgent-1"), everyone);
+    let (u, n) = (
+        sim.last_done("acme/urgent-1").unwrap(),
+        sim.last_done("acme/normal-1").unwrap(),
+    );
+    assert!(u < n, "expedited finished {u}, normal {n}");
+
+    // The failing patch halted in the pilot: the canary failed, no broad host got it.
+    let broken_hosts = sim.got("acme/broken-1");
+    assert_eq!(broken_hosts.len(), 1, "{broken_hosts:?}");
+    assert!(broken_hosts.iter().all(|h| h.starts_with('p')));
+    let r = sim
+        .db
+        .read_blocking(|c| crate::db::rollout::rollout(c, "acme", "acme/broken-1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.state, "halted", "{r:?}");
+
+    // requires: everyone got base before needs-base.
+    assert_eq!(sim.got("acme/needs-base-1"), everyone);
+    for h in &everyone {
+        let b = sim.done[&(h.clone(), "acme/base-1".to_string())];
+        let nb = sim.offered[&(h.clone(), "acme/needs-base-1".to_string())];
+        assert!(b < nb, "{h}: base done {b}, needs-base offered {nb}");
+    }
+
+    // supersedes: after new-1 was approved, old-1 was offered to nobody; every host
+    // ends up with new-1.
+    let approved_new = t("2026-03-27T10:00:00Z");
+    for ((h, p), at) in &sim.offered {
+        if p == "acme/old-1" {
+            assert!(*at < approved_new, "{h} got old-1 at {at}");
+        }
+    }
+    assert_eq!(sim.got("acme/new-1"), everyone);
+
+    // Resume acknowledges the pilot failure: the rollout may go on.
+    let now = end;
+    sim.db
+        .write_blocking(|tx| {
+            approvals::control(tx, now, "acme/broken-1", Control::Resume, "sim", "fixed")
+        })
+        .unwrap();
+}
