@@ -46,6 +46,7 @@ pub mod fsutil;
 pub mod health;
 pub mod mirror;
 pub mod mirror_schedule;
+pub mod policy;
 pub mod server;
 pub mod store;
 pub mod telemetry;
