@@ -388,8 +388,7 @@ proptest! {
                     continue;
                 }
                 prop_assert!(plan.halted.is_none(), "work offered while halted");
-                for j in 0..k {
-                    let (r, g) = &rings[j];
+                for (j, (r, g)) in rings.iter().enumerate().take(k) {
                     if let Err(why) = ring_done(r, g, now) {
                         prop_assert!(false, "ring {k} offered work while ring {j} is not done: {why}");
                     }
