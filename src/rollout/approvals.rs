@@ -16,16 +16,26 @@ use crate::policy::approval::{Decision, auto_approve, decide as check_decision};
 use crate::policy::deps::DepGraph;
 use crate::policy::{Approval, Policy};
 
+/// Who decided what, and why (for the audit entry).
+struct Why<'a> {
+    actor: &'a str,
+    reason: &'a str,
+    action: &'a str,
+}
+
 fn store(
     tx: &Transaction<'_>,
     now: Timestamp,
     world: &World,
     p: &Patch,
     approval: &Approval,
-    actor: &str,
-    reason: &str,
-    action: &str,
+    why: Why<'_>,
 ) -> Result<Vec<String>, RolloutError> {
+    let Why {
+        actor,
+        reason,
+        action,
+    } = why;
     let at = now.to_string();
     let json = serde_json::to_string(approval).map_err(|e| RolloutError::Stored(e.to_string()))?;
     q::put_approval(tx, &p.feed, &p.entry.id, &json, &at, actor)?;
@@ -132,7 +142,12 @@ pub fn decide(
         Decision::Decline { .. } => "patch.declined",
         Decision::Defer { .. } => "patch.deferred",
     };
-    let superseded = store(tx, now, &world, &p, &approval, actor, reason, action)?;
+    let why = Why {
+        actor,
+        reason,
+        action,
+    };
+    let superseded = store(tx, now, &world, &p, &approval, why)?;
     Ok(Decided {
         patch: p.key(),
         approval,
@@ -163,16 +178,12 @@ pub fn auto_approve_all(
             continue;
         };
         let actor = format!("policy:auto_approve[{i}]");
-        let superseded = store(
-            tx,
-            now,
-            &world,
-            &p,
-            &approval,
-            &actor,
-            "matched an auto-approval rule",
-            "patch.approved",
-        )?;
+        let why = Why {
+            actor: &actor,
+            reason: "matched an auto-approval rule",
+            action: "patch.approved",
+        };
+        let superseded = store(tx, now, &world, &p, &approval, why)?;
         world
             .approvals
             .insert((p.feed.clone(), p.entry.id.clone()), approval.clone());

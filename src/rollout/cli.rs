@@ -329,7 +329,7 @@ pub fn rollout(
         RolloutCmd::Resume { patch, reason } => ctl(patch, Control::Resume, reason),
         RolloutCmd::Abort { patch, reason } => ctl(patch, Control::Abort, reason),
         RolloutCmd::List { json } | RolloutCmd::Show { json, .. } => {
-            let world = db.read_blocking(|c| World::load(c))?;
+            let world = db.read_blocking(World::load)?;
             let only = match cmd {
                 RolloutCmd::Show { patch, .. } => Some(world.find_patch(patch)?.key()),
                 _ => None,

@@ -419,7 +419,7 @@ pub fn offer(
     }
     let mut best: Option<(&Patch, String, Timestamp)> = None;
     for p in &world.patches {
-        if !world.rollout(p).is_some_and(|r| r.state == "active") {
+        if world.rollout(p).is_none_or(|r| r.state != "active") {
             continue;
         }
         if let Verdict::Offer {

@@ -158,9 +158,8 @@ impl World {
     pub fn load_all_jobs(&mut self, conn: &Connection) -> Result<(), RolloutError> {
         for p in &self.patches {
             let k = (p.feed.clone(), p.entry.id.clone());
-            if !self.jobs.contains_key(&k) {
-                let jobs = q::jobs_of_patch(conn, &p.feed, &p.entry.id)?;
-                self.jobs.insert(k, jobs);
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.jobs.entry(k) {
+                slot.insert(q::jobs_of_patch(conn, &p.feed, &p.entry.id)?);
             }
         }
         Ok(())

@@ -50,8 +50,7 @@ fn explain(site: &Site, host: &str, patch: &str) -> Value {
 fn state_of(site: &Site, host_id: &str, patch: &str) -> Option<String> {
     jobs(site)
         .into_iter()
-        .filter(|j| j["host_id"] == host_id && j["patch_id"] == patch)
-        .next_back()
+        .rfind(|j| j["host_id"] == host_id && j["patch_id"] == patch)
         .map(|j| j["state"].as_str().unwrap().to_string())
 }
 
