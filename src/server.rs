@@ -127,6 +127,36 @@ fn spawn_watchdog(db: crate::db::Db) {
     });
 }
 
+/// Writes the `last_seen` of quiet check-ins every `SEEN_FLUSH_EVERY` until `stop`
+/// (the final flush, after in-flight requests finished, is `run`'s).
+fn spawn_seen_flusher(
+    db: crate::db::Db,
+    presence: Arc<crate::fleet::hosts::Presence>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::fleet::hosts::SEEN_FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if presence.pending() == 0 {
+                continue;
+            }
+            let (db, p) = (db.clone(), presence.clone());
+            match tokio::task::spawn_blocking(move || crate::fleet::hosts::flush_seen(&db, &p))
+                .await
+            {
+                Ok(Ok(n)) => tracing::debug!(hosts = n, "last_seen written"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not write last_seen; retrying"),
+                Err(e) => tracing::warn!(error = %e, "last_seen flush interrupted"),
+            }
+        }
+    });
+}
+
 fn audit_blocking(
     db: &crate::db::Db,
     clock: &SharedClock,
@@ -208,6 +238,7 @@ pub async fn run(
         .await
         .map_err(|e| ServeError::Join(e.to_string()))?
         .map(Arc::new)?;
+    let presence = Arc::new(crate::fleet::hosts::Presence::new());
     let state = AppState::new(
         app.db.clone(),
         Some(crate::web::MirrorState {
@@ -221,6 +252,7 @@ pub async fn run(
             poll_seconds: crate::fleet::POLL_SECONDS,
             clock: clock.clone(),
             replay: Arc::new(crate::web::agent_auth::ReplayGuard::new(100_000)),
+            presence: presence.clone(),
         }),
     );
     let limits = Limits {
@@ -233,6 +265,7 @@ pub async fn run(
     if !config.mirror.sources.is_empty() {
         crate::mirror_schedule::spawn(&config, app.db.clone(), store.clone(), stop_rx.clone());
     }
+    spawn_seen_flusher(app.db.clone(), presence.clone(), stop_rx.clone());
     let graceful = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };
@@ -280,6 +313,13 @@ pub async fn run(
     }
     if let Some(d) = drop_folder {
         d.stop(config.server.shutdown_grace).await;
+    }
+    // The requests have finished: write the last_seen of the last quiet check-ins.
+    let (db, p) = (app.db.clone(), presence.clone());
+    match tokio::task::spawn_blocking(move || crate::fleet::hosts::flush_seen(&db, &p)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "could not write last_seen at shutdown"),
+        Err(e) => tracing::error!(error = %e, "could not write last_seen at shutdown"),
     }
     let db = app.db.clone();
     let ck = clock.clone();
