@@ -185,6 +185,36 @@ fn spawn_job_expiry(
     })
 }
 
+/// Writes the `last_seen` of quiet check-ins every `SEEN_FLUSH_EVERY` until `stop`
+/// (the final flush, after in-flight requests finished, is `run`'s).
+fn spawn_seen_flusher(
+    db: crate::db::Db,
+    presence: Arc<crate::fleet::hosts::Presence>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::fleet::hosts::SEEN_FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if presence.pending() == 0 {
+                continue;
+            }
+            let (db, p) = (db.clone(), presence.clone());
+            match tokio::task::spawn_blocking(move || crate::fleet::hosts::flush_seen(&db, &p))
+                .await
+            {
+                Ok(Ok(n)) => tracing::debug!(hosts = n, "last_seen written"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not write last_seen; retrying"),
+                Err(e) => tracing::warn!(error = %e, "last_seen flush interrupted"),
+            }
+        }
+    });
+}
+
 fn audit_blocking(
     db: &crate::db::Db,
     clock: &SharedClock,
@@ -272,6 +302,7 @@ pub async fn run(
         key: crate::trust::keys::Ed25519Key::load(&dir.ed25519_key())
             .map_err(ApplianceError::from)?,
     });
+    let presence = Arc::new(crate::fleet::hosts::Presence::new());
     let state = AppState::new(
         app.db.clone(),
         Some(crate::web::MirrorState {
@@ -286,6 +317,7 @@ pub async fn run(
             clock: clock.clone(),
             replay: Arc::new(crate::web::agent_auth::ReplayGuard::new(100_000)),
             scheduler: scheduler.clone(),
+            presence: presence.clone(),
         }),
     );
     let limits = Limits {
@@ -304,6 +336,7 @@ pub async fn run(
         scheduler.clone(),
         stop_rx.clone(),
     );
+    spawn_seen_flusher(app.db.clone(), presence.clone(), stop_rx.clone());
     let graceful = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };
@@ -352,6 +385,13 @@ pub async fn run(
     let _ = expiry.await;
     if let Some(d) = drop_folder {
         d.stop(config.server.shutdown_grace).await;
+    }
+    // The requests have finished: write the last_seen of the last quiet check-ins.
+    let (db, p) = (app.db.clone(), presence.clone());
+    match tokio::task::spawn_blocking(move || crate::fleet::hosts::flush_seen(&db, &p)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "could not write last_seen at shutdown"),
+        Err(e) => tracing::error!(error = %e, "could not write last_seen at shutdown"),
     }
     let db = app.db.clone();
     let ck = clock.clone();

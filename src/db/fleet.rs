@@ -135,13 +135,20 @@ pub fn insert_host(
 }
 
 pub fn host(conn: &Connection, id: &str) -> Result<Option<HostRow>, DbError> {
+    // Cached: every signed agent request looks its host up.
     Ok(conn
-        .query_row(
-            &format!("SELECT {HOST_COLS} FROM hosts WHERE id = ?1"),
-            [id],
-            host_row,
-        )
+        .prepare_cached(&format!("SELECT {HOST_COLS} FROM hosts WHERE id = ?1"))?
+        .query_row([id], host_row)
         .optional()?)
+}
+
+/// Whether the host exists and is not revoked.
+pub fn host_is_active(conn: &Connection, id: &str) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM hosts WHERE id = ?1 AND revoked_at IS NULL")?
+        .query_row([id], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 pub fn host_by_public_key(conn: &Connection, key: &str) -> Result<Option<HostRow>, DbError> {
@@ -182,6 +189,18 @@ pub fn touch_host(tx: &Transaction<'_>, id: &str, at: &str) -> Result<bool, DbEr
     Ok(n == 1)
 }
 
+/// Sets `last_seen` to `at` on a host that is not revoked, unless it already holds a
+/// later time (compared as instants, not as text); false when none was updated.
+pub fn set_last_seen(tx: &Transaction<'_>, id: &str, at: &str) -> Result<bool, DbError> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE hosts SET last_seen = ?2 WHERE id = ?1 AND revoked_at IS NULL
+               AND (last_seen IS NULL OR julianday(last_seen) < julianday(?2))",
+        )?
+        .execute(params![id, at])?;
+    Ok(n == 1)
+}
+
 pub fn revoke_host(tx: &Transaction<'_>, id: &str, at: &str) -> Result<bool, DbError> {
     let n = tx.execute(
         "UPDATE hosts SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
@@ -196,11 +215,10 @@ pub fn inventory(
     host_id: &str,
 ) -> Result<Option<(String, String, String)>, DbError> {
     Ok(conn
-        .query_row(
+        .prepare_cached(
             "SELECT reported_at, inventory, packages_digest FROM host_inventory WHERE host_id = ?1",
-            [host_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        )?
+        .query_row([host_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?)
 }
 

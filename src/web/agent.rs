@@ -9,9 +9,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::agent_auth::{AgentRequest, refusal};
+use axum::extract::Request;
+
+use super::agent_auth::{authenticate_then, refusal};
 use crate::fleet::FleetError;
-use crate::fleet::hosts::{self, CheckinRequest, CheckinResponse, EnrollRequest, EnrollResponse};
+use crate::fleet::hosts::{
+    self, CheckinRequest, CheckinResponse, EnrollRequest, EnrollResponse, Presence,
+};
 
 fn fleet_error(e: FleetError) -> Response {
     let status = match &e {
@@ -98,40 +102,84 @@ pub async fn enroll(State(st): State<AppState>, body: Bytes) -> Response {
     }
 }
 
-pub async fn checkin(State(st): State<AppState>, req: AgentRequest) -> Response {
+/// What the reader connection decided about a check-in.
+enum Checkin {
+    Malformed(String),
+    Failed(FleetError),
+    /// Nothing durable changes: the open jobs' tickets.
+    Quiet(Vec<serde_json::Value>),
+    /// Needs a write transaction.
+    Write(CheckinRequest),
+}
+
+pub async fn checkin(State(st): State<AppState>, req: Request) -> Response {
     let Some(fleet) = st.inner.fleet.as_ref() else {
         return refusal(StatusCode::SERVICE_UNAVAILABLE, "agent API not available");
     };
-    let body: CheckinRequest = match parse(&req.body) {
-        Ok(r) => r,
-        Err(why) => return refusal(StatusCode::BAD_REQUEST, why),
-    };
     let now = fleet.clock.now();
+    let p = fleet.presence.clone();
+    // Authentication and, for a quiet check-in, the whole check-in on one reader
+    // connection: a quiet check-in needs no write transaction.
+    let decided = authenticate_then(req, &st, move |c, req| {
+        let body: CheckinRequest = match parse(&req.body) {
+            Ok(r) => r,
+            Err(why) => return Checkin::Malformed(why),
+        };
+        // While a rollout is active every check-in may be offered a job, which is a
+        // write: the quiet path is for fleets with nothing to roll out.
+        let rolling = crate::db::rollout::any_active(c).unwrap_or(true);
+        if rolling || !Presence::may_be_quiet(&body) {
+            return Checkin::Write(body);
+        }
+        match hosts::quiet_checkin(c, &p, now, &req.host_id, &body) {
+            Ok(Some(jobs)) => Checkin::Quiet(jobs),
+            Ok(None) => Checkin::Write(body),
+            Err(e) => Checkin::Failed(e),
+        }
+    })
+    .await;
+    let (req, decided) = match decided {
+        Ok(d) => d,
+        Err(refused) => return refused,
+    };
+    let respond = |jobs| {
+        Json(CheckinResponse {
+            jobs,
+            next_checkin_s: fleet.poll_seconds,
+        })
+        .into_response()
+    };
+    let body = match decided {
+        Checkin::Malformed(why) => return refusal(StatusCode::BAD_REQUEST, why),
+        Checkin::Failed(e) => return fleet_error(e),
+        Checkin::Quiet(jobs) => return respond(jobs),
+        Checkin::Write(body) => body,
+    };
     let host = req.host_id;
+    let (p, h) = (fleet.presence.clone(), host.clone());
     let sched = fleet.scheduler.clone();
-    match st
+    let written = st
         .db
         .write(move |tx| {
-            let jobs = hosts::checkin_with_jobs(tx, now, &host, body)?;
-            match schedule(tx, now, &sched, &host) {
-                Ok(true) => Ok(crate::fleet::jobs::open_tickets(tx, &host)?
+            let jobs = hosts::checkin_and_note(tx, now, &h, body, Some(&p))?;
+            match schedule(tx, now, &sched, &h) {
+                Ok(true) => Ok(crate::fleet::jobs::open_tickets(tx, &h)?
                     .iter()
                     .map(serde_json::to_value)
                     .collect::<Result<_, _>>()?),
                 Ok(false) => Ok(jobs),
                 Err(e) => {
-                    tracing::error!(error = %e, host = %host, "scheduler failed; no new job offered");
+                    tracing::error!(error = %e, host = %h, "scheduler failed; no new job offered");
                     Ok(jobs)
                 }
             }
         })
-        .await
-    {
-        Ok(jobs) => Json(CheckinResponse {
-            jobs,
-            next_checkin_s: fleet.poll_seconds,
-        })
-        .into_response(),
-        Err(e) => fleet_error(e),
+        .await;
+    match written {
+        Ok(jobs) => respond(jobs),
+        Err(e) => {
+            fleet.presence.forget(&host);
+            fleet_error(e)
+        }
     }
 }

@@ -121,47 +121,66 @@ impl FromRequest<AppState> for AgentRequest {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(fleet) = state.inner.fleet.as_ref() else {
-            return Err(refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "agent API not available",
-            ));
-        };
-        let method = req.method().as_str().to_string();
-        let path = req.uri().path().to_string();
-        let headers = req.headers().clone();
-        let body = Bytes::from_request(req, state)
+        authenticate_then(req, state, |_, _| ())
             .await
-            .map_err(|e| refusal(e.status(), e.body_text()))?;
-        let now = fleet.clock.now();
-        let replay = fleet.replay.clone();
-        let b = body.clone();
-        let h = headers.clone();
-        let r = state
-            .db
-            .read(move |c| {
-                Ok::<_, crate::error::DbError>(authenticate(
-                    c, &replay, now, &method, &path, &h, &b,
-                ))
-            })
-            .await;
-        match r {
-            Ok(Ok(host_id)) => Ok(AgentRequest {
+            .map(|(r, ())| r)
+    }
+}
+
+/// Authenticates `req` as the [`AgentRequest`] extractor does, then runs `then` on the
+/// same reader connection: one trip to the blocking pool for handlers whose common case
+/// is a read (a quiet check-in). `then` runs only for an authenticated request.
+pub async fn authenticate_then<T, F>(
+    req: Request,
+    state: &AppState,
+    then: F,
+) -> Result<(AgentRequest, T), Response>
+where
+    F: FnOnce(&Connection, &AgentRequest) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let Some(fleet) = state.inner.fleet.as_ref() else {
+        return Err(refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent API not available",
+        ));
+    };
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let headers = req.headers().clone();
+    let body = Bytes::from_request(req, state)
+        .await
+        .map_err(|e| refusal(e.status(), e.body_text()))?;
+    let now = fleet.clock.now();
+    let replay = fleet.replay.clone();
+    let r = state
+        .db
+        .read(move |c| {
+            let host_id = match authenticate(c, &replay, now, &method, &path, &headers, &body) {
+                Ok(h) => h,
+                Err(e) => return Ok::<_, crate::error::DbError>(Err(e)),
+            };
+            let req = AgentRequest {
                 host_id,
                 body,
                 headers,
-            }),
-            Ok(Err(e)) => {
-                let status = match e {
-                    AuthError::Revoked => StatusCode::FORBIDDEN,
-                    AuthError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-                    AuthError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-                    _ => StatusCode::UNAUTHORIZED,
-                };
-                Err(refusal(status, e))
-            }
-            Err(e) => Err(refusal(StatusCode::INTERNAL_SERVER_ERROR, e)),
+            };
+            let out = then(c, &req);
+            Ok(Ok((req, out)))
+        })
+        .await;
+    match r {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => {
+            let status = match e {
+                AuthError::Revoked => StatusCode::FORBIDDEN,
+                AuthError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                AuthError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            Err(refusal(status, e))
         }
+        Err(e) => Err(refusal(StatusCode::INTERNAL_SERVER_ERROR, e)),
     }
 }
 

@@ -56,6 +56,9 @@ pub struct FleetState {
     pub clock: crate::clock::SharedClock,
     /// Signatures accepted within the skew window (replay protection).
     pub replay: Arc<agent_auth::ReplayGuard>,
+    /// Quiet check-ins: stored inventories as last written, and `last_seen` times not
+    /// yet flushed (see `fleet::hosts`).
+    pub presence: Arc<crate::fleet::hosts::Presence>,
     /// Turns approved rollouts into jobs at check-ins.
     pub scheduler: Arc<Scheduler>,
 }

@@ -1,6 +1,7 @@
 //! Fleet end to end with the real binaries: token, three agents enroll and check in, a
 //! used-up token is refused, revocation stops an agent, and forged or replayed signed
-//! requests are refused without changing anything.
+//! requests are refused without changing anything. Quiet check-ins reach the database
+//! after the flush interval and at shutdown.
 
 use std::path::Path;
 use std::process::Command;
@@ -388,4 +389,77 @@ fn fingerprint_bad_reports_digest_retry_run_loop_and_audit() {
         c
     });
     assert!(o.status.success(), "{}", stdout(&o));
+}
+
+/// `host_inventory.reported_at`: moves only when a check-in is written.
+fn reported_at(data: &Path) -> String {
+    let c = rusqlite::Connection::open_with_flags(
+        data.join("patchward.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    c.query_row("SELECT reported_at FROM host_inventory", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn quiet_checkins_reach_the_database_after_the_flush_and_at_shutdown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = Server::start(&data);
+    let token = token(&data, "1");
+    let st = tmp.path().join("a");
+    let once = || {
+        let o = run({
+            let mut c = agent(&st);
+            c.arg("once");
+            c
+        });
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    let o = run({
+        let mut c = agent(&st);
+        c.args(["enroll", "--server", &server.url, "--token", &token])
+            .args(["--hostname", "quiet1"]);
+        c
+    });
+    assert!(o.status.success(), "{}", stderr(&o));
+    let enrolled = hosts_json(&data)[0]["last_seen"].clone();
+    let written = reported_at(&data);
+
+    // The agent's digest-only report changes nothing: no write, and last_seen shows up
+    // within the flush interval.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    once();
+    let flush = patchward::fleet::hosts::SEEN_FLUSH_EVERY;
+    let deadline = std::time::Instant::now() + flush * 3;
+    while hosts_json(&data)[0]["last_seen"] == enrolled {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "last_seen not written within {flush:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(reported_at(&data), written, "a quiet check-in was written");
+    let seen = hosts_json(&data)[0]["last_seen"].clone();
+
+    // A quiet check-in right before SIGTERM is written by the shutdown.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    once();
+    server.signal(libc::SIGTERM);
+    assert_eq!(
+        server.wait_exit(std::time::Duration::from_secs(10)),
+        Some(0)
+    );
+    let last = hosts_json(&data)[0]["last_seen"].clone();
+    assert_ne!(
+        last, seen,
+        "last_seen of the last check-in lost at shutdown"
+    );
+    assert_eq!(reported_at(&data), written);
+    let (a, b): (jiff::Timestamp, jiff::Timestamp) = (
+        seen.as_str().unwrap().parse().unwrap(),
+        last.as_str().unwrap().parse().unwrap(),
+    );
+    assert!(b > a, "{a} !< {b}");
 }
