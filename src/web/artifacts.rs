@@ -238,7 +238,7 @@ fn not_modified(etag: &str) -> Response {
 }
 
 /// Streams `len` bytes from `first` in [`CHUNK`]-sized reads into pooled buffers (see
-/// [`read_into`]). The download slot is held until the body is finished or dropped.
+/// [`read_chunk`]). The download slot is held until the body is finished or dropped.
 fn stream_body(blob: BlobFile, first: u64, len: u64, permit: OwnedSemaphorePermit) -> Body {
     struct Cursor {
         file: Arc<std::fs::File>,
