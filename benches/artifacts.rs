@@ -5,8 +5,10 @@
 //! `patchward serve` and nginx (sendfile on, 2 workers, serving the same store's
 //! `sha256/` directory) side by side. One async reqwest client with CLIENTS tasks
 //! downloads every blob ROUNDS times from each server, alternating servers; appliance
-//! requests are signed one by one (the replay guard refuses reused signatures), which
-//! is part of the measured cost. Reports MB/s of each (median over ROUNDS), the ratio,
+//! requests are signed one by one (the replay guard refuses reused signatures), and the
+//! agent's host has one job per patch (the endpoint serves a host only the blobs its
+//! jobs name), so signing, the signature check and the job lookup are part of the
+//! measured cost. Reports MB/s of each (median over ROUNDS), the ratio,
 //! and the peak RSS (VmHWM) of each server after the run.
 //!
 //! Run: `cargo bench --bench artifacts`
@@ -297,6 +299,20 @@ fn main() {
     });
     let st: serde_json::Value =
         serde_json::from_slice(&std::fs::read(state.join("state.json")).unwrap()).unwrap();
+    // One job per patch for this host: the endpoint serves a host only its jobs' blobs.
+    for n in 0..BLOBS {
+        ok({
+            let mut c = patchward(&data, &config);
+            c.args([
+                "deploy",
+                "--patch",
+                &format!("DSA-{n}/pkg"),
+                "--host",
+                "bench",
+            ]);
+            c
+        });
+    }
     let appliance = Target::Appliance {
         url: url.clone(),
         host: st["host_id"].as_str().unwrap().to_string(),

@@ -150,3 +150,30 @@ pub fn patch_entries(conn: &Connection, id: &str) -> Result<Vec<(String, String)
     let rows = st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Records the blobs job `job_id` (of `host_id`) may download: the sha256s its ticket
+/// names. Called in the transaction that creates the job (and by migration 6's backfill).
+pub fn insert_job_artifacts<'a>(
+    tx: &Transaction<'_>,
+    job_id: &str,
+    host_id: &str,
+    sha256s: impl IntoIterator<Item = &'a str>,
+) -> Result<(), DbError> {
+    let mut st = tx.prepare_cached(
+        "INSERT OR IGNORE INTO job_artifacts (job_id, host_id, sha256) VALUES (?1, ?2, ?3)",
+    )?;
+    for sha in sha256s {
+        st.execute(params![job_id, host_id, sha])?;
+    }
+    Ok(())
+}
+
+/// Whether some job of `host_id`, in any state, names the blob `sha256` in its ticket
+/// (the artifact endpoint's authorization rule). One seek in `job_artifacts_by_blob`.
+pub fn host_may_fetch(conn: &Connection, host_id: &str, sha256: &str) -> Result<bool, DbError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM job_artifacts WHERE sha256 = ?1 AND host_id = ?2)",
+        [sha256, host_id],
+        |r| r.get(0),
+    )?)
+}

@@ -211,11 +211,73 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         CREATE INDEX jobs_by_patch ON jobs(feed, patch_id, state);
         "#,
         ),
+        M::up_with_hook(
+            r#"
+        -- Which blobs each job's ticket names, for the artifact endpoint's per-host
+        -- authorization. `host_id` repeats the job's host (it never changes) so one index
+        -- seek answers "does a job of this host name this blob?".
+        CREATE TABLE job_artifacts (
+            job_id   TEXT NOT NULL REFERENCES jobs(id),
+            host_id  TEXT NOT NULL REFERENCES hosts(id),
+            sha256   TEXT NOT NULL,
+            PRIMARY KEY (job_id, sha256)
+        ) STRICT;
+        CREATE INDEX job_artifacts_by_blob ON job_artifacts(sha256, host_id);
+        "#,
+            backfill_job_artifacts,
+        ),
     ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 5;
+pub const LATEST: usize = 6;
+
+/// Migration 6's hook: fills `job_artifacts` from the tickets of jobs created before it,
+/// in the migration's transaction. SQLite cannot decode the envelope's base64 payload,
+/// so this is done here. A ticket that does not parse (the appliance wrote it, so only
+/// damage does that) gives its job no rows: its host gets 403 for those blobs, which is
+/// the safe side, and a warning names the job.
+fn backfill_job_artifacts(tx: &rusqlite::Transaction<'_>) -> rusqlite_migration::HookResult {
+    let jobs: Vec<(String, String, Vec<u8>)> = {
+        let mut st = tx.prepare("SELECT id, host_id, ticket FROM jobs ORDER BY id")?;
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    for (id, host, ticket) in jobs {
+        match ticket_blobs(&ticket) {
+            Ok(blobs) => {
+                super::jobs::insert_job_artifacts(tx, &id, &host, blobs.iter().map(String::as_str))
+                    .map_err(|e| rusqlite_migration::HookError::Hook(e.to_string()))?;
+            }
+            Err(reason) => {
+                tracing::warn!(job = %id, %reason, "stored ticket unreadable; its artifacts stay unauthorized");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The artifact sha256s a stored ticket envelope names (each checked to be a blob name).
+fn ticket_blobs(ticket: &[u8]) -> Result<Vec<String>, String> {
+    let env = crate::trust::dsse::Envelope::from_json(ticket).map_err(|e| e.to_string())?;
+    let payload: serde_json::Value =
+        serde_json::from_slice(&env.payload).map_err(|e| e.to_string())?;
+    let arts = payload
+        .get("artifacts")
+        .and_then(|a| a.as_array())
+        .ok_or("the payload has no artifacts list")?;
+    arts.iter()
+        .map(|a| {
+            let s = a
+                .get("sha256")
+                .and_then(|s| s.as_str())
+                .ok_or("an artifact has no sha256")?;
+            crate::store::Sha256Hex::parse(s)
+                .map(|h| h.as_str().to_owned())
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
 
 /// Reads the schema version of an open connection.
 pub fn schema_version(conn: &Connection) -> Result<usize, DbError> {
@@ -238,6 +300,94 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError>
 
 #[cfg(test)]
 mod tests {
+    use crate::feed::catalog::{Artifact, ArtifactFormat, InstallMethod};
+    use crate::fleet::jobs::Ticket;
+    use crate::trust::keys::Ed25519Key;
+
+    fn ticket(job: &str, host: &str, blobs: &[&str]) -> Vec<u8> {
+        let key = Ed25519Key::generate(&mut rand::rngs::OsRng);
+        Ticket {
+            job_id: job.into(),
+            host_id: host.into(),
+            feed: "f".into(),
+            patch_id: "p".into(),
+            artifacts: blobs
+                .iter()
+                .map(|b| Artifact {
+                    name: "a.bin".into(),
+                    sha256: (*b).into(),
+                    size: 1,
+                    format: ArtifactFormat::File,
+                })
+                .collect(),
+            method: InstallMethod::Script,
+            not_before: None,
+            latest_start: None,
+            reboot: false,
+            est_minutes: 1,
+            needs_backup: false,
+            issued: "2026-11-27T10:00:00Z".parse().unwrap(),
+        }
+        .sign(&key)
+        .to_json()
+    }
+
+    #[test]
+    fn v6_backfills_job_artifacts_from_stored_tickets() {
+        let (x, y) = ("a".repeat(64), "b".repeat(64));
+        let mut c = rusqlite::Connection::open_in_memory().unwrap();
+        super::MIGRATIONS.to_version(&mut c, 4).unwrap();
+        for h in ["h-1", "h-2"] {
+            c.execute(
+                "INSERT INTO hosts (id, hostname, public_key, labels, enrolled_at)
+                 VALUES (?1, ?1, ?1, '[]', 't')",
+                [h],
+            )
+            .unwrap();
+        }
+        let jobs: [(&str, &str, Vec<u8>); 4] = [
+            ("j-1", "h-1", ticket("j-1", "h-1", &[&x, &y, &x])),
+            ("j-2", "h-2", ticket("j-2", "h-2", &[&y])),
+            // Damaged: not an envelope; and one naming something that is not a hash.
+            ("j-3", "h-2", b"{not json".to_vec()),
+            (
+                "j-4",
+                "h-2",
+                ticket("j-4", "h-2", &[&x, "../../etc/passwd"]),
+            ),
+        ];
+        for (id, host, t) in &jobs {
+            c.execute(
+                "INSERT INTO jobs (id, host_id, feed, patch_id, state, ticket, created_at,
+                 updated_at) VALUES (?1, ?2, 'f', 'p', 'offered', ?3, 't', 't')",
+                rusqlite::params![id, host, t],
+            )
+            .unwrap();
+        }
+        super::MIGRATIONS.to_latest(&mut c).unwrap();
+        let mut st = c
+            .prepare("SELECT job_id, host_id, sha256 FROM job_artifacts ORDER BY 1, 3")
+            .unwrap();
+        let rows: Vec<(String, String, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let row = |j: &str, h: &str, s: &str| (j.to_string(), h.to_string(), s.to_string());
+        assert_eq!(
+            rows,
+            [
+                row("j-1", "h-1", &x),
+                row("j-1", "h-1", &y),
+                row("j-2", "h-2", &y)
+            ]
+        );
+        let may = |h: &str, s: &str| crate::db::jobs::host_may_fetch(&c, h, s).unwrap();
+        assert!(may("h-1", &x) && may("h-1", &y) && may("h-2", &y));
+        assert!(!may("h-2", &x));
+        assert!(!may("h-3", &y));
+    }
+
     #[test]
     fn migrations_are_valid_and_latest_matches() {
         super::MIGRATIONS.validate().unwrap();

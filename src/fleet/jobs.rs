@@ -312,6 +312,12 @@ pub fn create(
         updated_at: at.clone(),
     };
     q::insert_job(tx, &row)?;
+    q::insert_job_artifacts(
+        tx,
+        &row.id,
+        &row.host_id,
+        ticket.artifacts.iter().map(|a| a.sha256.as_str()),
+    )?;
     q::insert_event(tx, &row.id, JobState::Offered.as_str(), &at, "")?;
     audit::append(
         tx,

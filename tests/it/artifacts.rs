@@ -1,6 +1,8 @@
-//! The agent artifact endpoint end to end: a feed imported, `patchward serve` running, an
-//! agent enrolled with the real binary, and signed GETs for whole blobs, ranges,
-//! conditional requests, a resumed download, and the refusals.
+//! The agent artifact endpoint end to end: a feed imported, `patchward serve` running,
+//! agents enrolled with the real binary, jobs created with `patchward deploy`, and signed
+//! GETs for whole blobs, ranges, conditional requests, a resumed download, and the
+//! refusals: another host's blob and an unknown blob get the same 403 (a host cannot
+//! probe the store), a blob its job names but the store lost gets 404.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,6 +13,9 @@ use sha2::{Digest, Sha256};
 
 use crate::feedkit::{Feed, Site, pseudo_random};
 use crate::support::{Server, http, patchward, run, stderr, stdout};
+
+/// The 403 body for a blob no job of the host names (`web::artifacts::NOT_YOURS`).
+const NOT_YOURS: &str = r#"{"error":"no job of this host lists this artifact"}"#;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_patchward-agent");
 const SIZE: usize = 300_001;
@@ -71,12 +76,23 @@ fn enroll(server: &Server, data: &Path, config: &Path, state: &Path, name: &str)
     }
 }
 
+fn deploy(data: &Path, config: &Path, patch: &str, host: &str) {
+    let o = run({
+        let mut c = patchward(data);
+        c.arg("--config").arg(config);
+        c.args(["deploy", "--patch", patch, "--host", host]);
+        c
+    });
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 #[test]
 fn signed_downloads_ranges_conditionals_and_refusals() {
     let tmp = tempfile::tempdir().unwrap();
     let t = jiff::Timestamp::now();
     let mut feed = Feed::init(tmp.path(), "msp-main", t);
     feed.add("DSA-1/openssl", "high", "CVE-2099-0001", SIZE, 7);
+    feed.add("DSA-2/curl", "high", "CVE-2099-0002", 5000, 8);
     feed.publish(t);
     let bundle = feed.export(&tmp.path().join("full.pwb"), None, t);
     let site = Site::new(tmp.path(), "a", &[&feed]);
@@ -86,6 +102,7 @@ fn signed_downloads_ranges_conditionals_and_refusals() {
 
     let bytes = pseudo_random(SIZE, 7);
     let hex = sha(&bytes);
+    let other_hex = sha(&pseudo_random(5000, 8));
     let etag = format!("\"{hex}\"");
     let a = enroll(
         &server,
@@ -94,6 +111,24 @@ fn signed_downloads_ranges_conditionals_and_refusals() {
         &tmp.path().join("a1"),
         "web1",
     );
+    let b = enroll(
+        &server,
+        &site.data,
+        &site.config,
+        &tmp.path().join("a2"),
+        "web2",
+    );
+
+    // No job yet: 403, even with a matching If-None-Match (no 304 that would confirm
+    // the blob exists).
+    let r = a.get(&hex, &[]);
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.text().unwrap(), NOT_YOURS);
+    assert_eq!(a.get(&hex, &[("if-none-match", &etag)]).status(), 403);
+
+    // web1 gets a job for DSA-1, web2 one for DSA-2.
+    deploy(&site.data, &site.config, "DSA-1/openssl", "web1");
+    deploy(&site.data, &site.config, "DSA-2/curl", "web2");
 
     // The whole blob.
     let r = a.get(&hex, &[]);
@@ -156,14 +191,25 @@ fn signed_downloads_ranges_conditionals_and_refusals() {
     got.extend_from_slice(&r2.bytes().unwrap());
     assert_eq!(sha(&got), hex);
 
-    // Malformed hash: 400; unknown blob: 404; neither names a path.
-    let r = a.get(&hex.to_uppercase(), &[]);
-    assert_eq!(r.status(), 400);
+    // Each host gets its own job's blob and not the other's: 403 with the same body as
+    // a blob nobody has, so the refusal does not tell whether it exists.
+    let r = b.get(&other_hex, &[]);
+    assert_eq!(r.status(), 200);
+    assert_eq!(sha(&r.bytes().unwrap()), other_hex);
+    let r = a.get(&other_hex, &[]);
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.text().unwrap(), NOT_YOURS);
+    let r = b.get(&hex, &[("range", "bytes=0-0")]);
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.text().unwrap(), NOT_YOURS);
     let unknown = sha(b"not in any catalog");
     let r = a.get(&unknown, &[]);
-    assert_eq!(r.status(), 404);
-    let text = r.text().unwrap();
-    assert!(!text.contains('/'), "{text}");
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.text().unwrap(), NOT_YOURS);
+
+    // Malformed hash: 400.
+    let r = a.get(&hex.to_uppercase(), &[]);
+    assert_eq!(r.status(), 400);
 
     // Unsigned: 401.
     let r = http()
@@ -187,15 +233,7 @@ fn signed_downloads_ranges_conditionals_and_refusals() {
     }
     assert_eq!(req.send().unwrap().status(), 401);
 
-    // Revoked: 403.
-    let b = enroll(
-        &server,
-        &site.data,
-        &site.config,
-        &tmp.path().join("a2"),
-        "web2",
-    );
-    assert_eq!(b.get(&hex, &[]).status(), 200);
+    // Revoked: 403 for its own job's blob too.
     let o = run({
         let mut c = patchward(&site.data);
         c.arg("--config").arg(&site.config);
@@ -203,7 +241,16 @@ fn signed_downloads_ranges_conditionals_and_refusals() {
         c
     });
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(b.get(&hex, &[]).status(), 403);
+    let r = b.get(&other_hex, &[]);
+    assert_eq!(r.status(), 403);
+    assert!(r.text().unwrap().contains("revoked"));
     // The other host still downloads.
     assert_eq!(a.get(&hex, &[("range", "bytes=0-0")]).status(), 206);
+
+    // A blob web1's job names but the store lost: 404, naming no path.
+    std::fs::remove_file(site.data.join("store/sha256").join(&hex[..2]).join(&hex)).unwrap();
+    let r = a.get(&hex, &[]);
+    assert_eq!(r.status(), 404);
+    let text = r.text().unwrap();
+    assert!(!text.contains('/'), "{text}");
 }
