@@ -256,6 +256,31 @@ pub async fn run(
             replay: Arc::new(crate::web::agent_auth::ReplayGuard::new(100_000)),
         }),
     );
+    // The apt repositories: publish what is due before serving, so every configured
+    // ring has a signed repository from the first request on.
+    let publisher = crate::apt::Publisher {
+        db: app.db.clone(),
+        key: app.keys.apt.clone(),
+        dir: crate::apt::publish::AptDir::of_data_dir(&app.dir.root),
+        settings: config.apt.clone(),
+    };
+    {
+        let p = publisher.clone();
+        let now = clock.now();
+        if let Err(e) = tokio::task::spawn_blocking(move || p.publish_due(now, false))
+            .await
+            .map_err(|e| ServeError::Join(e.to_string()))?
+        {
+            tracing::error!(error = %e, "initial apt publish failed; retrying in the background");
+        }
+    }
+    let state = state.with_apt(crate::web::apt::AptServe {
+        dir: publisher.dir.clone(),
+        store: store.clone(),
+        settings: config.apt.clone(),
+        public_key: app.keys.apt.public_key_armored().to_owned(),
+        fingerprint: app.keys.apt.fingerprint(),
+    });
     let limits = Limits {
         max_body_bytes: config.server.max_body_bytes,
         request_timeout: config.server.request_timeout,
@@ -267,6 +292,7 @@ pub async fn run(
         crate::mirror_schedule::spawn(&config, app.db.clone(), store.clone(), stop_rx.clone());
     }
     let expiry = spawn_job_expiry(app.db.clone(), clock.clone(), stop_rx.clone());
+    let apt_publisher = crate::apt::publish::spawn(publisher, clock.clone(), stop_rx.clone());
     let graceful = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };
@@ -313,6 +339,7 @@ pub async fn run(
         }
     }
     let _ = expiry.await;
+    let _ = apt_publisher.await;
     if let Some(d) = drop_folder {
         d.stop(config.server.shutdown_grace).await;
     }
