@@ -49,9 +49,9 @@ fn main() {
     };
 
     // 1. Debian's index.
-    let fixtures = std::env::var("PATCHWARD_FIXTURES").map(PathBuf::from).unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
-    });
+    let fixtures = std::env::var("PATCHWARD_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
     let xz = fixtures.join("debian/bookworm/Packages.xz");
     let mut text = String::new();
     std::io::Read::read_to_string(
@@ -72,16 +72,30 @@ fn main() {
         text.len() as f64 / 1e6
     );
     let now = Timestamp::now();
-    let (min, med) = time(5, || build_suite(&settings, &key, "pilot", &entries, now).unwrap());
-    println!("build + sign (render, gzip -6, sha256, Release, Release.gpg, InRelease): min {min:.3} s, median {med:.3} s");
+    let (min, med) = time(5, || {
+        build_suite(&settings, &key, "pilot", &entries, now).unwrap()
+    });
+    println!(
+        "build + sign (render, gzip -6, sha256, Release, Release.gpg, InRelease): min {min:.3} s, median {med:.3} s"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let dir = AptDir::new(tmp.path().join("apt"));
     let mut i = 0;
     let (min, med) = time(5, || {
         i += 1;
-        write_ring(&dir, &settings, &key, "pilot", &entries, now + SignedDuration::from_secs(i)).unwrap()
+        write_ring(
+            &dir,
+            &settings,
+            &key,
+            "pilot",
+            &entries,
+            now + SignedDuration::from_secs(i),
+        )
+        .unwrap()
     });
-    println!("full publish to disk (by-hash, fsync, generation, switch): min {min:.3} s, median {med:.3} s");
+    println!(
+        "full publish to disk (by-hash, fsync, generation, switch): min {min:.3} s, median {med:.3} s"
+    );
 
     // 2. Real .deb files against apt-ftparchive.
     let pool = std::env::var("PATCHWARD_BENCH_DEBS")
@@ -96,11 +110,21 @@ fn main() {
         })
         .unwrap_or_default();
     if debs.is_empty() {
-        println!("no .deb files in {} (set PATCHWARD_BENCH_DEBS); skipping the apt-ftparchive comparison", pool.display());
+        println!(
+            "no .deb files in {} (set PATCHWARD_BENCH_DEBS); skipping the apt-ftparchive comparison",
+            pool.display()
+        );
         return;
     }
-    let bytes: u64 = debs.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
-    println!("pool: {} .deb files, {:.1} MB", debs.len(), bytes as f64 / 1e6);
+    let bytes: u64 = debs
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    println!(
+        "pool: {} .deb files, {:.1} MB",
+        debs.len(),
+        bytes as f64 / 1e6
+    );
     // Warm the page cache once for both sides.
     for p in &debs {
         let _ = std::fs::read(p);
@@ -143,5 +167,8 @@ fn main() {
         peer.1,
         debs.len() as f64 / peer.1
     );
-    println!("ratio (apt-ftparchive median / patchward median): {:.2}x", peer.1 / ours.1);
+    println!(
+        "ratio (apt-ftparchive median / patchward median): {:.2}x",
+        peer.1 / ours.1
+    );
 }

@@ -725,7 +725,8 @@ fn parse_apt(
     let word = |s: &str| {
         !s.is_empty()
             && s.len() <= 32
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
     };
     let origin = text(get!(origin), "apt.origin", "")?;
     let label = text(get!(label), "apt.label", "")?;
@@ -747,9 +748,7 @@ fn parse_apt(
         ));
     }
     let archs_l = get!(architectures);
-    if archs_l.value.is_empty()
-        || archs_l.value.iter().any(|a| !word(a) || a == "all")
-    {
+    if archs_l.value.is_empty() || archs_l.value.iter().any(|a| !word(a) || a == "all") {
         return Err(archs_l.src.err_at(
             archs_l.span,
             "apt.architectures",
@@ -780,7 +779,12 @@ fn parse_apt(
             ),
         ));
     }
-    let grace_hours: u64 = positive(&get!(by_hash_grace_hours), "apt.by_hash_grace_hours", 0, 24 * 30)?;
+    let grace_hours: u64 = positive(
+        &get!(by_hash_grace_hours),
+        "apt.by_hash_grace_hours",
+        0,
+        24 * 30,
+    )?;
     let xz_kib: u64 = positive(&get!(xz_max_kib), "apt.xz_max_kib", 0, 1 << 20)?;
     Ok(crate::apt::AptSettings {
         origin,
@@ -863,14 +867,23 @@ mod tests {
             "site.toml:6: key `mirror.sources.name`: \"a\" is listed twice",
         );
         check("[[mirror.sources]]\nname = \"a\"\n", "missing field `url`");
-        check("[apt]\nsuite = \"fixed\"\n", "site.toml:2: key `apt.suite`: \"fixed\" must contain {ring}");
+        check(
+            "[apt]\nsuite = \"fixed\"\n",
+            "site.toml:2: key `apt.suite`: \"fixed\" must contain {ring}",
+        );
         check("[apt]\narchitectures = []\n", "key `apt.architectures`");
-        check("[apt]\nrings = [\"a b\"]\n", "key `apt.rings`: \"a b\" is not a ring name");
+        check(
+            "[apt]\nrings = [\"a b\"]\n",
+            "key `apt.rings`: \"a b\" is not a ring name",
+        );
         check(
             "[apt]\nvalid_until_days = 1\nresign_hours = 24\n",
             "site.toml:3: key `apt.resign_hours`: 24 h is more than half",
         );
-        check("[apt]\nvalid_until_days = 0\n", "key `apt.valid_until_days`: 0 is out of range");
+        check(
+            "[apt]\nvalid_until_days = 0\n",
+            "key `apt.valid_until_days`: 0 is out of range",
+        );
         check("[apt]\norigin = \"\"\n", "key `apt.origin`");
     }
 

@@ -82,8 +82,9 @@ fn patch_debs(
             patch_id: patch_id.into(),
         });
     };
-    let entry: PatchEntry = serde_json::from_str(&entry)
-        .map_err(|e| crate::db::DbError::Worker(format!("stored patch entry unreadable: {e}")))?;
+    let entry: PatchEntry = serde_json::from_str(&entry).map_err(|e| {
+        crate::error::DbError::Worker(format!("stored patch entry unreadable: {e}"))
+    })?;
     Ok(entry
         .artifacts
         .iter()
@@ -284,9 +285,8 @@ pub struct RingState {
 /// Every ring with a state row or a released package, plus `always`.
 pub fn ring_names(conn: &Connection, always: &[String]) -> Result<Vec<String>, AptError> {
     let mut names: BTreeSet<String> = always.iter().cloned().collect();
-    let mut st = conn.prepare(
-        "SELECT ring FROM apt_rings UNION SELECT DISTINCT ring FROM apt_ring_packages",
-    )?;
+    let mut st = conn
+        .prepare("SELECT ring FROM apt_rings UNION SELECT DISTINCT ring FROM apt_ring_packages")?;
     for r in st.query_map([], |r| r.get::<_, String>(0))? {
         names.insert(r?);
     }

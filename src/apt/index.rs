@@ -43,7 +43,9 @@ impl PackageEntry {
         let mut control = format!("Package: {package}\n");
         for (name, value) in &meta.control.fields {
             if name.eq_ignore_ascii_case("Package")
-                || REPOSITORY_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
+                || REPOSITORY_FIELDS
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(name))
             {
                 continue;
             }
@@ -71,7 +73,7 @@ impl PackageEntry {
         let (mut package, mut version, mut arch) = (None, None, None);
         let (mut filename, mut size, mut md5, mut sha256) = (None, None, None, None);
         let mut keep = true;
-        for line in stanza.lines() {
+        for line in stanza.lines().filter(|l| !l.is_empty()) {
             if line.starts_with([' ', '\t']) {
                 if keep {
                     control.push_str(line);
@@ -423,8 +425,11 @@ mod tests {
             No-Support-for-Architecture-all: Packages
             SHA256:
              e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  0 main/binary-amd64/Packages
-             f61f27bd17de546264aa58f40f3aafaac7021e0ef69c17f6b1b4cd7664a037ec 20 main/binary-amd64/Packages.gz
-             8b2d5cf5b6ba4ec8a8a64a4ea3ba4ed6d2ddb0c1f3f81c2fa4b2f3a1a8d5e0b9 32 main/binary-amd64/Packages.xz
+             ac73670af3abed54ac6fb4695131f4099be9fbe39d6076c5d0264a6bbdae9d83 20 main/binary-amd64/Packages.gz
+             0040f94d11d0039505328a90b2ff48968db873e9e7967307631bf40ef5679275 32 main/binary-amd64/Packages.xz
+             e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  0 main/binary-arm64/Packages
+             ac73670af3abed54ac6fb4695131f4099be9fbe39d6076c5d0264a6bbdae9d83 20 main/binary-arm64/Packages.gz
+             0040f94d11d0039505328a90b2ff48968db873e9e7967307631bf40ef5679275 32 main/binary-arm64/Packages.xz
         "#]]
         .assert_eq(&render_release(&meta(), &files));
     }

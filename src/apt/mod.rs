@@ -27,8 +27,8 @@ use std::time::Duration;
 pub use db::{release_to_ring, withdraw_from_ring};
 pub use publish::Publisher;
 
-use crate::db::DbError;
 use crate::error::AuditError;
+use crate::error::DbError;
 
 /// The `[apt]` configuration, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,9 +101,7 @@ pub enum AptError {
          the feed again so the appliance reads it"
     )]
     NoMetadata { patch_id: String, sha256: String },
-    #[error(
-        "deb artifact {name:?} of patch {patch_id:?} is not a usable Debian package: {source}"
-    )]
+    #[error("deb artifact {name:?} of patch {patch_id:?} is not a usable Debian package: {source}")]
     BadPackage {
         patch_id: String,
         name: String,
@@ -133,7 +131,10 @@ impl From<rusqlite::Error> for AptError {
     }
 }
 
-pub(crate) fn io_err(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AptError {
+pub(crate) fn io_err(
+    what: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> AptError {
     let path = path.into();
     move |source| AptError::Io { what, path, source }
 }

@@ -152,7 +152,11 @@ pub fn write_ring(
     for f in &files {
         let p = by_hash.join(&f.sha256);
         let fresh = match File::open(&p) {
-            Ok(existing) if existing.metadata().is_ok_and(|m| m.len() == f.bytes.len() as u64) => {
+            Ok(existing)
+                if existing
+                    .metadata()
+                    .is_ok_and(|m| m.len() == f.bytes.len() as u64) =>
+            {
                 existing.set_modified(stamp).map_err(io_err("touch", &p))?;
                 false
             }

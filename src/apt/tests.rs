@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::AptSettings;
 use super::index::PackageEntry;
 use super::publish::{AptDir, write_ring};
-use super::AptSettings;
 use crate::trust::openpgp::AptSigningKey;
 use crate::web::{AppState, Limits};
 
@@ -111,7 +111,9 @@ fn apt_update(tmp: &Path, url: &str, trusted: &AptSigningKey) -> (bool, String) 
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let clean = !log.lines().any(|l| l.starts_with("W:") || l.starts_with("E:"));
+    let clean = !log
+        .lines()
+        .any(|l| l.starts_with("W:") || l.starts_with("E:"));
     (out.status.success() && clean, log)
 }
 
@@ -142,7 +144,15 @@ fn apt_accepts_the_published_repository_and_lists_its_package() {
     let tmp = tempfile::tempdir().unwrap();
     let key = key_created(Timestamp::now() - SignedDuration::from_hours(1), 1);
     let s = serve(tmp.path(), &key);
-    write_ring(&s.dir, &settings(), &key, "pilot", &[entry()], Timestamp::now()).unwrap();
+    write_ring(
+        &s.dir,
+        &settings(),
+        &key,
+        "pilot",
+        &[entry()],
+        Timestamp::now(),
+    )
+    .unwrap();
     let (ok, log) = apt_update(tmp.path(), &s.url, &key);
     assert!(ok, "{log}");
     // by-hash is what apt fetched.
@@ -157,7 +167,15 @@ fn apt_rejects_a_tampered_index() {
     let tmp = tempfile::tempdir().unwrap();
     let key = key_created(Timestamp::now() - SignedDuration::from_hours(1), 2);
     let s = serve(tmp.path(), &key);
-    write_ring(&s.dir, &settings(), &key, "pilot", &[entry()], Timestamp::now()).unwrap();
+    write_ring(
+        &s.dir,
+        &settings(),
+        &key,
+        "pilot",
+        &[entry()],
+        Timestamp::now(),
+    )
+    .unwrap();
     // Flip one byte in every index file (same size), whichever compression apt picks.
     for e in std::fs::read_dir(s.dir.by_hash("pilot")).unwrap() {
         let p = e.unwrap().path();
@@ -176,10 +194,22 @@ fn apt_rejects_a_tampered_inrelease() {
     let tmp = tempfile::tempdir().unwrap();
     let key = key_created(Timestamp::now() - SignedDuration::from_hours(1), 3);
     let s = serve(tmp.path(), &key);
-    write_ring(&s.dir, &settings(), &key, "pilot", &[entry()], Timestamp::now()).unwrap();
+    write_ring(
+        &s.dir,
+        &settings(),
+        &key,
+        "pilot",
+        &[entry()],
+        Timestamp::now(),
+    )
+    .unwrap();
     let p = s.dir.current("pilot").join("InRelease");
     let text = std::fs::read_to_string(&p).unwrap();
-    std::fs::write(&p, text.replace("Label: Patchward pilot", "Label: Evil pilot")).unwrap();
+    std::fs::write(
+        &p,
+        text.replace("Label: Patchward pilot", "Label: Evil pilot"),
+    )
+    .unwrap();
     let (ok, log) = apt_update(tmp.path(), &s.url, &key);
     assert!(!ok, "{log}");
     assert!(log.contains("BADSIG"), "{log}");
@@ -191,7 +221,15 @@ fn apt_rejects_a_repository_signed_by_another_key() {
     let ours = key_created(Timestamp::now() - SignedDuration::from_hours(1), 4);
     let other = key_created(Timestamp::now() - SignedDuration::from_hours(1), 5);
     let s = serve(tmp.path(), &ours);
-    write_ring(&s.dir, &settings(), &other, "pilot", &[entry()], Timestamp::now()).unwrap();
+    write_ring(
+        &s.dir,
+        &settings(),
+        &other,
+        "pilot",
+        &[entry()],
+        Timestamp::now(),
+    )
+    .unwrap();
     let (ok, log) = apt_update(tmp.path(), &s.url, &ours);
     assert!(!ok, "{log}");
     assert!(log.contains("NO_PUBKEY"), "{log}");
@@ -224,7 +262,15 @@ fn publish_switches_atomically_and_keeps_old_by_hash_for_the_grace_period() {
     let st = settings();
     let first = write_ring(&dir, &st, &key, "pilot", &[], t0).unwrap();
     let old_release = std::fs::read_to_string(dir.current("pilot").join("Release")).unwrap();
-    let second = write_ring(&dir, &st, &key, "pilot", &[entry()], t0 + SignedDuration::from_hours(1)).unwrap();
+    let second = write_ring(
+        &dir,
+        &st,
+        &key,
+        "pilot",
+        &[entry()],
+        t0 + SignedDuration::from_hours(1),
+    )
+    .unwrap();
     assert_eq!(second.generation, first.generation + 1);
     // Every file the old Release named is still there by hash (inside the grace).
     let named = |release: &str| -> Vec<String> {
@@ -260,7 +306,10 @@ fn publish_switches_atomically_and_keeps_old_by_hash_for_the_grace_period() {
     }
     assert_eq!(dir.current_generation("pilot"), Some(third.generation));
     for h in named(&new_release) {
-        assert!(dir.by_hash("pilot").join(&h).exists(), "previous generation's {h}");
+        assert!(
+            dir.by_hash("pilot").join(&h).exists(),
+            "previous generation's {h}"
+        );
     }
     let gens: Vec<_> = std::fs::read_dir(tmp.path().join("apt/pilot/gen"))
         .unwrap()

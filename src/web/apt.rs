@@ -59,8 +59,7 @@ fn plain_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 255
         && !s.starts_with('.')
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b))
 }
 
@@ -87,8 +86,7 @@ pub async fn ring_file(
     let Some(apt) = st.inner.apt.as_ref() else {
         return not_found();
     };
-    if crate::fleet::validate_ring(&ring).is_err() || apt.dir.current_generation(&ring).is_none()
-    {
+    if crate::fleet::validate_ring(&ring).is_err() || apt.dir.current_generation(&ring).is_none() {
         return not_found();
     }
     let parts: Vec<&str> = rest.split('/').collect();
@@ -97,7 +95,9 @@ pub async fn ring_file(
     }
     match parts.as_slice() {
         ["patchward.sources"] => sources(apt, &ring, &headers),
-        ["dists", suite, tail @ ..] if *suite == apt.settings.suite_of(&ring) && !tail.is_empty() => {
+        ["dists", suite, tail @ ..]
+            if *suite == apt.settings.suite_of(&ring) && !tail.is_empty() =>
+        {
             let path = match tail {
                 [.., "by-hash", "SHA256", hex] if is_hex64(hex) => apt.dir.by_hash(&ring).join(hex),
                 _ => {
@@ -117,7 +117,9 @@ pub async fn ring_file(
             };
             serve_path(path, &headers, content_type, cache).await
         }
-        ["pool", "main", aa, sha, _name] if is_hex64(sha) && sha.starts_with(*aa) && aa.len() == 2 => {
+        ["pool", "main", aa, sha, _name]
+            if is_hex64(sha) && sha.starts_with(*aa) && aa.len() == 2 =>
+        {
             pool(&st, apt, &ring, sha, &headers).await
         }
         _ => not_found(),
@@ -163,8 +165,13 @@ async fn pool(
     let Ok(hash) = Sha256Hex::parse(sha) else {
         return not_found();
     };
-    serve_path(apt.store.path(&hash), headers, "application/vnd.debian.binary-package", IMMUTABLE)
-        .await
+    serve_path(
+        apt.store.path(&hash),
+        headers,
+        "application/vnd.debian.binary-package",
+        IMMUTABLE,
+    )
+    .await
 }
 
 /// Which bytes to send: `None` = all; `Some(Err(()))` = unsatisfiable.
@@ -188,9 +195,11 @@ fn range(headers: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>> {
                 Some(Ok((size - n.min(size), size - 1)))
             }
         }
-        (Some(first), None) if b.trim().is_empty() => {
-            Some(if first < size { Ok((first, size - 1)) } else { Err(()) })
-        }
+        (Some(first), None) if b.trim().is_empty() => Some(if first < size {
+            Ok((first, size - 1))
+        } else {
+            Err(())
+        }),
         (Some(first), Some(last)) if first <= last => Some(if first < size {
             Ok((first, last.min(size - 1)))
         } else {
@@ -278,7 +287,10 @@ fn stream(file: std::fs::File, first: u64, len: u64) -> Body {
             )),
             Ok(n) => {
                 buf.truncate(n);
-                Some((Ok(Bytes::from(buf)), (f, pos + n as u64, left - n as u64, true)))
+                Some((
+                    Ok(Bytes::from(buf)),
+                    (f, pos + n as u64, left - n as u64, true),
+                ))
             }
             Err(e) => Some((Err(e), (f, pos, 0, true))),
         }
@@ -292,7 +304,12 @@ mod tests {
 
     #[test]
     fn names_and_ranges() {
-        for ok in ["InRelease", "Packages.gz", "binary-amd64", "a_1.0+b~1-2_all.deb"] {
+        for ok in [
+            "InRelease",
+            "Packages.gz",
+            "binary-amd64",
+            "a_1.0+b~1-2_all.deb",
+        ] {
             assert!(plain_name(ok), "{ok}");
         }
         for bad in ["", "..", ".hidden", "a b", "a%2f", "x\\y", "é"] {

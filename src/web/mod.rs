@@ -6,8 +6,8 @@
 //! bounded), a request timeout (408) and a body-size limit (413).
 
 mod agent;
-pub mod apt;
 pub mod agent_auth;
+pub mod apt;
 pub mod artifacts;
 mod health;
 mod metrics_layer;

@@ -274,7 +274,10 @@ fn apt_backend_installs_from_the_appliances_signed_ring_repository() {
     }
     // The running appliance republishes on its own; wait (bounded) for 1.1 to appear.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let packages = format!("{}/apt/pilot/dists/pilot/main/binary-amd64/Packages", server.url);
+    let packages = format!(
+        "{}/apt/pilot/dists/pilot/main/binary-amd64/Packages",
+        server.url
+    );
     while !crate::support::http()
         .get(&packages)
         .send()
@@ -282,7 +285,10 @@ fn apt_backend_installs_from_the_appliances_signed_ring_repository() {
         .unwrap_or_default()
         .contains("Version: 1.1-1")
     {
-        assert!(std::time::Instant::now() < deadline, "pilot was not republished");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pilot was not republished"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let sources = ok(run(site.cmd(&[
@@ -306,7 +312,9 @@ fn apt_backend_installs_from_the_appliances_signed_ring_repository() {
     let installed = root.join("usr/share/patchward-test/hello");
     assert_eq!(std::fs::read_to_string(&installed).unwrap(), "1.0-1");
 
-    let token = ok(run(site.cmd(&["hosts", "token", "create", "--ring", "pilot"])));
+    let token = ok(run(
+        site.cmd(&["hosts", "token", "create", "--ring", "pilot"])
+    ));
     let state = tmp.path().join("agent");
     let agent = |args: &[&str]| {
         let mut c = Command::new(AGENT);
@@ -318,10 +326,20 @@ fn apt_backend_installs_from_the_appliances_signed_ring_repository() {
         ok(run(c))
     };
     agent(&[
-        "enroll", "--server", &server.url, "--token", token.trim(), "--hostname", "deb2",
+        "enroll",
+        "--server",
+        &server.url,
+        "--token",
+        token.trim(),
+        "--hostname",
+        "deb2",
     ]);
     ok(run(site.cmd(&[
-        "deploy", "--patch", "acme/hello-1.1", "--host", "deb2",
+        "deploy",
+        "--patch",
+        "acme/hello-1.1",
+        "--host",
+        "deb2",
     ])));
     let out = agent(&["once"]);
     assert!(out.contains("succeeded"), "{out}");

@@ -108,7 +108,8 @@ impl AptBox {
         );
         assert!(out.status.success(), "{log}");
         assert!(
-            !log.lines().any(|l| l.starts_with("W:") || l.starts_with("E:")),
+            !log.lines()
+                .any(|l| l.starts_with("W:") || l.starts_with("E:")),
             "{log}"
         );
     }
@@ -131,7 +132,11 @@ fn wait_packages(url: &str, ring: &str, cond: impl Fn(&str) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let u = format!("{url}/apt/{ring}/dists/{ring}/main/binary-amd64/Packages");
     loop {
-        let text = http().get(&u).send().and_then(|r| r.text()).unwrap_or_default();
+        let text = http()
+            .get(&u)
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
         if cond(&text) {
             return;
         }
@@ -184,7 +189,10 @@ fn real_apt_sees_each_ring_and_downloads_the_original_bytes() {
         ("broad", "acme/hello-1.0"),
         ("pilot", "acme/hello-1.1"),
     ] {
-        let out = ok(run(site.cmd(&["apt", "release", "--ring", ring, "--patch", patch])));
+        let out =
+            ok(run(site.cmd(&[
+                "apt", "release", "--ring", ring, "--patch", patch,
+            ])));
         assert!(out.contains("released"), "{out}");
     }
     wait_packages(&url, "pilot", |p| p.contains("Version: 1.1-1"));
@@ -207,8 +215,14 @@ fn real_apt_sees_each_ring_and_downloads_the_original_bytes() {
             &sha[..2]
         )
     };
-    assert_eq!(http().get(pool("pilot", &sha11)).send().unwrap().status(), 200);
-    assert_eq!(http().get(pool("broad", &sha11)).send().unwrap().status(), 404);
+    assert_eq!(
+        http().get(pool("pilot", &sha11)).send().unwrap().status(),
+        200
+    );
+    assert_eq!(
+        http().get(pool("broad", &sha11)).send().unwrap().status(),
+        404
+    );
     // HEAD and Range on a pool file.
     let head = http().head(pool("pilot", &sha11)).send().unwrap();
     assert_eq!(head.status(), 200);
@@ -225,7 +239,14 @@ fn real_apt_sees_each_ring_and_downloads_the_original_bytes() {
     assert_eq!(part.bytes().unwrap().as_ref(), b"!<arch>\n");
 
     // The gate passes: 1.1 goes to broad, and broad's apt sees it without a restart.
-    ok(run(site.cmd(&["apt", "release", "--ring", "broad", "--patch", "acme/hello-1.1"])));
+    ok(run(site.cmd(&[
+        "apt",
+        "release",
+        "--ring",
+        "broad",
+        "--patch",
+        "acme/hello-1.1",
+    ])));
     wait_packages(&url, "broad", |p| p.contains("Version: 1.1-1"));
     broad.update();
     assert_eq!(broad.versions(), ["1.0-1", "1.1-1"]);
@@ -234,9 +255,19 @@ fn real_apt_sees_each_ring_and_downloads_the_original_bytes() {
     assert_eq!(sha256_file(&got), sha256_file(&v10));
 
     // Withdrawn (a halted rollout): gone from the index and the pool.
-    ok(run(site.cmd(&["apt", "withdraw", "--ring", "pilot", "--patch", "acme/hello-1.1"])));
+    ok(run(site.cmd(&[
+        "apt",
+        "withdraw",
+        "--ring",
+        "pilot",
+        "--patch",
+        "acme/hello-1.1",
+    ])));
     wait_packages(&url, "pilot", |p| !p.contains("Version: 1.1-1"));
-    assert_eq!(http().get(pool("pilot", &sha11)).send().unwrap().status(), 404);
+    assert_eq!(
+        http().get(pool("pilot", &sha11)).send().unwrap().status(),
+        404
+    );
     pilot.update();
     assert_eq!(pilot.versions(), ["1.0-1"]);
 
@@ -268,7 +299,10 @@ fn the_apt_endpoints_serve_nothing_else() {
     let inrelease = get("/apt/pilot/dists/pilot/InRelease");
     assert_eq!(inrelease.status(), 200);
     let text = inrelease.text().unwrap();
-    assert!(text.contains("Acquire-By-Hash: yes") && text.contains("Valid-Until: "), "{text}");
+    assert!(
+        text.contains("Acquire-By-Hash: yes") && text.contains("Valid-Until: "),
+        "{text}"
+    );
     let head = http()
         .head(format!("{url}/apt/pilot/dists/pilot/Release"))
         .send()
@@ -276,7 +310,10 @@ fn the_apt_endpoints_serve_nothing_else() {
     assert_eq!(head.status(), 200);
     assert!(head.headers().contains_key("content-length"));
     let sources = get("/apt/pilot/patchward.sources").text().unwrap();
-    assert!(sources.contains(&format!("URIs: {url}/apt/pilot")), "{sources}");
+    assert!(
+        sources.contains(&format!("URIs: {url}/apt/pilot")),
+        "{sources}"
+    );
 
     // Nothing outside the published trees, whatever the path says.
     let sha11 = sha256_file(&v11);
@@ -296,7 +333,10 @@ fn the_apt_endpoints_serve_nothing_else() {
         let r = get(bad);
         assert_eq!(r.status(), 404, "{bad}");
         let body = r.text().unwrap();
-        assert!(!body.contains("/tmp") && !body.contains("BEGIN PGP PRIVATE"), "{bad}: {body}");
+        assert!(
+            !body.contains("/tmp") && !body.contains("BEGIN PGP PRIVATE"),
+            "{bad}: {body}"
+        );
     }
 }
 
@@ -313,7 +353,11 @@ fn a_hostile_deb_is_refused_at_import_and_nothing_is_stored() {
     let mut ar = b"!<arch>\n".to_vec();
     let mut member = |name: &str, body: &[u8]| {
         ar.extend_from_slice(
-            format!("{name:<16}0           0     0     100644  {:<10}`\n", body.len()).as_bytes(),
+            format!(
+                "{name:<16}0           0     0     100644  {:<10}`\n",
+                body.len()
+            )
+            .as_bytes(),
         );
         ar.extend_from_slice(body);
         if body.len() % 2 == 1 {
