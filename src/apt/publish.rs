@@ -100,15 +100,25 @@ pub struct Published {
     pub valid_until: String,
 }
 
-/// Renders and signs one suite: the index files, then `Release`, `Release.gpg` and
-/// `InRelease` (in that order in the returned list). Pure apart from the signature.
+/// One rendered and signed suite.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    pub files: Vec<IndexFile>,
+    pub meta: ReleaseMeta,
+    pub release: Vec<u8>,
+    pub release_gpg: Vec<u8>,
+    pub inrelease: Vec<u8>,
+}
+
+/// Renders and signs one suite: the index files, `Release`, `Release.gpg` and
+/// `InRelease`. Pure apart from the signature.
 pub fn build_suite(
     settings: &AptSettings,
     key: &AptSigningKey,
     ring: &str,
     entries: &[PackageEntry],
     now: Timestamp,
-) -> Result<(Vec<IndexFile>, ReleaseMeta, Vec<u8>, Vec<u8>, Vec<u8>), AptError> {
+) -> Result<Suite, AptError> {
     let files = index::build_indexes(entries, &settings.architectures, settings.xz_max_bytes);
     let valid = SignedDuration::try_from(settings.valid_until)
         .map_err(|e| AptError::Time(e.to_string()))?;
@@ -128,7 +138,13 @@ pub fn build_suite(
     let release = index::render_release(&meta, &files).into_bytes();
     let gpg = key.detached_armored(&release, now)?;
     let inrelease = key.clearsign(&release, now)?;
-    Ok((files, meta, release, gpg, inrelease))
+    Ok(Suite {
+        files,
+        meta,
+        release,
+        release_gpg: gpg,
+        inrelease,
+    })
 }
 
 /// Writes one generation of `ring` and switches `current` to it. The caller holds the
@@ -142,7 +158,13 @@ pub fn write_ring(
     now: Timestamp,
 ) -> Result<Published, AptError> {
     crate::fleet::validate_ring(ring)?;
-    let (files, meta, release, gpg, inrelease) = build_suite(settings, key, ring, entries, now)?;
+    let Suite {
+        files,
+        meta,
+        release,
+        release_gpg: gpg,
+        inrelease,
+    } = build_suite(settings, key, ring, entries, now)?;
     let stamp = SystemTime::try_from(now).map_err(|e| AptError::Time(e.to_string()))?;
 
     // 1. by-hash files.

@@ -85,12 +85,11 @@ impl AptBox {
     }
 
     pub fn apt(&self, tool: &str, args: &[&str]) -> String {
-        let out = sh(Command::new(tool)
+        sh(Command::new(tool)
             .env("APT_CONFIG", &self.conf)
             .env("LC_ALL", "C")
             .current_dir(self.dir.join("downloads"))
-            .args(args));
-        out
+            .args(args))
     }
 
     /// `apt-get update`, which must succeed without warnings.
