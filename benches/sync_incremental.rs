@@ -45,7 +45,7 @@ fn write_patch(feed: &Path, i: usize, rng: &mut impl RngCore, generation: u32) -
          released = \"2026-11-01T00:00:00Z\"\ninstall = \"apt\"\nest_minutes = 5\n\n\
          [[applies_to]]\nos = \"debian\"\nversion = \"12\"\n\n\
          [[artifacts]]\nname = \"pkg{i}_{generation}_amd64.deb\"\nsha256 = \"{sha}\"\n\
-         size = {size}\nformat = \"deb\"\n",
+         size = {size}\nformat = \"file\"\n",
         10000 + i
     );
     std::fs::write(feed.join(format!("patches/p{i:05}.toml")), toml).unwrap();

@@ -48,6 +48,8 @@ pub struct Config {
     /// Rings, windows, classes, auto-approval and SLA (`[policy]`; built-in defaults
     /// when the file has none).
     pub policy: crate::policy::Policy,
+    /// The per-ring apt repositories (`[apt]`).
+    pub apt: crate::apt::AptSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +122,21 @@ struct RawConfig {
     import: Option<RawImport>,
     mirror: Option<RawMirror>,
     policy: Option<crate::policy::RawPolicy>,
+    apt: Option<RawApt>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApt {
+    origin: Option<Spanned<String>>,
+    label: Option<Spanned<String>>,
+    suite: Option<Spanned<String>>,
+    architectures: Option<Spanned<Vec<String>>>,
+    rings: Option<Spanned<Vec<String>>>,
+    valid_until_days: Option<Spanned<i64>>,
+    resign_hours: Option<Spanned<i64>>,
+    by_hash_grace_hours: Option<Spanned<i64>>,
+    xz_max_kib: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -589,6 +606,7 @@ impl Config {
                 location: format!(" key `{}`", e.key),
                 message: e.message,
             })?;
+        let apt = parse_apt(raw.apt.as_ref(), &fsrc, defaults.apt.as_ref(), &dsrc)?;
 
         Ok(Config {
             policy,
@@ -614,6 +632,7 @@ impl Config {
                 stable: Duration::from_secs(stable_secs),
             },
             mirror: MirrorConfig { sources },
+            apt,
         })
     }
 
@@ -624,7 +643,7 @@ impl Config {
              request_timeout_secs = {}\nshutdown_grace_secs = {}\n\n[log]\n\
              format = \"{}\"\nlevel = {:?}\n\n[database]\nbusy_timeout_ms = {}\nreaders = {}\n\n\
              [store]\nfree_space_reserve_mb = {}\nverify_on_read = {}\ngc_grace_hours = {}\n\n\
-             [import]\ndrop_dir = {:?}\nstable_secs = {}\n{}",
+             [import]\ndrop_dir = {:?}\nstable_secs = {}\n\n{}{}",
             self.data_dir.display().to_string(),
             self.server.listen,
             self.server.max_body_bytes,
@@ -657,8 +676,138 @@ impl Config {
                     s.interval.as_secs()
                 ))
                 .collect::<String>(),
+            apt_toml(&self.apt),
         )
     }
+}
+
+fn apt_toml(a: &crate::apt::AptSettings) -> String {
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "[apt]\norigin = {:?}\nlabel = {:?}\nsuite = {:?}\narchitectures = [{}]\n\
+         rings = [{}]\nvalid_until_days = {}\nresign_hours = {}\nby_hash_grace_hours = {}\n\
+         xz_max_kib = {}\n",
+        a.origin,
+        a.label,
+        a.suite,
+        list(&a.architectures),
+        list(&a.rings),
+        a.valid_until.as_secs() / 86400,
+        a.resign_every.as_secs() / 3600,
+        a.by_hash_grace.as_secs() / 3600,
+        a.xz_max_bytes / 1024,
+    )
+}
+
+/// Validates `[apt]`: names apt and gpg read back safely, and a re-sign interval well
+/// inside the validity, so a Release never expires between two re-signs.
+fn parse_apt(
+    f: Option<&RawApt>,
+    fsrc: &Source<'_>,
+    d: Option<&RawApt>,
+    dsrc: &Source<'_>,
+) -> Result<crate::apt::AptSettings, ConfigError> {
+    macro_rules! get {
+        ($field:ident) => {
+            pick(
+                f.and_then(|a| a.$field.as_ref()),
+                fsrc,
+                d.and_then(|a| a.$field.as_ref()),
+                dsrc,
+            )
+        };
+    }
+    let text = |l: Located<'_, String>, key: &str, extra: &str| -> Result<String, ConfigError> {
+        let v = l.value.trim().to_string();
+        if v.is_empty() || v.len() > 64 || v.chars().any(|c| c.is_control()) {
+            return Err(l.src.err_at(
+                l.span,
+                key,
+                format!("{:?} must be 1-64 printable characters{extra}", l.value),
+            ));
+        }
+        Ok(v)
+    };
+    let word = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 32
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+    };
+    let origin = text(get!(origin), "apt.origin", "")?;
+    let label = text(get!(label), "apt.label", "")?;
+    let suite_l = get!(suite);
+    let suite = suite_l.value.clone();
+    let rendered = suite.replace("{ring}", "pilot");
+    if !suite.contains("{ring}")
+        || !rendered
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(suite_l.src.err_at(
+            suite_l.span,
+            "apt.suite",
+            format!(
+                "{suite:?} must contain {{ring}} (each ring needs its own suite) and otherwise \
+                 only letters, digits, '-', '_' and '.', e.g. \"{{ring}}\" or \"site-{{ring}}\""
+            ),
+        ));
+    }
+    let archs_l = get!(architectures);
+    if archs_l.value.is_empty() || archs_l.value.iter().any(|a| !word(a) || a == "all") {
+        return Err(archs_l.src.err_at(
+            archs_l.span,
+            "apt.architectures",
+            "list one or more Debian architectures such as \"amd64\", \"arm64\", \"i386\" \
+             (\"all\" packages go into each)"
+                .into(),
+        ));
+    }
+    let rings_l = get!(rings);
+    if let Some(bad) = rings_l.value.iter().find(|r| !word(r)) {
+        return Err(rings_l.src.err_at(
+            rings_l.span,
+            "apt.rings",
+            format!("{bad:?} is not a ring name (1-32 of a-z A-Z 0-9 - _)"),
+        ));
+    }
+    let valid_days: u64 = positive(&get!(valid_until_days), "apt.valid_until_days", 1, 365)?;
+    let resign_l = get!(resign_hours);
+    let resign_hours: u64 = positive(&resign_l, "apt.resign_hours", 1, 24 * 365)?;
+    if resign_hours * 2 > valid_days * 24 {
+        return Err(resign_l.src.err_at(
+            resign_l.span,
+            "apt.resign_hours",
+            format!(
+                "{resign_hours} h is more than half of valid_until_days ({valid_days} d); \
+                 re-sign at least twice per validity period so clients never see an expired \
+                 Release"
+            ),
+        ));
+    }
+    let grace_hours: u64 = positive(
+        &get!(by_hash_grace_hours),
+        "apt.by_hash_grace_hours",
+        0,
+        24 * 30,
+    )?;
+    let xz_kib: u64 = positive(&get!(xz_max_kib), "apt.xz_max_kib", 0, 1 << 20)?;
+    Ok(crate::apt::AptSettings {
+        origin,
+        label,
+        suite,
+        architectures: archs_l.value,
+        rings: rings_l.value,
+        valid_until: Duration::from_secs(valid_days * 86400),
+        resign_every: Duration::from_secs(resign_hours * 3600),
+        by_hash_grace: Duration::from_secs(grace_hours * 3600),
+        xz_max_bytes: xz_kib * 1024,
+    })
 }
 
 #[cfg(test)]
@@ -729,6 +878,24 @@ mod tests {
             "site.toml:6: key `mirror.sources.name`: \"a\" is listed twice",
         );
         check("[[mirror.sources]]\nname = \"a\"\n", "missing field `url`");
+        check(
+            "[apt]\nsuite = \"fixed\"\n",
+            "site.toml:2: key `apt.suite`: \"fixed\" must contain {ring}",
+        );
+        check("[apt]\narchitectures = []\n", "key `apt.architectures`");
+        check(
+            "[apt]\nrings = [\"a b\"]\n",
+            "key `apt.rings`: \"a b\" is not a ring name",
+        );
+        check(
+            "[apt]\nvalid_until_days = 1\nresign_hours = 24\n",
+            "site.toml:3: key `apt.resign_hours`: 24 h is more than half",
+        );
+        check(
+            "[apt]\nvalid_until_days = 0\n",
+            "key `apt.valid_until_days`: 0 is out of range",
+        );
+        check("[apt]\norigin = \"\"\n", "key `apt.origin`");
     }
 
     #[test]

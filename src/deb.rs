@@ -152,6 +152,64 @@ pub fn read_control_from(r: impl Read) -> Result<Control, DebError> {
     Err(format("no control.tar member"))
 }
 
+/// What the apt indexes need to know about a package file: its control stanza and the
+/// size and digests of the whole file (`Size`, `MD5sum`, `SHA256` in `Packages`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebMeta {
+    pub control: Control,
+    pub size: u64,
+    /// Lowercase hex.
+    pub md5: String,
+    /// Lowercase hex.
+    pub sha256: String,
+}
+
+/// Reads the control stanza and hashes the whole file in one pass over `r`: the `ar`
+/// reader stops after `control.tar`, and the rest of the stream (the data member) is
+/// drained through the same hashers. `Package`, `Version` and `Architecture` must be
+/// present.
+pub fn read_meta_from(r: impl Read) -> Result<DebMeta, DebError> {
+    use sha2::Digest;
+    struct Hashing<R> {
+        inner: R,
+        md5: md5::Md5,
+        sha: sha2::Sha256,
+        size: u64,
+    }
+    impl<R: Read> Read for Hashing<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.md5.update(&buf[..n]);
+            self.sha.update(&buf[..n]);
+            self.size += n as u64;
+            Ok(n)
+        }
+    }
+    let mut h = Hashing {
+        inner: r,
+        md5: md5::Md5::new(),
+        sha: sha2::Sha256::new(),
+        size: 0,
+    };
+    let control = read_control_from(&mut h)?;
+    control.identity()?;
+    io::copy(&mut h, &mut io::sink())?;
+    Ok(DebMeta {
+        control,
+        size: h.size,
+        md5: hex::encode(h.md5.finalize()),
+        sha256: hex::encode(h.sha.finalize()),
+    })
+}
+
+/// [`read_meta_from`] on the file at `path`.
+pub fn read_meta(path: &Path) -> Result<DebMeta, DebError> {
+    read_meta_from(io::BufReader::with_capacity(
+        256 * 1024,
+        std::fs::File::open(path)?,
+    ))
+}
+
 fn control_from_tar(r: impl Read) -> Result<Control, DebError> {
     let mut tar = tar::Archive::new(r);
     for entry in tar
@@ -249,6 +307,20 @@ pub(crate) mod tests {
                 Some("greets\n a longer text\n .\n more")
             );
         }
+    }
+
+    #[test]
+    fn meta_hashes_the_whole_file() {
+        use sha2::Digest;
+        let deb = build_deb(CONTROL, "gz");
+        let m = read_meta_from(&deb[..]).unwrap();
+        assert_eq!(m.size, deb.len() as u64);
+        assert_eq!(m.sha256, hex::encode(sha2::Sha256::digest(&deb)));
+        assert_eq!(m.md5, hex::encode(md5::Md5::digest(&deb)));
+        assert_eq!(m.control.identity().unwrap().0, "hello");
+        // A package without an Architecture is refused here, not later in an index.
+        let e = read_meta_from(&build_deb("Package: a\nVersion: 1\n", "gz")[..]).unwrap_err();
+        assert!(e.to_string().contains("no Architecture"), "{e}");
     }
 
     #[test]

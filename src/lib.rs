@@ -19,6 +19,8 @@
 //!   running jobs (ticket and artifact checks, the `script` backend, a local journal).
 //! - [`fleet`]: enrollment tokens, hosts, inventory, the signed agent-request format, and
 //!   jobs (state machine, signed tickets, reported events).
+//! - [`apt`]: apt repositories per ring: indexes, signed Release, atomic publish, the
+//!   release/withdraw boundary the rollout engine calls.
 //! - [`appliance`]: opening a data directory: keys, database, first-start work.
 //! - [`mirror`]: importing bundles, syncing configured sources, status; [`mirror_schedule`]
 //!   runs each source's sync on its interval inside the server.
@@ -29,11 +31,12 @@
 //! - [`tls`]: the process's rustls crypto provider (ring), installed before any HTTP client.
 //! - [`health`]: the `healthcheck` client used by container and systemd health checks.
 //!
-//! Modules that later work fills (policy, rollouts, apt, legacy hosts, compliance) are
+//! Modules that later work fills (policy, rollouts, legacy hosts, compliance) are
 //! not present until they do something.
 
 pub mod agent;
 pub mod appliance;
+pub mod apt;
 pub mod audit;
 pub mod clock;
 pub mod config;

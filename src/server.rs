@@ -165,8 +165,14 @@ fn spawn_job_expiry(
                     let approved =
                         crate::rollout::approvals::auto_approve_all(tx, now, &sched.policy)?;
                     let mut world = crate::rollout::World::load(tx)?;
-                    let halted =
+                    let mut halted =
                         crate::rollout::engine::apply_brakes(tx, &mut world, &sched.policy, now)?;
+                    halted.extend(crate::rollout::apt_sync::sync(
+                        tx,
+                        &world,
+                        &sched.policy,
+                        now,
+                    )?);
                     Ok::<_, crate::rollout::RolloutError>((approved, halted))
                 })
                 .await;
@@ -176,7 +182,7 @@ fn spawn_job_expiry(
                         tracing::info!(patch = %d.patch, "auto-approved");
                     }
                     for h in halted {
-                        tracing::warn!(rollout = %h, "error brake: rollout halted");
+                        tracing::info!(change = %h, "rollouts advanced");
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot advance rollouts"),
@@ -320,6 +326,31 @@ pub async fn run(
             presence: presence.clone(),
         }),
     );
+    // The apt repositories: publish what is due before serving, so every configured
+    // ring has a signed repository from the first request on.
+    let publisher = crate::apt::Publisher {
+        db: app.db.clone(),
+        key: app.keys.apt.clone(),
+        dir: crate::apt::publish::AptDir::of_data_dir(&app.dir.root),
+        settings: config.apt.clone(),
+    };
+    {
+        let p = publisher.clone();
+        let now = clock.now();
+        if let Err(e) = tokio::task::spawn_blocking(move || p.publish_due(now, false))
+            .await
+            .map_err(|e| ServeError::Join(e.to_string()))?
+        {
+            tracing::error!(error = %e, "initial apt publish failed; retrying in the background");
+        }
+    }
+    let state = state.with_apt(crate::web::apt::AptServe {
+        dir: publisher.dir.clone(),
+        store: store.clone(),
+        settings: config.apt.clone(),
+        public_key: app.keys.apt.public_key_armored().to_owned(),
+        fingerprint: app.keys.apt.fingerprint(),
+    });
     let limits = Limits {
         max_body_bytes: config.server.max_body_bytes,
         request_timeout: config.server.request_timeout,
@@ -337,6 +368,7 @@ pub async fn run(
         stop_rx.clone(),
     );
     spawn_seen_flusher(app.db.clone(), presence.clone(), stop_rx.clone());
+    let apt_publisher = crate::apt::publish::spawn(publisher, clock.clone(), stop_rx.clone());
     let graceful = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };
@@ -383,6 +415,7 @@ pub async fn run(
         }
     }
     let _ = expiry.await;
+    let _ = apt_publisher.await;
     if let Some(d) = drop_folder {
         d.stop(config.server.shutdown_grace).await;
     }

@@ -90,6 +90,11 @@ fn apt_get(args: &[&str]) -> Command {
     c
 }
 
+/// `apt-get update`, so the ring repository's newest index is known before installing.
+pub fn update_command() -> Command {
+    apt_get(&["update"])
+}
+
 /// `apt-get install` of exactly the pinned versions.
 pub fn install_command(pins: &[Pin]) -> Command {
     let mut c = apt_get(&["install", "--no-install-recommends", "--allow-downgrades"]);

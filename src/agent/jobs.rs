@@ -586,7 +586,16 @@ impl Runner<'_> {
                 script::step_command(&work.0, step, &Self::env(t)),
             ),
             Backend::Apt { pins, .. } if step == "install" => {
-                Self::step_command(journal, t, step, apt::install_command(pins))
+                let u = Self::step_command(journal, t, step, apt::update_command())?;
+                if !u.success {
+                    return Ok(script::StepResult {
+                        success: false,
+                        output: format!("apt-get update failed\n{}", u.output),
+                    });
+                }
+                let mut i = Self::step_command(journal, t, step, apt::install_command(pins))?;
+                i.output = format!("{}{}", u.output, i.output);
+                Ok(i)
             }
             Backend::Apt { pins, .. } if step == "verify" => Ok(apt::verify(pins)),
             Backend::Apt { before, .. } if step == "rollback" => {

@@ -226,11 +226,53 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         "#,
             backfill_job_artifacts,
         ),
+        M::up(
+            r#"
+        -- apt repositories per ring (src/apt). Control data of every deb blob, read from
+        -- the package itself when it entered the store; `control` is the stanza as it goes
+        -- into Packages (without Filename/Size/hashes).
+        CREATE TABLE deb_packages (
+            sha256        TEXT PRIMARY KEY,
+            package       TEXT NOT NULL,
+            version       TEXT NOT NULL,
+            architecture  TEXT NOT NULL,
+            size          INTEGER NOT NULL,
+            md5           TEXT NOT NULL,
+            control       TEXT NOT NULL,
+            filename      TEXT NOT NULL,
+            read_at       TEXT NOT NULL
+        ) STRICT;
+
+        -- "This patch's debs are released to this ring" (approved and gate passed).
+        CREATE TABLE apt_ring_packages (
+            ring         TEXT NOT NULL,
+            feed         TEXT NOT NULL,
+            patch_id     TEXT NOT NULL,
+            sha256       TEXT NOT NULL,
+            released_at  TEXT NOT NULL,
+            released_by  TEXT NOT NULL,
+            PRIMARY KEY (ring, feed, patch_id, sha256)
+        ) STRICT;
+        CREATE INDEX apt_ring_packages_by_sha ON apt_ring_packages(sha256, ring);
+
+        -- Per ring: changed since the last publish, and what was published.
+        CREATE TABLE apt_rings (
+            ring              TEXT PRIMARY KEY,
+            dirty             INTEGER NOT NULL DEFAULT 1,
+            changed_at        TEXT,
+            published_at      TEXT,
+            valid_until       TEXT,
+            published_digest  TEXT,
+            generation        INTEGER NOT NULL DEFAULT 0,
+            last_error        TEXT
+        ) STRICT;
+        "#,
+        ),
     ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 6;
+pub const LATEST: usize = 7;
 
 /// Migration 6's hook: fills `job_artifacts` from the tickets of jobs created before it,
 /// in the migration's transaction. SQLite cannot decode the envelope's base64 payload,

@@ -143,7 +143,7 @@ pub fn ring_results(world: &World, policy: &Policy, p: &Patch, ring: &str) -> Ri
 }
 
 /// The gate rules of `ring` for this patch's class.
-fn rules_for(policy: &Policy, p: &Patch, ring: &str, expedited: bool) -> GateRules {
+pub(crate) fn rules_for(policy: &Policy, p: &Patch, ring: &str, expedited: bool) -> GateRules {
     let base = policy
         .rings
         .iter()
@@ -435,6 +435,14 @@ pub fn offer(
     let Some((p, ring, latest_start)) = best else {
         return Ok(None);
     };
+    if p.entry.install == crate::feed::catalog::InstallMethod::Apt {
+        // The agent installs from its ring's repository: release the patch there, and
+        // offer the job once the repository is published with it.
+        super::apt_sync::sync(tx, &world, policy, now)?;
+        if !super::apt_sync::published(tx, p, &ring)? {
+            return Ok(None);
+        }
+    }
     let req = NewJob {
         patch: p.key(),
         host: host_id.to_string(),

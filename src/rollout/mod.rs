@@ -16,6 +16,7 @@
 //! state it is written into (the single writer makes ring capacities exact).
 
 pub mod approvals;
+pub mod apt_sync;
 pub mod cli;
 pub mod engine;
 

@@ -71,6 +71,11 @@ fn patch(id: &str, severity: Severity, est: u32) -> PatchEntry {
     e.cvss = None;
     e.cves = vec![];
     e.est_minutes = est;
+    // Simulated agents run nothing; a script patch keeps apt repositories out of it.
+    e.install = crate::feed::catalog::InstallMethod::Script;
+    for a in &mut e.artifacts {
+        a.format = crate::feed::catalog::ArtifactFormat::Script;
+    }
     e.released = "2026-02-20T00:00:00Z".parse().unwrap();
     e.applies_to = vec![Selector {
         os: Some("debian".into()),

@@ -7,6 +7,7 @@
 
 mod agent;
 pub mod agent_auth;
+pub mod apt;
 pub mod artifacts;
 mod health;
 mod metrics_layer;
@@ -44,6 +45,8 @@ pub struct StateInner {
     pub fleet: Option<FleetState>,
     /// Download slots for the artifact endpoint (see `artifacts`).
     pub downloads: Arc<tokio::sync::Semaphore>,
+    /// The per-ring apt repositories (`/apt/...`), when serving them.
+    pub apt: Option<apt::AptServe>,
 }
 
 /// What the agent API needs.
@@ -95,8 +98,18 @@ impl AppState {
                 downloads: Arc::new(tokio::sync::Semaphore::new(
                     artifacts::MAX_CONCURRENT_DOWNLOADS,
                 )),
+                apt: None,
             }),
         }
+    }
+
+    /// Serves the apt repositories too. Call right after [`AppState::new`], before the
+    /// state is cloned (it is a no-op on a shared state, which never happens then).
+    pub fn with_apt(mut self, serve: apt::AptServe) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.apt = Some(serve);
+        }
+        self
     }
 }
 
@@ -113,6 +126,8 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
             "/api/agent/v1/artifacts/sha256/{hex}",
             get(artifacts::get_artifact),
         )
+        .route("/apt/key.asc", get(apt::key))
+        .route("/apt/{ring}/{*rest}", get(apt::ring_file))
         .with_state(state);
     with_middleware(routes, limits)
 }

@@ -24,9 +24,9 @@ use crate::jobs::{jobs, ok};
 use crate::support::{Server, run};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_patchward-agent");
-const PKG: &str = "patchward-test-hello";
+pub(crate) const PKG: &str = "patchward-test-hello";
 
-fn sh(cmd: &mut Command) -> String {
+pub(crate) fn sh(cmd: &mut Command) -> String {
     let o = cmd.output().unwrap();
     assert!(
         o.status.success(),
@@ -38,7 +38,7 @@ fn sh(cmd: &mut Command) -> String {
 }
 
 /// Builds `PKG_<version>_all.deb` with dpkg-deb into `out`.
-fn build_deb(work: &Path, out: &Path, version: &str) -> PathBuf {
+pub(crate) fn build_deb(work: &Path, out: &Path, version: &str) -> PathBuf {
     let root = work.join(format!("build-{version}"));
     std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
     std::fs::create_dir_all(root.join("usr/share/patchward-test")).unwrap();
@@ -60,8 +60,19 @@ fn build_deb(work: &Path, out: &Path, version: &str) -> PathBuf {
     deb
 }
 
-/// A sandboxed apt: returns (APT_CONFIG file, dpkg admin dir, install root).
+/// A sandboxed apt whose only source is the local `[trusted=yes]` repository `repo`:
+/// returns (APT_CONFIG file, dpkg admin dir, install root).
 fn sandbox(dir: &Path, repo: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    sandbox_with(
+        dir,
+        &format!("deb [trusted=yes] file:{} ./\n", repo.display()),
+        None,
+    )
+}
+
+/// A sandboxed apt with `list` as its sources.list and, if given, one deb822
+/// `.sources` file.
+fn sandbox_with(dir: &Path, list: &str, deb822: Option<&str>) -> (PathBuf, PathBuf, PathBuf) {
     let sb = dir.join("sandbox");
     let root = sb.join("root");
     let admin = sb.join("admin");
@@ -79,18 +90,18 @@ fn sandbox(dir: &Path, repo: &Path) -> (PathBuf, PathBuf, PathBuf) {
     }
     std::fs::write(admin.join("status"), "").unwrap();
     std::fs::write(admin.join("available"), "").unwrap();
-    std::fs::write(
-        sb.join("sources.list"),
-        format!("deb [trusted=yes] file:{} ./\n", repo.display()),
-    )
-    .unwrap();
+    std::fs::write(sb.join("sources.list"), list).unwrap();
+    std::fs::create_dir_all(sb.join("sources.list.d")).unwrap();
+    if let Some(text) = deb822 {
+        std::fs::write(sb.join("sources.list.d/patchward.sources"), text).unwrap();
+    }
     let p = |x: &Path| x.display().to_string();
     let conf = format!(
         "Dir::Etc::main \"/dev/null\";\n\
          Dir::Etc::parts \"{}\";\n\
          Dir::Etc::preferencesparts \"{}\";\n\
          Dir::Etc::sourcelist \"{}\";\n\
-         Dir::Etc::sourceparts \"/dev/null\";\n\
+         Dir::Etc::sourceparts \"{}\";\n\
          Dir::State \"{}\";\n\
          Dir::State::Lists \"{}\";\n\
          Dir::State::status \"{}\";\n\
@@ -100,6 +111,7 @@ fn sandbox(dir: &Path, repo: &Path) -> (PathBuf, PathBuf, PathBuf) {
         p(&sb.join("apt.conf.d")),
         p(&sb.join("preferences.d")),
         p(&sb.join("sources.list")),
+        p(&sb.join("sources.list.d")),
         p(&sb.join("state")),
         p(&sb.join("lists")),
         p(&admin.join("status")),
@@ -112,7 +124,7 @@ fn sandbox(dir: &Path, repo: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (conf_path, admin, root)
 }
 
-fn add_apt_patch(feed: &Feed, id: &str, deb: &Path) {
+pub(crate) fn add_apt_patch(feed: &Feed, id: &str, deb: &Path) {
     let name = deb.file_name().unwrap().to_str().unwrap();
     let toml = format!(
         "id = {id:?}\ntitle = \"apt patch {id}\"\nkind = \"maintenance\"\n\
@@ -231,6 +243,108 @@ fn apt_backend_installs_the_pinned_version_and_rolls_back_a_failed_install() {
     let job = by_patch(&site, "acme/hello-9.9");
     assert_eq!(job["state"], "rolled_back", "{job}");
     assert!(job.to_string().contains("install failed"), "{job}");
+    assert_eq!(std::fs::read_to_string(&installed).unwrap(), "1.1-1");
+    let status = sh(Command::new("dpkg-query")
+        .env("DPKG_ADMINDIR", &admin)
+        .args(["-W", "-f", "${Version}", PKG]));
+    assert_eq!(status, "1.1-1");
+}
+
+/// The same backend with the appliance's own signed ring repository as the sandbox's
+/// only apt source: the deb822 file from `patchward apt client-config` (key embedded in
+/// `Signed-By`, no `trusted=yes`). The agent installs the pinned 1.1-1 from the pilot
+/// ring's repository over 1.0-1.
+#[test]
+#[cfg_attr(
+    not(feature = "system-tests"),
+    ignore = "needs root, apt-get and dpkg-deb: cargo test --features system-tests"
+)]
+fn apt_backend_installs_from_the_appliances_signed_ring_repository() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "the apt backend test installs packages with dpkg (into a sandbox) and needs root"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (site, _v10, _v11) = crate::apt_repo::hello_site(tmp.path());
+    let server = Server::start_with(&site.data, &["--config", site.config.to_str().unwrap()]);
+    for patch in ["acme/hello-1.0", "acme/hello-1.1"] {
+        ok(run(site.cmd(&[
+            "apt", "release", "--ring", "pilot", "--patch", patch,
+        ])));
+    }
+    // The running appliance republishes on its own; wait (bounded) for 1.1 to appear.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let packages = format!(
+        "{}/apt/pilot/dists/pilot/main/binary-amd64/Packages",
+        server.url
+    );
+    while !crate::support::http()
+        .get(&packages)
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default()
+        .contains("Version: 1.1-1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pilot was not republished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let sources = ok(run(site.cmd(&[
+        "apt",
+        "client-config",
+        "--ring",
+        "pilot",
+        "--url",
+        &server.url,
+    ])));
+    assert!(!sources.contains("trusted"));
+    let (apt_config, admin, root) = sandbox_with(tmp.path(), "", Some(&sources));
+    let apt = |args: &[&str]| {
+        sh(Command::new("apt-get")
+            .env("APT_CONFIG", &apt_config)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(args))
+    };
+    apt(&["update", "-q"]);
+    apt(&["install", "-y", "-q", &format!("{PKG}=1.0-1")]);
+    let installed = root.join("usr/share/patchward-test/hello");
+    assert_eq!(std::fs::read_to_string(&installed).unwrap(), "1.0-1");
+
+    let token = ok(run(
+        site.cmd(&["hosts", "token", "create", "--ring", "pilot"])
+    ));
+    let state = tmp.path().join("agent");
+    let agent = |args: &[&str]| {
+        let mut c = Command::new(AGENT);
+        c.arg("--state-dir")
+            .arg(&state)
+            .args(args)
+            .env("APT_CONFIG", &apt_config)
+            .env("DPKG_ADMINDIR", &admin);
+        ok(run(c))
+    };
+    agent(&[
+        "enroll",
+        "--server",
+        &server.url,
+        "--token",
+        token.trim(),
+        "--hostname",
+        "deb2",
+    ]);
+    ok(run(site.cmd(&[
+        "deploy",
+        "--patch",
+        "acme/hello-1.1",
+        "--host",
+        "deb2",
+    ])));
+    let out = agent(&["once"]);
+    assert!(out.contains("succeeded"), "{out}");
+    let job = by_patch(&site, "acme/hello-1.1");
+    assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(std::fs::read_to_string(&installed).unwrap(), "1.1-1");
     let status = sh(Command::new("dpkg-query")
         .env("DPKG_ADMINDIR", &admin)

@@ -41,7 +41,7 @@ version = "12"
 
 [[artifacts]]
 name = "{artifact}"
-format = "deb"
+format = "file"
 "#
     );
     let p = dir.join(format!("{artifact}.toml"));

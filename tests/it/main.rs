@@ -2,6 +2,7 @@
 //! `support`. Tests start the real binaries on 127.0.0.1:0 and talk to them over HTTP.
 
 mod apt_agent;
+mod apt_repo;
 mod artifacts;
 mod audit_cli;
 mod bad_input;

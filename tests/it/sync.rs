@@ -41,7 +41,7 @@ impl Feed {
             "id = \"{id}\"\ntitle = \"Update {id}\"\nkind = \"security\"\nseverity = \"high\"\n\
              cves = [\"CVE-2026-0001\"]\nreleased = \"2026-11-01T00:00:00Z\"\ninstall = \"apt\"\n\
              est_minutes = 5\n\n[[applies_to]]\nos = \"debian\"\nversion = \"12\"\n\n\
-             [[artifacts]]\nname = \"{artifact}\"\nformat = \"deb\"\n"
+             [[artifacts]]\nname = \"{artifact}\"\nformat = \"file\"\n"
         );
         let p = self.work.join(format!("{artifact}.toml"));
         std::fs::write(&p, toml).unwrap();

@@ -83,6 +83,16 @@ pub enum ImportError {
     },
     #[error("after the transfer {count} blob(s) the catalog references are still missing: {list}")]
     MissingBlobs { count: usize, list: String },
+    #[error(
+        "patch {patch_id:?}: the deb artifact {name:?} is not a usable Debian package \
+         ({source}); nothing was imported"
+    )]
+    BadDeb {
+        patch_id: String,
+        name: String,
+        #[source]
+        source: crate::deb::DebError,
+    },
 }
 
 /// Progress reporting (a progress bar in the CLI, nothing in the server).
@@ -319,10 +329,15 @@ pub fn import(
         });
     }
 
+    // 4b. Every deb artifact's control data, read from the stored package itself (the
+    //     apt indexes are built from it); a package that is not sound refuses the import.
+    let debs = read_new_debs(db, store, &catalog)?;
+
     // 5. One transaction makes it visible: patches, blobs, catalog, trust state, audit.
     let envelope_sha256 = hex::encode(Sha256::digest(&envelope));
     let counts = commit(
         db,
+        &debs,
         &source.name,
         &state,
         &catalog,
@@ -345,6 +360,44 @@ pub fn import(
         seconds: started.elapsed().as_secs_f64(),
         notes,
     })
+}
+
+/// Reads the control data of the catalog's deb artifacts that the database does not
+/// have yet, from the verified blobs in the store.
+fn read_new_debs(
+    db: &Db,
+    store: &Store,
+    catalog: &Catalog,
+) -> Result<Vec<crate::deb::DebMeta>, ImportError> {
+    use crate::feed::catalog::ArtifactFormat;
+    let debs: BTreeMap<&str, (&str, &str)> = catalog
+        .patches
+        .iter()
+        .flat_map(|p| p.artifacts.iter().map(move |a| (p, a)))
+        .filter(|(_, a)| a.format == ArtifactFormat::Deb)
+        .map(|(p, a)| (a.sha256.as_str(), (p.id.as_str(), a.name.as_str())))
+        .collect();
+    let shas: Vec<String> = debs.keys().map(|s| s.to_string()).collect();
+    let known = db
+        .read_blocking(|c| crate::apt::db::known_debs(c, &shas))
+        .map_err(|e| match e {
+            crate::apt::AptError::Db(d) => ImportError::Db(d),
+            other => ImportError::Db(DbError::Worker(other.to_string())),
+        })?;
+    let mut out = Vec::new();
+    for (sha, (patch_id, name)) in debs {
+        if known.contains(sha) {
+            continue;
+        }
+        let path = store.path(&Sha256Hex::parse(sha)?);
+        let meta = crate::deb::read_meta(&path).map_err(|source| ImportError::BadDeb {
+            patch_id: patch_id.to_owned(),
+            name: name.to_owned(),
+            source,
+        })?;
+        out.push(meta);
+    }
+    Ok(out)
 }
 
 fn check_base(
@@ -403,6 +456,7 @@ fn check_base(
 #[allow(clippy::too_many_arguments)]
 fn commit(
     db: &Db,
+    debs: &[crate::deb::DebMeta],
     feed: &str,
     state: &TrustState,
     catalog: &Catalog,
@@ -426,6 +480,10 @@ fn commit(
                 via,
             },
         )?;
+        crate::apt::db::record_debs(tx, debs, now).map_err(|e| match e {
+            crate::apt::AptError::Db(d) => ImportError::Db(d),
+            other => ImportError::Db(DbError::Worker(other.to_string())),
+        })?;
         audit::append(
             tx,
             now,
