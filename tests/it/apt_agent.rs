@@ -125,11 +125,16 @@ fn sandbox_with(dir: &Path, list: &str, deb822: Option<&str>) -> (PathBuf, PathB
 }
 
 pub(crate) fn add_apt_patch(feed: &Feed, id: &str, deb: &Path) {
+    add_apt_patch_with(feed, id, deb, "");
+}
+
+/// [`add_apt_patch`] with extra top-level TOML (e.g. `[[applies_to]]`), placed last.
+pub(crate) fn add_apt_patch_with(feed: &Feed, id: &str, deb: &Path, extra: &str) {
     let name = deb.file_name().unwrap().to_str().unwrap();
     let toml = format!(
         "id = {id:?}\ntitle = \"apt patch {id}\"\nkind = \"maintenance\"\n\
          severity = \"medium\"\nreleased = \"2026-10-01T00:00:00Z\"\ninstall = \"apt\"\n\
-         est_minutes = 2\n[[artifacts]]\nname = {name:?}\nformat = \"deb\"\n"
+         est_minutes = 2\n[[artifacts]]\nname = {name:?}\nformat = \"deb\"\n{extra}"
     );
     let p = feed.dir.join(format!("{}.toml", id.replace('/', "-")));
     std::fs::write(&p, toml).unwrap();
@@ -350,4 +355,151 @@ fn apt_backend_installs_from_the_appliances_signed_ring_repository() {
         .env("DPKG_ADMINDIR", &admin)
         .args(["-W", "-f", "${Version}", PKG]));
     assert_eq!(status, "1.1-1");
+}
+
+/// The rollout drives the apt rings: approving 1.1 puts it into the pilot repository
+/// only; the pilot agent installs it from there (signed source, no `trusted=yes`);
+/// only after the pilot gate passes does the broad repository carry it, and a broad
+/// server's apt sees it.
+#[test]
+#[cfg_attr(
+    not(feature = "system-tests"),
+    ignore = "needs root, apt-get and dpkg-deb: cargo test --features system-tests"
+)]
+fn approval_and_the_pilot_gate_decide_what_each_apt_ring_holds() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "the apt backend test installs packages with dpkg (into a sandbox) and needs root"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let debs = tmp.path().join("debs");
+    std::fs::create_dir_all(&debs).unwrap();
+    let v11 = build_deb(tmp.path(), &debs, "1.1-1");
+    let t = jiff::Timestamp::now();
+    let feed = Feed::init(tmp.path(), "acme", t);
+    add_apt_patch_with(
+        &feed,
+        "acme/hello-1.1",
+        &v11,
+        "[[applies_to]]\nlabels = [\"site=hq\"]\n",
+    );
+    feed.publish(t);
+    let bundle = feed.export(&tmp.path().join("full.pwb"), None, t);
+    let site = Site::new(tmp.path(), "s", &[&feed]);
+    let mut cfg = std::fs::read_to_string(&site.config).unwrap();
+    cfg.push_str(
+        "\n[[policy.rings]]\nname = \"pilot\"\n\
+         gate = { canary = true, min_successes = 1, success_ratio = 0.0, soak = \"1s\" }\n\
+         [[policy.rings]]\nname = \"broad\"\ncatch_all = true\n\
+         [policy.windows.default]\ntz = \"UTC\"\n\
+         weekly = [{ days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"], \
+         start = \"00:00\", duration = \"24h\" }]\n",
+    );
+    std::fs::write(&site.config, cfg).unwrap();
+    ok(site.import(&bundle));
+    let server = Server::start_with(&site.data, &["--config", site.config.to_str().unwrap()]);
+    let packages = |ring: &str| {
+        crate::support::http()
+            .get(format!(
+                "{}/apt/{ring}/dists/{ring}/main/binary-amd64/Packages",
+                server.url
+            ))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    };
+    let wait_for = |ring: &str, what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !packages(ring).contains(what) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{ring} never got {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+
+    // The pilot server: its apt source is the signed pilot repository.
+    let sources = ok(run(site.cmd(&[
+        "apt",
+        "client-config",
+        "--ring",
+        "pilot",
+        "--url",
+        &server.url,
+    ])));
+    let (apt_config, admin, root) = sandbox_with(tmp.path(), "", Some(&sources));
+    let token = ok(run(site.cmd(&[
+        "hosts", "token", "create", "--ring", "pilot", "--labels", "site=hq",
+    ])));
+    let state = tmp.path().join("agent");
+    let agent = |args: &[&str]| {
+        let mut c = Command::new(AGENT);
+        c.arg("--state-dir")
+            .arg(&state)
+            .args(args)
+            .env("APT_CONFIG", &apt_config)
+            .env("DPKG_ADMINDIR", &admin);
+        ok(run(c))
+    };
+    agent(&[
+        "enroll",
+        "--server",
+        &server.url,
+        "--token",
+        token.trim(),
+        "--hostname",
+        "deb1",
+    ]);
+
+    // Not approved: in no ring.
+    agent(&["once"]);
+    assert!(!packages("pilot").contains("Version: 1.1-1"));
+    ok(run(site.cmd(&[
+        "approve",
+        "acme/hello-1.1",
+        "--reason",
+        "tested",
+    ])));
+    // The pilot's next check-in releases it to pilot (the job waits for the publish).
+    agent(&["once"]);
+    wait_for("pilot", "Version: 1.1-1");
+    assert!(
+        !packages("broad").contains("Version: 1.1-1"),
+        "broad before the gate"
+    );
+    let out = agent(&["once"]);
+    assert!(out.contains("succeeded"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("usr/share/patchward-test/hello")).unwrap(),
+        "1.1-1"
+    );
+    // Gate: one success and a 1 s soak, and the pilot checks in again (health).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    agent(&["once"]);
+    // Broad is released at the next rollout tick or a broad host's check-in: enroll one.
+    let btoken = ok(run(
+        site.cmd(&["hosts", "token", "create", "--labels", "site=hq"])
+    ));
+    let bstate = tmp.path().join("agent-b");
+    let mut c = Command::new(AGENT);
+    c.arg("--state-dir").arg(&bstate).args([
+        "--no-reboot",
+        "enroll",
+        "--server",
+        &server.url,
+        "--token",
+        btoken.trim(),
+        "--hostname",
+        "deb2",
+    ]);
+    ok(run(c));
+    let mut c = Command::new(AGENT);
+    // Its apt is not set up: the offer waits for the publish, so `once` only checks in.
+    c.arg("--state-dir").arg(&bstate).args(["once"]);
+    ok(run(c));
+    wait_for("broad", "Version: 1.1-1");
+    let audit = ok(run(site.cmd(&["audit", "list", "--json"])));
+    assert!(audit.contains("apt.released"), "{audit}");
+    assert!(audit.contains("rollout:acme:acme/hello-1.1"), "{audit}");
 }
