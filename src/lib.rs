@@ -16,11 +16,17 @@
 //!   freeze, rotation checks); the appliance's OpenPGP key for apt.
 //! - [`feed`]: catalog types, `*.pwb` bundles, and the MSP-side `patchward feed` tools.
 //! - [`agent`]: the `patchward-agent` side: enrollment, signed check-ins, inventory, and
-//!   running jobs (ticket and artifact checks, the `script` backend, a local journal).
+//!   running jobs (ticket and artifact checks, the `script` and `apt` backends, resuming
+//!   after a crash or reboot, a local journal).
 //! - [`fleet`]: enrollment tokens, hosts, inventory, the signed agent-request format, and
 //!   jobs (state machine, signed tickets, reported events).
 //! - [`apt`]: apt repositories per ring: indexes, signed Release, atomic publish, the
 //!   release/withdraw boundary the rollout engine calls.
+//! - [`deb`]: reading a `.deb`'s control stanza (and its hashes), bounded.
+//! - [`policy`]: pure decisions: classes, approvals, rings and gates, windows,
+//!   dependencies, SLA, applicability, "why not yet".
+//! - [`rollout`]: approvals and rollouts persisted, the scheduler that offers jobs at
+//!   check-ins, `explain`, and the apt rings it drives.
 //! - [`appliance`]: opening a data directory: keys, database, first-start work.
 //! - [`mirror`]: importing bundles, syncing configured sources, status; [`mirror_schedule`]
 //!   runs each source's sync on its interval inside the server.
@@ -31,7 +37,7 @@
 //! - [`tls`]: the process's rustls crypto provider (ring), installed before any HTTP client.
 //! - [`health`]: the `healthcheck` client used by container and systemd health checks.
 //!
-//! Modules that later work fills (policy, rollouts, legacy hosts, compliance) are
+//! Modules that later work fills (legacy hosts, compliance, the web admin page) are
 //! not present until they do something.
 
 pub mod agent;
