@@ -536,11 +536,12 @@ impl Context {
         })
     }
 
-    /// Removes blobs no current catalog references, once older than the grace period.
+    /// Removes blobs no current catalog references and no unfinished job names, once
+    /// older than the grace period.
     pub fn gc(&self, actor: &str) -> Result<GcSummary, MirrorError> {
         let referenced: std::collections::HashSet<String> = self
             .db
-            .read_blocking(feeds::referenced_blobs)?
+            .read_blocking(feeds::blobs_in_use)?
             .into_iter()
             .collect();
         let now = SystemClock.now();

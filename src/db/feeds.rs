@@ -62,6 +62,22 @@ pub fn referenced_blobs(conn: &Connection) -> Result<BTreeSet<String>, DbError> 
     Ok(v)
 }
 
+/// Every blob GC must keep: those a current catalog references, and those an unfinished
+/// job's ticket names (its patch may have left the catalogs, but its agent may still
+/// download it).
+pub fn blobs_in_use(conn: &Connection) -> Result<BTreeSet<String>, DbError> {
+    let mut v = referenced_blobs(conn)?;
+    let mut st = conn.prepare(
+        "SELECT DISTINCT ja.sha256 FROM job_artifacts ja JOIN jobs j ON j.id = ja.job_id
+         WHERE j.state NOT IN ('succeeded', 'rolled_back', 'rollback_failed', 'expired',
+                               'cancelled')",
+    )?;
+    for sha in st.query_map([], |r| r.get::<_, String>(0))? {
+        v.insert(sha?);
+    }
+    Ok(v)
+}
+
 /// Whether some feed's current catalog references the blob `sha256` (the artifact
 /// endpoint serves only these). A scan of `patch_blobs` (its key leads with the feed):
 /// the table holds one row per artifact of the current catalogs, so it stays small.
@@ -377,4 +393,34 @@ pub fn replace_kev(tx: &Transaction<'_>, entries: &[KevEntry]) -> Result<usize, 
         st.execute(params![e.cve, e.date_added, e.due_date, e.ransomware])?;
     }
     Ok(entries.len())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gc_keeps_the_blobs_of_unfinished_jobs() {
+        let d = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::open(&d.path().join("t.db"), Default::default()).unwrap();
+        let (open, done) = ("a".repeat(64), "b".repeat(64));
+        db.write_blocking(|tx| {
+            tx.execute(
+                "INSERT INTO hosts (id, hostname, public_key, labels, enrolled_at)
+                 VALUES ('h-1', 'h1', 'k', '{}', 't')",
+                [],
+            )?;
+            for (job, state, sha) in [("j-1", "offered", &open), ("j-2", "succeeded", &done)] {
+                tx.execute(
+                    "INSERT INTO jobs (id, host_id, feed, patch_id, state, ticket, created_at,
+                     updated_at) VALUES (?1, 'h-1', 'f', 'p', ?2, x'', 't', 't')",
+                    [job, state],
+                )?;
+                crate::db::jobs::insert_job_artifacts(tx, job, "h-1", [sha.as_str()])?;
+            }
+            Ok::<_, crate::error::DbError>(())
+        })
+        .unwrap();
+        let kept = db.read_blocking(super::blobs_in_use).unwrap();
+        assert!(kept.contains(&open), "{kept:?}");
+        assert!(!kept.contains(&done), "{kept:?}");
+    }
 }
