@@ -334,7 +334,7 @@ fn parse_source(
     let interval = match &rs.interval {
         None => Duration::from_secs(6 * 3600),
         Some(i) => {
-            let d: jiff::SignedDuration = i.get_ref().parse().map_err(|_| {
+            let d = crate::policy::duration::parse(i.get_ref()).map_err(|_| {
                 src.err_at(
                     i.span(),
                     "mirror.sources.interval",
@@ -916,6 +916,28 @@ mod tests {
                 interval: Duration::from_secs(1800),
             }]
         );
+    }
+
+    #[test]
+    fn the_interval_examples_the_error_gives_all_parse() {
+        for (text, secs) in [
+            ("30m", 1800),
+            ("6h", 21_600),
+            ("1d", 86_400),
+            ("7d", 604_800),
+        ] {
+            let toml = format!(
+                "[[mirror.sources]]\nname = \"a\"\nurl = \"file:///x\"\nroot = \"/r\"\n\
+                 interval = \"{text}\"\n"
+            );
+            let c = Config::from_sources(Some(("t.toml", &toml)), &Overrides::default())
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(
+                c.mirror.sources[0].interval,
+                Duration::from_secs(secs),
+                "{text}"
+            );
+        }
     }
 
     #[test]
