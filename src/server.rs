@@ -164,6 +164,11 @@ fn spawn_job_expiry(
                 .write(move |tx| {
                     let approved =
                         crate::rollout::approvals::auto_approve_all(tx, now, &sched.policy)?;
+                    // The snapshot reads every host's inventory: only when a rollout
+                    // is running or still has packages in an apt ring.
+                    if !crate::db::rollout::needs_attention(tx)? {
+                        return Ok((approved, vec![]));
+                    }
                     let mut world = crate::rollout::World::load(tx)?;
                     let mut halted =
                         crate::rollout::engine::apply_brakes(tx, &mut world, &sched.policy, now)?;

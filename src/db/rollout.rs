@@ -107,6 +107,23 @@ pub fn any_active(conn: &Connection) -> Result<bool, DbError> {
         .is_some())
 }
 
+/// Whether the periodic rollout work has anything to do: a rollout is active, or one
+/// that is not still has packages in an apt ring (to be withdrawn).
+pub fn needs_attention(conn: &Connection) -> Result<bool, DbError> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM rollouts r
+             WHERE r.state = 'active'
+                OR EXISTS (SELECT 1 FROM apt_ring_packages a
+                           WHERE a.feed = r.feed AND a.patch_id = r.patch_id)
+             LIMIT 1",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
 /// Creates the rollout (`active`) or sets its state; `note` says why.
 pub fn put_rollout(
     tx: &Transaction<'_>,

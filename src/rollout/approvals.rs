@@ -124,7 +124,7 @@ pub fn decide(
     actor: &str,
     reason: &str,
 ) -> Result<Decided, RolloutError> {
-    let world = World::load(tx)?;
+    let world = World::load_decisions(tx)?;
     let p = world.find_patch(needle)?.clone();
     let approval = check_decision(
         decision,
@@ -164,7 +164,7 @@ pub fn auto_approve_all(
     if policy.auto_approve.is_empty() {
         return Ok(vec![]);
     }
-    let mut world = World::load(tx)?;
+    let mut world = World::load_decisions(tx)?;
     let mut out = Vec::new();
     for p in world.patches.clone() {
         let current = world.approval(&p).effective(now);

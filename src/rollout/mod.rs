@@ -104,6 +104,14 @@ fn stored<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, R
 impl World {
     /// Loads the snapshot.
     pub fn load(conn: &Connection) -> Result<World, RolloutError> {
+        let mut w = World::load_decisions(conn)?;
+        w.load_hosts_and_jobs(conn)?;
+        Ok(w)
+    }
+
+    /// Only the patches, approvals and rollouts (no hosts, no jobs): enough for
+    /// approval decisions, and cheap.
+    pub fn load_decisions(conn: &Connection) -> Result<World, RolloutError> {
         let mut w = World::default();
         let kev: BTreeMap<(String, String), (bool, Option<String>)> =
             crate::db::feeds::list_patches(conn)?
@@ -127,6 +135,11 @@ impl World {
         for r in q::rollouts(conn, None)? {
             w.rollouts.insert((r.feed.clone(), r.patch_id.clone()), r);
         }
+        Ok(w)
+    }
+
+    fn load_hosts_and_jobs(&mut self, conn: &Connection) -> Result<(), RolloutError> {
+        let w = self;
         for (h, inv) in q::hosts_with_inventory(conn)? {
             if h.revoked_at.is_some() {
                 continue;
@@ -151,7 +164,7 @@ impl World {
             let jobs = q::jobs_of_patch(conn, &r.feed, &r.patch_id)?;
             w.jobs.insert((r.feed.clone(), r.patch_id.clone()), jobs);
         }
-        Ok(w)
+        Ok(())
     }
 
     /// Also loads the jobs of every patch, not only those with a rollout (for
