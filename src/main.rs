@@ -491,33 +491,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Decline(a) => {
             let config = load_config(&cli, None)?;
             let db = Appliance::open_existing(&config)?;
-            let d = patchward::policy::approval::Decision::Decline {
-                reason: a.reason.clone(),
-            };
-            patchward::rollout::cli::decide(
-                &db,
-                &config,
-                SystemClock.now(),
-                &a.patch,
-                d,
-                &invoking_user(),
-                &a.reason,
-            )?;
+            patchward::rollout::cli::decline(&db, &config, SystemClock.now(), a, &invoking_user())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Defer(a) => {
             let config = load_config(&cli, None)?;
             let db = Appliance::open_existing(&config)?;
-            let d = patchward::policy::approval::Decision::Defer { until: a.until };
-            patchward::rollout::cli::decide(
-                &db,
-                &config,
-                SystemClock.now(),
-                &a.patch,
-                d,
-                &invoking_user(),
-                &a.reason,
-            )?;
+            patchward::rollout::cli::defer(&db, &config, SystemClock.now(), a, &invoking_user())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Rollout(cmd) => {

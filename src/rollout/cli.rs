@@ -157,7 +157,7 @@ fn print_decided(d: &Decided) {
 }
 
 /// A decision by hand (`approve`, `expedite`, `decline`, `defer`).
-pub fn decide(
+fn decide(
     db: &Db,
     config: &Config,
     now: Timestamp,
@@ -198,6 +198,30 @@ pub fn expedite(
         rings: rings_or_all(config, &a.rings),
         expedite: Some(a.reason.clone()),
     };
+    decide(db, config, now, &a.patch, decision, actor, &a.reason)
+}
+
+pub fn decline(
+    db: &Db,
+    config: &Config,
+    now: Timestamp,
+    a: &DeclineArgs,
+    actor: &str,
+) -> Result<(), RolloutError> {
+    let decision = Decision::Decline {
+        reason: a.reason.clone(),
+    };
+    decide(db, config, now, &a.patch, decision, actor, &a.reason)
+}
+
+pub fn defer(
+    db: &Db,
+    config: &Config,
+    now: Timestamp,
+    a: &DeferArgs,
+    actor: &str,
+) -> Result<(), RolloutError> {
+    let decision = Decision::Defer { until: a.until };
     decide(db, config, now, &a.patch, decision, actor, &a.reason)
 }
 

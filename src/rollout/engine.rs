@@ -409,14 +409,19 @@ pub fn offer(
     if !q::any_active(tx)? {
         return Ok(None);
     }
+    // One job at a time, whoever created it (a rollout or `patchward deploy`); checked
+    // on the host's own jobs before the whole snapshot is read.
+    let busy = q::jobs_of_host(tx, host_id)?
+        .iter()
+        .any(|j| JobState::parse(&j.state).is_some_and(JobState::is_open));
+    if busy {
+        return Ok(None);
+    }
     let mut world = World::load(tx)?;
     apply_brakes(tx, &mut world, policy, now)?;
     let Some(host) = world.hosts.get(host_id).cloned() else {
         return Ok(None);
     };
-    if busy_with(&world, host_id).is_some() {
-        return Ok(None);
-    }
     let mut best: Option<(&Patch, String, Timestamp)> = None;
     for p in &world.patches {
         if world.rollout(p).is_none_or(|r| r.state != "active") {

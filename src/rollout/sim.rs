@@ -407,3 +407,58 @@ fn six_weeks_across_two_clock_changes() {
         })
         .unwrap();
 }
+
+#[test]
+fn a_host_busy_with_a_deployed_job_is_offered_nothing_until_it_ends() {
+    let sim = Sim::new(&[
+        patch("acme/manual-1", Severity::Low, 20),
+        patch("acme/rolled-1", Severity::High, 20),
+    ]);
+    // Tuesday 02:30 in Berlin: inside the window.
+    let now = t("2026-03-03T01:30:00Z");
+    let (_, p1) = sim.hosts[0].clone();
+    let deployed = sim
+        .db
+        .write_blocking(|tx| {
+            crate::fleet::jobs::create(
+                tx,
+                now,
+                &sim.key,
+                &crate::fleet::jobs::NewJob {
+                    patch: "acme/manual-1".into(),
+                    host: p1.clone(),
+                    not_before: None,
+                    latest_start: None,
+                },
+                "test",
+            )
+        })
+        .unwrap()
+        .0;
+    sim.approve(now, "acme/rolled-1", false);
+    let offer = || {
+        sim.db
+            .write_blocking(|tx| super::engine::offer(tx, now, &sim.policy, &sim.key, &p1))
+            .unwrap()
+    };
+    assert_eq!(offer(), None, "offered while the deployed job is open");
+    let done: Vec<JobEvent> = [
+        JobState::Downloading,
+        JobState::Downloaded,
+        JobState::Installing,
+        JobState::Verifying,
+        JobState::Succeeded,
+    ]
+    .into_iter()
+    .map(|state| JobEvent {
+        job_id: deployed.id.clone(),
+        state,
+        at: now,
+        output: String::new(),
+    })
+    .collect();
+    sim.db
+        .write_blocking(|tx| crate::fleet::jobs::apply_events(tx, &p1, &done))
+        .unwrap();
+    assert!(offer().is_some(), "not offered once the host was free");
+}

@@ -280,6 +280,36 @@ fn approve_pilot_gate_broad_with_explanations_and_the_error_brake() {
         stderr(&o)
     );
 
+    // Defer: a date in the past is refused and changes nothing; a future one holds it.
+    let o = run(site.cmd(&["defer", "acme/bad-1", "--until", "2020-01-01T00:00:00Z"]));
+    assert!(
+        !o.status.success() && stderr(&o).contains("not in the future"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        explain(&site, "broad1", "acme/bad-1")["reason"]["code"],
+        "rollout_aborted"
+    );
+    let until = (Timestamp::now() + jiff::SignedDuration::from_hours(48)).to_string();
+    ok(run(site.cmd(&["defer", "acme/bad-1", "--until", &until])));
+    assert_eq!(
+        explain(&site, "broad1", "acme/bad-1")["reason"]["code"],
+        "deferred"
+    );
+    ok(run(site.cmd(&[
+        "decline",
+        "acme/bad-1",
+        "--reason",
+        "vendor pulled it",
+    ])));
+    let e = explain(&site, "broad1", "acme/bad-1");
+    assert_eq!(e["reason"]["code"], "declined", "{e}");
+    assert!(
+        e["sentence"].as_str().unwrap().contains("vendor pulled it"),
+        "{e}"
+    );
+
     // windows next prints the openings in local time.
     let out =
         ok(run(site.cmd(&[
