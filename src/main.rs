@@ -434,11 +434,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let db = Appliance::open_existing(&config)?;
             let dir = patchward::appliance::DataDir::new(&config.data_dir);
             let key = patchward::trust::keys::Ed25519Key::load(&dir.ed25519_key())?;
+            let (_, entry) = db.read_blocking(|c| jobs::find_patch(c, patch))?;
             let req = jobs::NewJob {
                 patch: patch.clone(),
                 host: host.clone(),
                 not_before: *not_before,
                 latest_start: *latest_start,
+                health_check: config.policy.classes.get(entry.kind).health_check,
+                rollback_of: None,
             };
             let actor = invoking_user();
             let now = SystemClock.now();

@@ -164,21 +164,20 @@ fn spawn_job_expiry(
                 .write(move |tx| {
                     let approved =
                         crate::rollout::approvals::auto_approve_all(tx, now, &sched.policy)?;
-                    // The snapshot reads every host's inventory: only when a rollout
-                    // is running or still has packages in an apt ring.
+                    // Inventory changes the planner has read are no longer needed.
+                    crate::db::rollout::prune_inventory_changes(
+                        tx,
+                        sched.planner.applied_change(),
+                    )?;
+                    // Withdrawals of aborted or declined apt patches (the planner
+                    // handles active rollouts every second).
                     if !crate::db::rollout::needs_attention(tx)? {
                         return Ok((approved, vec![]));
                     }
-                    let mut world = crate::rollout::World::load(tx)?;
-                    let mut halted =
-                        crate::rollout::engine::apply_brakes(tx, &mut world, &sched.policy, now)?;
-                    halted.extend(crate::rollout::apt_sync::sync(
-                        tx,
-                        &world,
-                        &sched.policy,
-                        now,
-                    )?);
-                    Ok::<_, crate::rollout::RolloutError>((approved, halted))
+                    let plan = sched.planner.current();
+                    let changes =
+                        crate::rollout::planner::advance(tx, &sched.policy, plan.as_deref(), now)?;
+                    Ok::<_, crate::rollout::RolloutError>((approved, changes))
                 })
                 .await;
             match advanced {
@@ -189,6 +188,76 @@ fn spawn_job_expiry(
                     for h in halted {
                         tracing::info!(change = %h, "rollouts advanced");
                     }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot advance rollouts"),
+            }
+        }
+    })
+}
+
+/// How often the fleet plan is rebuilt while a rollout needs attention.
+const PLAN_EVERY: Duration = Duration::from_secs(1);
+
+/// Every [`PLAN_EVERY`] while a rollout is active (or has packages in an apt ring):
+/// rebuilds the fleet plan that check-ins read, and acts on it when it changed what
+/// should happen (a fired error brake, apt rings to release or withdraw).
+fn spawn_planner(
+    db: crate::db::Db,
+    clock: SharedClock,
+    scheduler: Arc<crate::web::Scheduler>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PLAN_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // What the last `advance` acted on: halts and apt rings per rollout.
+        let mut acted: Option<String> = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let now = clock.now();
+            let planner = scheduler.planner.clone();
+            let built = db
+                .read(move |c| {
+                    if !crate::db::rollout::needs_attention(c)? {
+                        planner.clear();
+                        return Ok(None);
+                    }
+                    planner.rebuild(c, now).map(Some)
+                })
+                .await;
+            let plan = match built {
+                Ok(Some(plan)) => plan,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot plan rollouts; offers wait for the next plan");
+                    continue;
+                }
+            };
+            let fingerprint = format!(
+                "{:?}",
+                plan.patches
+                    .iter()
+                    .map(|pp| (pp.patch.key(), plan.apt_rings(&pp.patch)))
+                    .collect::<Vec<_>>()
+            );
+            let braked = plan.patches.iter().any(|pp| pp.plan.halted.is_some());
+            if !braked && acted.as_deref() == Some(fingerprint.as_str()) {
+                continue;
+            }
+            let sched = scheduler.clone();
+            let p = plan.clone();
+            match db
+                .write(move |tx| crate::rollout::planner::advance(tx, &sched.policy, Some(&p), now))
+                .await
+            {
+                Ok(changes) => {
+                    for c in changes {
+                        tracing::info!(change = %c, "rollouts advanced");
+                    }
+                    acted = Some(fingerprint);
                 }
                 Err(e) => tracing::error!(error = %e, "cannot advance rollouts"),
             }
@@ -309,6 +378,7 @@ pub async fn run(
         .map(Arc::new)?;
     let dir = crate::appliance::DataDir::new(&config.data_dir);
     let scheduler = Arc::new(crate::web::Scheduler {
+        planner: Arc::new(crate::rollout::planner::Planner::new(config.policy.clone())),
         policy: config.policy.clone(),
         key: crate::trust::keys::Ed25519Key::load(&dir.ed25519_key())
             .map_err(ApplianceError::from)?,
@@ -373,6 +443,12 @@ pub async fn run(
         stop_rx.clone(),
     );
     spawn_seen_flusher(app.db.clone(), presence.clone(), stop_rx.clone());
+    spawn_planner(
+        app.db.clone(),
+        clock.clone(),
+        scheduler.clone(),
+        stop_rx.clone(),
+    );
     let apt_publisher = crate::apt::publish::spawn(publisher, clock.clone(), stop_rx.clone());
     let graceful = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;

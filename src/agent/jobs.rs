@@ -663,6 +663,13 @@ impl Runner<'_> {
     ) -> Result<Result<Backend, String>, AgentError> {
         Ok(match t.method {
             InstallMethod::Script => self.unpack(t).map(Backend::Script),
+            InstallMethod::Apt if t.health_check => Err(
+                "the patch's class requires an application health check, which only a \
+                 `script` patch can carry (its `health` executable); nothing was installed. \
+                 Publish it as a script patch, or set [policy.classes.application] \
+                 health_check = false on the appliance"
+                    .into(),
+            ),
             InstallMethod::Apt => {
                 let pins = match self.cached(t, ArtifactFormat::Deb).and_then(|debs| {
                     apt::pins(&debs.iter().map(PathBuf::as_path).collect::<Vec<_>>())
@@ -672,6 +679,19 @@ impl Runner<'_> {
                 };
                 let before = match journal.apt_before(&t.job_id) {
                     Some(b) => b.clone(),
+                    // A rollback job restores what was there before the job it undoes.
+                    None if t.rollback_of.is_some() => {
+                        let orig = t.rollback_of.as_deref().unwrap_or_default();
+                        match journal.apt_before(orig) {
+                            Some(b) => b.clone(),
+                            None => {
+                                return Ok(Err(format!(
+                                    "this host's journal has no record of the versions before \
+                                     job {orig}; nothing was changed, downgrade by hand"
+                                )));
+                            }
+                        }
+                    }
                     None => match apt::snapshot(&pins) {
                         Ok(b) => {
                             journal.append(Line::AptBefore {
@@ -707,6 +727,13 @@ impl Runner<'_> {
             if !work.0.join(needed).is_file() {
                 return Err(format!("the archive has no `{needed}` executable"));
             }
+        }
+        if t.health_check && !work.0.join("health").is_file() {
+            return Err(
+                "the patch's class requires an application health check, but the archive \
+                 has no `health` executable"
+                    .into(),
+            );
         }
         Ok(work)
     }
@@ -754,6 +781,9 @@ impl Runner<'_> {
             Ok(b) => b,
             Err(why) => return fail(journal, id, now(), &why),
         };
+        if let Some(orig) = &t.rollback_of {
+            return self.roll_back_installed(journal, &backend, t, now, orig);
+        }
         if t.needs_backup {
             if !Self::has_step(&backend, "backup") {
                 return fail(
@@ -797,7 +827,7 @@ impl Runner<'_> {
             let why = format!("{note}verify failed\n{}", v.output);
             return self.fail_and_roll_back(journal, backend, t, now, &why);
         }
-        let output = format!("{note}{}", v.output);
+        let mut output = format!("{note}{}", v.output);
         let confirming = journal.last_states().get(&t.job_id) == Some(&JobState::RebootPending);
         if t.reboot && !confirming {
             journal.append(Line::Boot {
@@ -808,8 +838,54 @@ impl Runner<'_> {
             self.reboot_wanted = Some(t.job_id.clone());
             return Ok(Some(JobState::RebootPending));
         }
+        if t.health_check {
+            // After the reboot, for patches that reboot: the application as it will run.
+            let h = Self::step(journal, backend, t, "health")?;
+            if !h.success {
+                let why = format!("{output}application health check failed\n{}", h.output);
+                return self.fail_and_roll_back(journal, backend, t, now, &why);
+            }
+            output.push_str(&h.output);
+        }
         journal.record(&t.job_id, JobState::Succeeded, now(), &output)?;
         Ok(Some(JobState::Succeeded))
+    }
+
+    /// A rollback job: undoes what job `orig` installed, with the patch's own rollback.
+    fn roll_back_installed(
+        &mut self,
+        journal: &mut Journal,
+        backend: &Backend,
+        t: &Ticket,
+        now: &dyn Fn() -> Timestamp,
+        orig: &str,
+    ) -> Result<Option<JobState>, AgentError> {
+        let id = t.job_id.as_str();
+        if !Self::has_step(backend, "rollback") {
+            return fail(
+                journal,
+                id,
+                now(),
+                &format!(
+                    "the patch has no rollback (no `rollback` executable, or no versions \
+                     recorded before job {orig}); nothing was changed, undo it by hand"
+                ),
+            );
+        }
+        journal.record(
+            id,
+            JobState::RollingBack,
+            now(),
+            &format!("undoing job {orig}"),
+        )?;
+        let r = Self::step(journal, backend, t, "rollback")?;
+        let to = if r.success {
+            JobState::RolledBack
+        } else {
+            JobState::RollbackFailed
+        };
+        journal.record(id, to, now(), &r.output)?;
+        Ok(Some(to))
     }
 
     fn fail_and_roll_back(

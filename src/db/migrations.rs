@@ -268,11 +268,51 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         ) STRICT;
         "#,
         ),
+        M::up(
+            r#"
+        -- Which hosts' inventories changed, in order: the fleet planner (rollout::planner)
+        -- re-reads only those. Filled by triggers, so every writer (server or CLI) is
+        -- seen; the server deletes rows the planner has consumed.
+        -- AUTOINCREMENT: ids are never reused after the consumed rows are deleted.
+        CREATE TABLE inventory_changes (
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            host_id  TEXT NOT NULL
+        ) STRICT;
+        CREATE TRIGGER inventory_changes_insert AFTER INSERT ON host_inventory
+        BEGIN
+            INSERT INTO inventory_changes (host_id) VALUES (NEW.host_id);
+        END;
+        CREATE TRIGGER inventory_changes_update AFTER UPDATE OF inventory ON host_inventory
+        BEGIN
+            INSERT INTO inventory_changes (host_id) VALUES (NEW.host_id);
+        END;
+
+        -- Bumped by every change of approvals or rollouts (any process): a fleet plan
+        -- built before the latest bump is stale, and check-ins rebuild it first.
+        CREATE TABLE rollout_generation (
+            id  INTEGER PRIMARY KEY CHECK (id = 1),
+            n   INTEGER NOT NULL
+        ) STRICT;
+        INSERT INTO rollout_generation (id, n) VALUES (1, 0);
+        CREATE TRIGGER rollout_generation_approvals_insert AFTER INSERT ON approvals
+        BEGIN UPDATE rollout_generation SET n = n + 1; END;
+        CREATE TRIGGER rollout_generation_approvals_update AFTER UPDATE ON approvals
+        BEGIN UPDATE rollout_generation SET n = n + 1; END;
+        CREATE TRIGGER rollout_generation_approvals_delete AFTER DELETE ON approvals
+        BEGIN UPDATE rollout_generation SET n = n + 1; END;
+        CREATE TRIGGER rollout_generation_rollouts_insert AFTER INSERT ON rollouts
+        BEGIN UPDATE rollout_generation SET n = n + 1; END;
+        CREATE TRIGGER rollout_generation_rollouts_update AFTER UPDATE ON rollouts
+        BEGIN UPDATE rollout_generation SET n = n + 1; END;
+        CREATE TRIGGER rollout_generation_rollouts_delete AFTER DELETE ON rollouts
+        BEGIN UPDATE rollout_generation SET n = n + 1; END;
+        "#,
+        ),
     ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 7;
+pub const LATEST: usize = 8;
 
 /// Migration 6's hook: fills `job_artifacts` from the tickets of jobs created before it,
 /// in the migration's transaction. SQLite cannot decode the envelope's base64 payload,
@@ -368,6 +408,8 @@ mod tests {
             reboot: false,
             est_minutes: 1,
             needs_backup: false,
+            health_check: false,
+            rollback_of: None,
             issued: "2026-11-27T10:00:00Z".parse().unwrap(),
         }
         .sign(&key)

@@ -234,3 +234,45 @@ pub fn hosts_with_inventory(
     }
     Ok(out)
 }
+
+/// Hosts whose inventory changed after change `after`, with the newest change id.
+pub fn inventory_changes_since(
+    conn: &Connection,
+    after: i64,
+) -> Result<(i64, Vec<String>), DbError> {
+    let mut st =
+        conn.prepare_cached("SELECT id, host_id FROM inventory_changes WHERE id > ?1 ORDER BY id")?;
+    let mut last = after;
+    let mut hosts = Vec::new();
+    for row in st.query_map([after], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })? {
+        let (id, host) = row?;
+        last = last.max(id);
+        hosts.push(host);
+    }
+    hosts.sort();
+    hosts.dedup();
+    Ok((last, hosts))
+}
+
+/// The newest inventory change id (0 when none).
+pub fn last_inventory_change(conn: &Connection) -> Result<i64, DbError> {
+    Ok(conn.query_row(
+        "SELECT COALESCE(MAX(id), 0) FROM inventory_changes",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Forgets inventory changes up to `upto` (the planner has read them).
+pub fn prune_inventory_changes(tx: &Transaction<'_>, upto: i64) -> Result<usize, DbError> {
+    Ok(tx.execute("DELETE FROM inventory_changes WHERE id <= ?1", [upto])?)
+}
+
+/// The approvals-and-rollouts generation (see migration 8).
+pub fn rollout_generation(conn: &Connection) -> Result<i64, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT n FROM rollout_generation WHERE id = 1")?
+        .query_row([], |r| r.get(0))?)
+}

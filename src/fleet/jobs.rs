@@ -106,7 +106,8 @@ impl JobState {
         match self {
             Offered => &[Downloading, Failed, Expired, Cancelled],
             Downloading => &[Downloaded, Failed, Cancelled],
-            Downloaded => &[Installing, Failed, Expired, Cancelled],
+            // `rolling_back` straight after the download: a rollback job.
+            Downloaded => &[Installing, RollingBack, Failed, Expired, Cancelled],
             Installing => &[Verifying, Failed],
             Verifying => &[Succeeded, RebootPending, Failed],
             RebootPending => &[Succeeded, Failed],
@@ -142,6 +143,18 @@ pub struct Ticket {
     pub reboot: bool,
     pub est_minutes: u32,
     pub needs_backup: bool,
+    /// The agent runs the archive's `health` executable after `verify` (and after the
+    /// reboot, for patches that reboot); the job succeeds only if it passes, else it is
+    /// rolled back. Set for classes whose rules ask for it (application). Absent from
+    /// tickets that do not need it, so older tickets read the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub health_check: bool,
+    /// Set on a rollback job (`patchward rollout rollback`): the agent does not install,
+    /// it runs the patch's rollback (the archive's `rollback` executable, or for apt the
+    /// versions its journal recorded before job `rollback_of`), then reports
+    /// `rolling_back` and `rolled_back` or `rollback_failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<String>,
     pub issued: Timestamp,
 }
 
@@ -206,6 +219,10 @@ pub struct NewJob {
     pub host: String,
     pub not_before: Option<Timestamp>,
     pub latest_start: Option<Timestamp>,
+    /// The patch's class requires the application health check (policy classes).
+    pub health_check: bool,
+    /// A rollback job: undo what job `rollback_of` installed (`rollout rollback`).
+    pub rollback_of: Option<String>,
 }
 
 fn new_job_id() -> String {
@@ -214,7 +231,7 @@ fn new_job_id() -> String {
     format!("j-{}", hex::encode(b))
 }
 
-fn find_patch(conn: &Connection, needle: &str) -> Result<(String, PatchEntry), FleetError> {
+pub fn find_patch(conn: &Connection, needle: &str) -> Result<(String, PatchEntry), FleetError> {
     let (feed, id) = match needle.split_once(':') {
         Some((f, i)) if !f.is_empty() && !f.contains('/') => (Some(f), i),
         _ => (None, needle),
@@ -298,6 +315,8 @@ pub fn create(
         reboot: entry.reboot,
         est_minutes: entry.est_minutes,
         needs_backup: entry.needs_backup(),
+        health_check: req.health_check,
+        rollback_of: req.rollback_of.clone(),
         issued: now,
     };
     let at = now.to_string();
@@ -329,7 +348,7 @@ pub fn create(
             details: serde_json::json!({
                 "host": host.id, "hostname": host.hostname, "feed": row.feed,
                 "patch": row.patch_id, "not_before": req.not_before,
-                "latest_start": req.latest_start,
+                "latest_start": req.latest_start, "rollback_of": req.rollback_of,
             }),
         },
     )?;
@@ -568,6 +587,8 @@ mod tests {
             reboot: false,
             est_minutes: 1,
             needs_backup: false,
+            health_check: false,
+            rollback_of: None,
             issued: "2026-11-27T10:00:00Z".parse().unwrap(),
         }
     }

@@ -58,6 +58,22 @@ pub struct HostResult {
 pub struct RingResults {
     pub ring: String,
     pub hosts: Vec<HostResult>,
+    /// Hosts of the ring the patch applies to that have no job for it yet and are not
+    /// listed in `hosts` (the fleet planner counts them instead of listing thousands of
+    /// `Pending` entries). They count exactly like `Pending` entries.
+    #[serde(default)]
+    pub unlisted_pending: usize,
+}
+
+impl RingResults {
+    /// How many hosts the ring has for this patch, listed or not.
+    pub fn len(&self) -> usize {
+        self.hosts.len() + self.unlisted_pending
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The error brake: halt when failures exceed a count or a percentage of the ring.
@@ -294,7 +310,10 @@ struct Counts {
 }
 
 fn counts(r: &RingResults) -> Counts {
-    let mut c = Counts::default();
+    let mut c = Counts {
+        pending: r.unlisted_pending,
+        ..Counts::default()
+    };
     for h in &r.hosts {
         match h.outcome {
             HostOutcome::Pending => c.pending += 1,
@@ -316,7 +335,7 @@ fn counts(r: &RingResults) -> Counts {
 /// May the ring after `ring` start? Pure: `now` is only compared with the soak's end and
 /// check-in times.
 pub fn gate(ring: &RingResults, rules: &GateRules, now: Timestamp) -> GateStatus {
-    let n = ring.hosts.len();
+    let n = ring.len();
     if n == 0 {
         return GateStatus::Passed;
     }

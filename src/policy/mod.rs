@@ -34,7 +34,9 @@ pub use gate::{GateRules, GateStatus, HostOutcome, HostResult, RingResults, gate
 pub use rings::{Ring, RingPlan, plan_rollout};
 pub use sla::{SlaRules, SlaStatus};
 pub use why::WhyNot;
-pub use windows::{Opening, StartCheck, Urgency, Windows, may_start, next_allowed_start};
+pub use windows::{
+    Opening, StartCheck, Urgency, Windows, may_start, may_start_now, next_allowed_start,
+};
 
 /// A policy configuration problem: the key at fault and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

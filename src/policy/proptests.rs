@@ -358,7 +358,7 @@ proptest! {
                 let hosts = (0..n)
                     .map(|h| HostResult { host: format!("r{i}h{h}"), outcome: HostOutcome::Pending, last_checkin: Some(now) })
                     .collect();
-                (RingResults { ring: format!("ring{i}"), hosts }, rules[i].clone())
+                (RingResults { ring: format!("ring{i}"), hosts, unlisted_pending: 0 }, rules[i].clone())
             })
             .collect();
         for _step in 0..60 {

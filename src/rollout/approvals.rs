@@ -286,3 +286,97 @@ pub fn control(
     )?;
     Ok(cancelled)
 }
+
+/// What `rollout rollback` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RollbackOutcome {
+    /// Jobs that had not started installing, cancelled.
+    pub cancelled: Vec<String>,
+    /// New rollback jobs, one per host that had installed the patch: (host, job).
+    pub rollback_jobs: Vec<(String, String)>,
+    /// Hosts still installing or verifying it: they finish first; run the rollback
+    /// again once they have.
+    pub still_running: Vec<String>,
+}
+
+/// Rolls a patch back: the rollout ends (`rolled_back`: no more offers, its apt rings
+/// drop it), jobs not yet started are cancelled, and every host whose latest job for it
+/// succeeded (or awaits its reboot) gets a rollback job, which its agent runs at its
+/// next check-in, outside maintenance windows too: an operator asked for it now.
+/// Audited with actor and reason. Running it again picks up hosts that finished since.
+pub fn rollback(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    key: &crate::trust::keys::Ed25519Key,
+    needle: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<RollbackOutcome, RolloutError> {
+    let mut world = World::load_decisions(tx)?;
+    world.load_rollout_jobs(tx)?;
+    let p = world.find_patch(needle)?.clone();
+    let Some(r) = world.rollout(&p).cloned() else {
+        return Err(RolloutError::NoRollout(p.key()));
+    };
+    let mut out = RollbackOutcome::default();
+    // The latest job per host, in creation order.
+    let mut latest: std::collections::BTreeMap<&str, &crate::db::rollout::JobBrief> =
+        Default::default();
+    for j in world.jobs_of(&p) {
+        latest.insert(j.host_id.as_str(), j);
+    }
+    for (host, j) in &latest {
+        match JobState::parse(&j.state) {
+            Some(s) if s.can_go_to(JobState::Cancelled) => {
+                crate::fleet::jobs::cancel(
+                    tx,
+                    now,
+                    &j.id,
+                    actor,
+                    &format!("rollout rolled back: {reason}"),
+                )?;
+                out.cancelled.push(j.id.clone());
+            }
+            Some(JobState::Succeeded | JobState::RebootPending) => {
+                let req = crate::fleet::jobs::NewJob {
+                    patch: p.key(),
+                    host: host.to_string(),
+                    not_before: None,
+                    latest_start: None,
+                    health_check: false,
+                    rollback_of: Some(j.id.clone()),
+                };
+                let (row, _) = crate::fleet::jobs::create(tx, now, key, &req, actor)?;
+                out.rollback_jobs.push((host.to_string(), row.id));
+            }
+            Some(s) if s.is_open() => out.still_running.push(host.to_string()),
+            _ => {}
+        }
+    }
+    if r.state == "rolled_back" && out.rollback_jobs.is_empty() && out.cancelled.is_empty() {
+        return Err(RolloutError::State {
+            patch: p.key(),
+            state: r.state.clone(),
+            hint: "no host has it installed any more; nothing to roll back".into(),
+        });
+    }
+    let at = now.to_string();
+    let note = format!("rolled back by {actor}: {reason}");
+    q::put_rollout(tx, &p.feed, &p.entry.id, "rolled_back", &at, &note)?;
+    audit::append(
+        tx,
+        now,
+        &NewEntry {
+            actor,
+            action: "rollout.rolled_back",
+            subject: &p.key(),
+            details: serde_json::json!({
+                "reason": reason,
+                "cancelled": out.cancelled,
+                "rollback_jobs": out.rollback_jobs,
+                "still_running": out.still_running,
+            }),
+        },
+    )?;
+    Ok(out)
+}

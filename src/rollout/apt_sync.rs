@@ -67,6 +67,33 @@ pub fn sync(
     policy: &Policy,
     now: Timestamp,
 ) -> Result<Vec<String>, RolloutError> {
+    sync_with(tx, world, now, &|p| wanted(world, policy, p, now))
+}
+
+/// [`sync`] with the fleet planner's answer for active rollouts (`plan`), so that no
+/// host snapshot is read: patches the plan does not cover (not active) need none.
+pub fn sync_planned(
+    tx: &Transaction<'_>,
+    world: &World,
+    policy: &Policy,
+    plan: Option<&super::plan::Plan>,
+    now: Timestamp,
+) -> Result<Vec<String>, RolloutError> {
+    sync_with(tx, world, now, &|p| {
+        if world.rollout(p).is_some_and(|r| r.state == "active") {
+            // Without a plan yet, leave the active rollouts' rings as they are.
+            return plan.and_then(|plan| plan.apt_rings(p)).flatten();
+        }
+        wanted(world, policy, p, now)
+    })
+}
+
+fn sync_with(
+    tx: &Transaction<'_>,
+    world: &World,
+    now: Timestamp,
+    wanted: &dyn Fn(&Patch) -> Option<BTreeSet<String>>,
+) -> Result<Vec<String>, RolloutError> {
     let mut changes = Vec::new();
     for p in world
         .patches
@@ -74,7 +101,7 @@ pub fn sync(
         .filter(|p| p.entry.install == InstallMethod::Apt)
     {
         let have = released_rings(tx, p)?;
-        let Some(mut want) = wanted(world, policy, p, now) else {
+        let Some(mut want) = wanted(p) else {
             continue;
         };
         // Never take a patch out of a ring because a gate regressed (a late failure

@@ -92,6 +92,15 @@ pub enum RolloutCmd {
         #[arg(long)]
         reason: String,
     },
+    /// Undo it: stop for good, cancel jobs not yet started, and give every host that
+    /// installed it a rollback job (run at its next check-in, windows or not).
+    Rollback {
+        patch: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `patchward windows ...`.
@@ -326,7 +335,7 @@ fn gate_text(g: &crate::policy::GateStatus) -> String {
     }
 }
 
-/// `rollout list|show|halt|resume|abort`.
+/// `rollout list|show|halt|resume|abort|rollback`.
 pub fn rollout(
     db: &Db,
     config: &Config,
@@ -352,6 +361,37 @@ pub fn rollout(
         RolloutCmd::Halt { patch, reason } => ctl(patch, Control::Halt, reason),
         RolloutCmd::Resume { patch, reason } => ctl(patch, Control::Resume, reason),
         RolloutCmd::Abort { patch, reason } => ctl(patch, Control::Abort, reason),
+        RolloutCmd::Rollback {
+            patch,
+            reason,
+            json,
+        } => {
+            let dir = crate::appliance::DataDir::new(&config.data_dir);
+            let key = crate::trust::keys::Ed25519Key::load(&dir.ed25519_key())
+                .map_err(|e| RolloutError::Stored(format!("the appliance key: {e}")))?;
+            let out =
+                db.write_blocking(|tx| approvals::rollback(tx, now, &key, patch, actor, reason))?;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&out).expect("serialisable")
+                );
+                return Ok(());
+            }
+            println!("rollout of {patch} rolled back");
+            for j in &out.cancelled {
+                println!("  cancelled job {j}");
+            }
+            for (h, j) in &out.rollback_jobs {
+                println!("  rollback job {j} for host {h} (runs at its next check-in)");
+            }
+            for h in &out.still_running {
+                println!(
+                    "  host {h} is still installing it; run `patchward rollout rollback` again once it has finished"
+                );
+            }
+            Ok(())
+        }
         RolloutCmd::List { json } | RolloutCmd::Show { json, .. } => {
             let world = db.read_blocking(World::load)?;
             let only = match cmd {

@@ -112,15 +112,19 @@ pub fn ring_results(world: &World, policy: &Policy, p: &Patch, ring: &str) -> Ri
     let jobs = world.jobs_of(p);
     let mut hosts = Vec::new();
     for (id, h) in &world.hosts {
-        if policy.ring_of(&h.facts).map(|r| r.name.as_str()) != Some(ring)
-            || applicability(&p.entry, &h.facts).is_err()
-        {
+        if policy.ring_of(&h.facts).map(|r| r.name.as_str()) != Some(ring) {
             continue;
         }
+        // A host with a job for the patch counts even when the patch no longer applies
+        // to it: installing it is exactly what makes a `below_version` selector stop
+        // matching.
         let latest = jobs.iter().rev().find(|j| &j.host_id == id);
         let out = latest
             .and_then(|j| outcome(&j.state, ts(&j.created_at), ts(&j.updated_at)))
             .unwrap_or(HostOutcome::Pending);
+        if out == HostOutcome::Pending && applicability(&p.entry, &h.facts).is_err() {
+            continue;
+        }
         let acknowledged = match out {
             HostOutcome::Failed { at } | HostOutcome::RolledBack { at } => {
                 ack.is_some_and(|a| at <= a)
@@ -139,6 +143,7 @@ pub fn ring_results(world: &World, policy: &Policy, p: &Patch, ring: &str) -> Ri
     RingResults {
         ring: ring.to_string(),
         hosts,
+        unlisted_pending: 0,
     }
 }
 
@@ -231,7 +236,7 @@ pub fn evaluate(world: &World, policy: &Policy, host: &Host, p: &Patch, now: Tim
     }
     match world.rollout(p).map(|r| (r.state.as_str(), r.note.clone())) {
         Some(("active", _)) => {}
-        Some(("aborted" | "superseded", note)) => {
+        Some(("aborted" | "superseded" | "rolled_back", note)) => {
             return blocked(Reason::RolloutAborted { note });
         }
         Some(("halted", note)) if note.starts_with("error brake") => {
@@ -453,6 +458,8 @@ pub fn offer(
         host: host_id.to_string(),
         not_before: None,
         latest_start: Some(latest_start),
+        health_check: policy.classes.get(p.entry.kind).health_check,
+        rollback_of: None,
     };
     let (row, _) = crate::fleet::jobs::create(tx, now, key, &req, &format!("rollout:{}", p.key()))?;
     q::set_job_ring(tx, &row.id, &ring)?;

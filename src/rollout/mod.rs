@@ -19,6 +19,9 @@ pub mod approvals;
 pub mod apt_sync;
 pub mod cli;
 pub mod engine;
+pub mod fleet_index;
+pub mod plan;
+pub mod planner;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -97,6 +100,28 @@ pub struct World {
     pub jobs: BTreeMap<(String, String), Vec<JobBrief>>,
 }
 
+/// One enrolled, not revoked host's facts, read from the database.
+pub fn host_facts(conn: &Connection, host_id: &str) -> Result<Option<HostFacts>, RolloutError> {
+    let Some(h) = crate::db::fleet::host(conn, host_id)? else {
+        return Ok(None);
+    };
+    if h.revoked_at.is_some() {
+        return Ok(None);
+    }
+    let labels: BTreeMap<String, String> = stored(&format!("labels of host {}", h.id), &h.labels)?;
+    let Some((_, inv, _)) = crate::db::fleet::inventory(conn, host_id)? else {
+        return Ok(None);
+    };
+    let inv: Inventory = stored(&format!("inventory of host {}", h.id), &inv)?;
+    Ok(Some(HostFacts::from_inventory(
+        &h.id,
+        &inv,
+        labels,
+        h.ring.clone(),
+        false,
+    )))
+}
+
 fn stored<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, RolloutError> {
     serde_json::from_str(json).map_err(|e| RolloutError::Stored(format!("{what}: {e}")))
 }
@@ -163,6 +188,16 @@ impl World {
         for r in w.rollouts.values() {
             let jobs = q::jobs_of_patch(conn, &r.feed, &r.patch_id)?;
             w.jobs.insert((r.feed.clone(), r.patch_id.clone()), jobs);
+        }
+        Ok(())
+    }
+
+    /// Loads the jobs of every active rollout (the planner's world has no hosts: the
+    /// fleet index stands for them).
+    pub fn load_rollout_jobs(&mut self, conn: &Connection) -> Result<(), RolloutError> {
+        for r in self.rollouts.values() {
+            let jobs = q::jobs_of_patch(conn, &r.feed, &r.patch_id)?;
+            self.jobs.insert((r.feed.clone(), r.patch_id.clone()), jobs);
         }
         Ok(())
     }

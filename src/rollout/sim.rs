@@ -1,6 +1,9 @@
 //! A multi-week simulation of the scheduler with a manual clock and simulated agents,
-//! in process: the real database, the real `engine::offer` at every check-in, and
-//! agents that report through `fleet::jobs::apply_events` like the real one.
+//! in process: the real database, the server's planner (`planner::Planner` rebuilt and
+//! acted on, then `plan::offer`) at every check-in, and agents that report through
+//! `fleet::jobs::apply_events` like the real one. At every check-in the exact
+//! per-host evaluator (`engine::offer`, which `explain` shares) is asked too, in a
+//! savepoint that is rolled back, and must pick the same patch.
 //!
 //! Eight hosts (two pilot, six broad; two broad hosts keep New York time, the rest
 //! Berlin) check in every 20 minutes from 2026-03-01 to 2026-04-12, across the US
@@ -96,6 +99,7 @@ struct Sim {
     offered: BTreeMap<(String, String), Timestamp>,
     /// (host, patch) -> when it succeeded.
     done: BTreeMap<(String, String), Timestamp>,
+    planner: super::planner::Planner,
 }
 
 impl Sim {
@@ -178,6 +182,7 @@ impl Sim {
             failing: BTreeSet::new(),
             offered: BTreeMap::new(),
             done: BTreeMap::new(),
+            planner: super::planner::Planner::new(policy()),
         }
     }
 
@@ -195,23 +200,45 @@ impl Sim {
         self.decide(now, id, d);
     }
 
+    /// The planner's offer, checked against the exact evaluator's choice.
+    fn offer(&self, tx: &rusqlite::Transaction<'_>, now: Timestamp, host: &str) -> Option<String> {
+        let patch_of = |job: &Option<String>| {
+            job.as_ref().map(|j| {
+                crate::db::jobs::job(tx, j)
+                    .unwrap()
+                    .map(|r| r.patch_id)
+                    .unwrap()
+            })
+        };
+        tx.execute_batch("SAVEPOINT exact").unwrap();
+        let exact = super::engine::offer(tx, now, &self.policy, &self.key, host).unwrap();
+        let exact = patch_of(&exact);
+        tx.execute_batch("ROLLBACK TO exact; RELEASE exact")
+            .unwrap();
+        let plan = self.planner.rebuild(tx, now).unwrap();
+        super::planner::advance(tx, &self.policy, Some(&plan), now).unwrap();
+        let plan = self.planner.fresh(tx, now).unwrap();
+        let job = super::plan::offer(tx, now, &self.policy, &self.key, &plan, host).unwrap();
+        assert_eq!(
+            patch_of(&job),
+            exact,
+            "planner and evaluator differ for {host} at {now}"
+        );
+        job
+    }
+
     /// One check-in of every host at `now`: the host reports what it did, then the
     /// scheduler may offer one job, which the host "runs" right away.
     fn tick(&mut self, now: Timestamp) {
         for (name, id) in self.hosts.clone() {
             let inv = crate::fleet::inventory::sample(&name);
-            let offered =
-                self.db
-                    .write_blocking(|tx| {
-                        crate::fleet::hosts::checkin(tx, now, &id, inv)?;
-                        let job = super::engine::offer(tx, now, &self.policy, &self.key, &id)
-                            .map_err(|e| crate::fleet::FleetError::Invalid {
-                                field: "offer".into(),
-                                reason: e.to_string(),
-                            })?;
-                        Ok::<_, crate::fleet::FleetError>(job)
-                    })
-                    .unwrap();
+            let offered = self
+                .db
+                .write_blocking(|tx| {
+                    crate::fleet::hosts::checkin(tx, now, &id, inv)?;
+                    Ok::<_, crate::fleet::FleetError>(self.offer(tx, now, &id))
+                })
+                .unwrap();
             let Some(job) = offered else { continue };
             let row = self
                 .db
@@ -429,6 +456,8 @@ fn a_host_busy_with_a_deployed_job_is_offered_nothing_until_it_ends() {
                     host: p1.clone(),
                     not_before: None,
                     latest_start: None,
+                    health_check: false,
+                    rollback_of: None,
                 },
                 "test",
             )

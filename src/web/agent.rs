@@ -50,8 +50,12 @@ fn schedule(
     sched: &super::Scheduler,
     host: &str,
 ) -> Result<bool, crate::rollout::RolloutError> {
+    if !crate::db::rollout::any_active(tx)? {
+        return Ok(false);
+    }
+    let plan = sched.planner.fresh(tx, now)?;
     tx.execute_batch("SAVEPOINT schedule")?;
-    match crate::rollout::engine::offer(tx, now, &sched.policy, &sched.key, host) {
+    match crate::rollout::plan::offer(tx, now, &sched.policy, &sched.key, &plan, host) {
         Ok(job) => {
             tx.execute_batch("RELEASE schedule")?;
             Ok(job.is_some())
@@ -118,6 +122,7 @@ pub async fn checkin(State(st): State<AppState>, req: Request) -> Response {
     };
     let now = fleet.clock.now();
     let p = fleet.presence.clone();
+    let sched = fleet.scheduler.clone();
     // Authentication and, for a quiet check-in, the whole check-in on one reader
     // connection: a quiet check-in needs no write transaction.
     let decided = authenticate_then(req, &st, move |c, req| {
@@ -125,10 +130,17 @@ pub async fn checkin(State(st): State<AppState>, req: Request) -> Response {
             Ok(r) => r,
             Err(why) => return Checkin::Malformed(why),
         };
-        // While a rollout is active every check-in may be offered a job, which is a
-        // write: the quiet path is for fleets with nothing to roll out.
-        let rolling = crate::db::rollout::any_active(c).unwrap_or(true);
-        if rolling || !Presence::may_be_quiet(&body) {
+        // A check-in the plan could offer a job to is a write; every other unchanged
+        // check-in stays on this read-only path, also while rollouts run.
+        let offerable = match sched.planner.current() {
+            Some(plan) => match crate::db::rollout::rollout_generation(c) {
+                Ok(g) if g == plan.generation => plan.may_offer(&sched.policy, &req.host_id, now),
+                // Approvals or rollouts changed since the plan: the write path plans anew.
+                _ => true,
+            },
+            None => crate::db::rollout::any_active(c).unwrap_or(true),
+        };
+        if offerable || !Presence::may_be_quiet(&body) {
             return Checkin::Write(body);
         }
         match hosts::quiet_checkin(c, &p, now, &req.host_id, &body) {

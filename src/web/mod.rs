@@ -70,6 +70,8 @@ pub struct FleetState {
 pub struct Scheduler {
     pub policy: crate::policy::Policy,
     pub key: crate::trust::keys::Ed25519Key,
+    /// The fleet-wide plan, rebuilt about every second by the server's planning task.
+    pub planner: Arc<crate::rollout::planner::Planner>,
 }
 
 /// What the mirror status endpoint reads.

@@ -22,10 +22,14 @@ use crate::support::{Server, http, run, stderr, stdout};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_patchward-agent");
 
-/// A `.tar.zst` of executable shell scripts.
+/// A `.tar.zst` of executable shell scripts. Unless `steps` name one, a passing
+/// `health` step is added: the test patches are of the application class, whose
+/// default rules require the application health check.
 pub(crate) fn script_archive(steps: &[(&str, String)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    for (name, body) in steps {
+    let healthy = [("health", "echo healthy".to_string())];
+    let add_health = !steps.iter().any(|(n, _)| *n == "health");
+    for (name, body) in steps.iter().chain(healthy.iter().filter(|_| add_health)) {
         let content = format!("#!/bin/sh\nset -e\n{body}\n");
         let mut h = tar::Header::new_gnu();
         h.set_size(content.len() as u64);
@@ -113,10 +117,18 @@ fn deploy_run_report_succeed_roll_back_and_refuse_without_backup() {
         ("install", format!("touch {}", m("fw"))),
         ("verify", "true".into()),
     ]);
+    // Application class: installed and verified, but the application is unhealthy.
+    let unhealthy = script_archive(&[
+        ("install", format!("touch {}", m("app"))),
+        ("verify", "true".into()),
+        ("health", "echo service answers 503; exit 1".into()),
+        ("rollback", format!("rm {}; echo app rolled back", m("app"))),
+    ]);
     let blobs = [
         add_script_patch(&feed, "acme/good-1", false, &good),
         add_script_patch(&feed, "acme/bad-verify-1", false, &bad_verify),
         add_script_patch(&feed, "acme/fw-1", true, &no_backup),
+        add_script_patch(&feed, "acme/unhealthy-1", false, &unhealthy),
     ];
     feed.publish(t);
     let bundle = feed.export(&tmp.path().join("full.pwb"), None, t);
@@ -157,25 +169,33 @@ fn deploy_run_report_succeed_roll_back_and_refuse_without_backup() {
     );
     assert!(jobs(&site).is_empty());
 
-    for p in ["acme/good-1", "acme/bad-verify-1", "acme/fw-1"] {
+    for p in [
+        "acme/good-1",
+        "acme/bad-verify-1",
+        "acme/fw-1",
+        "acme/unhealthy-1",
+    ] {
         let out = ok(run(site.cmd(&["deploy", "--patch", p, "--host", "web1"])));
         assert!(out.contains("created job j-"), "{out}");
     }
     let listed = jobs(&site);
-    assert_eq!(listed.len(), 3);
+    assert_eq!(listed.len(), 4);
     assert!(listed.iter().all(|j| j["state"] == "offered"), "{listed:?}");
 
     // First run: receives and runs the jobs; second run: reports them.
     let first = ok(agent(&st, &["once"]));
     // Every artifact arrived through the signed download endpoint, byte for byte.
-    for (sha, bytes) in blobs.iter().zip([&good, &bad_verify, &no_backup]) {
+    for (sha, bytes) in blobs
+        .iter()
+        .zip([&good, &bad_verify, &no_backup, &unhealthy])
+    {
         assert_eq!(
             &std::fs::read(cache.join(sha)).unwrap(),
             bytes,
             "artifact {sha}"
         );
     }
-    assert!(first.contains("checked in: 3 job(s)"), "{first}");
+    assert!(first.contains("checked in: 4 job(s)"), "{first}");
     let second = ok(agent(&st, &["once"]));
     assert!(second.contains("checked in: 0 job(s)"), "{second}");
     // A third run has nothing to report and runs nothing again.
@@ -231,9 +251,21 @@ fn deploy_run_report_succeed_roll_back_and_refuse_without_backup() {
     assert!(!fw.to_string().contains("\"installing\""), "{fw}");
     assert!(!Path::new(&m("fw")).exists());
 
+    // The application health check failed after a good install: rolled back.
+    let app = by_patch("acme/unhealthy-1");
+    assert_eq!(app["state"], "rolled_back", "{app}");
+    assert!(
+        app.to_string().contains("application health check failed")
+            && app.to_string().contains("service answers 503"),
+        "{app}"
+    );
+    assert!(!Path::new(&m("app")).exists());
+    // ... and the good application patch ran its (passing) health step.
+    assert!(good_job.to_string().contains("healthy"), "{good_job}");
+
     // Creating jobs is audited.
     let audit = ok(run(site.cmd(&["audit", "list", "--json"])));
-    assert_eq!(audit.matches("job.created").count(), 3, "{audit}");
+    assert_eq!(audit.matches("job.created").count(), 4, "{audit}");
 
     // Reports the appliance refuses, sent as signed check-ins; nothing changes.
     let st2 = tmp.path().join("agent2");

@@ -47,6 +47,19 @@ fn explain(site: &Site, host: &str, patch: &str) -> Value {
     v[0].clone()
 }
 
+/// Polls `f` (bounded: 15 s) until it holds.
+#[track_caller]
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{what}: not within 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 fn state_of(site: &Site, host_id: &str, patch: &str) -> Option<String> {
     jobs(site)
         .into_iter()
@@ -69,6 +82,10 @@ fn approve_pilot_gate_broad_with_explanations_and_the_error_brake() {
             format!("echo $PATCHWARD_JOB_ID >> {}", m("good")),
         ),
         ("verify", "true".into()),
+        (
+            "rollback",
+            format!("echo $PATCHWARD_JOB_ID >> {}", m("undone")),
+        ),
     ]);
     let bad = script_archive(&[
         ("install", "echo broken >&2; exit 1".into()),
@@ -216,12 +233,21 @@ fn approve_pilot_gate_broad_with_explanations_and_the_error_brake() {
     // The frozen broad host's window is blacked out: the gate passed, but not for it.
     let e = explain(&site, "frozen1", "acme/good-1");
     assert_eq!(e["reason"]["code"], "blackout", "{e}");
-    ok(agent(&b1, &["once"]));
+    // Check-ins read the fleet plan, rebuilt every second: the first one after the gate
+    // passed may still see the pilot soaking.
+    eventually("broad1 is offered the patch after the gate", || {
+        ok(agent(&b1, &["once"]));
+        state_of(&site, &b1_id, "acme/good-1").is_some()
+    });
     assert_eq!(
         state_of(&site, &b1_id, "acme/good-1").as_deref(),
         Some("succeeded")
     );
-    ok(agent(&b2, &["once"]));
+    // Behind the canary: offered once a plan has seen broad1 succeed.
+    eventually("broad2 is offered the patch after the canary", || {
+        ok(agent(&b2, &["once"]));
+        state_of(&site, &b2_id, "acme/good-1").is_some()
+    });
     assert_eq!(
         state_of(&site, &b2_id, "acme/good-1").as_deref(),
         Some("succeeded")
@@ -237,6 +263,51 @@ fn approve_pilot_gate_broad_with_explanations_and_the_error_brake() {
     assert_eq!(v["rings"][0]["succeeded"], 1, "{v}");
     assert_eq!(v["rings"][1]["succeeded"], 2, "{v}");
 
+    // Roll it back: each of the three hosts that installed it gets a rollback job, runs
+    // the patch's `rollback` at its next check-in and reports `rolled_back`.
+    let out = ok(run(site.cmd(&[
+        "rollout",
+        "rollback",
+        "acme/good-1",
+        "--reason",
+        "app regression",
+        "--json",
+    ])));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["rollback_jobs"].as_array().unwrap().len(), 3, "{v}");
+    for a in [&p1, &b1, &b2] {
+        ok(agent(a, &["once"]));
+    }
+    assert_eq!(
+        std::fs::read_to_string(m("undone"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+    for id in [&p1_id, &b1_id, &b2_id] {
+        assert_eq!(
+            state_of(&site, id, "acme/good-1").as_deref(),
+            Some("rolled_back"),
+            "{id}"
+        );
+    }
+    let e = explain(&site, "broad1", "acme/good-1");
+    assert_eq!(e["state"], "rolled_back", "{e}");
+    let listed = ok(run(site.cmd(&["rollout", "list"])));
+    assert!(listed.contains("acme:acme/good-1  rolled_back"), "{listed}");
+    let audit = ok(run(site.cmd(&["audit", "list", "--json"])));
+    assert!(audit.contains("rollout.rolled_back"), "{audit}");
+    // Nothing is left to undo: refused, and nothing changes.
+    let before = jobs(&site).len();
+    let o = run(site.cmd(&["rollout", "rollback", "acme/good-1", "--reason", "again"]));
+    assert!(
+        !o.status.success() && stderr(&o).contains("nothing to roll back"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(jobs(&site).len(), before);
+
     // A failing pilot halts the rollout before any broad host installs.
     ok(run(site.cmd(&["approve", "acme/bad-1", "--reason", "try"])));
     let out = ok(agent(&p1, &["once"]));
@@ -248,8 +319,10 @@ fn approve_pilot_gate_broad_with_explanations_and_the_error_brake() {
     assert_eq!(state_of(&site, &b2_id, "acme/bad-1"), None);
     let e = explain(&site, "broad1", "acme/bad-1");
     assert_eq!(e["reason"]["code"], "rollout_halted", "{e}");
-    let listed = ok(run(site.cmd(&["rollout", "list"])));
-    assert!(listed.contains("acme:acme/bad-1  halted"), "{listed}");
+    // The server's planner halts it within about a second.
+    eventually("the error brake halts the rollout", || {
+        ok(run(site.cmd(&["rollout", "list"]))).contains("acme:acme/bad-1  halted")
+    });
     let audit = ok(run(site.cmd(&["audit", "list", "--json"])));
     assert!(audit.contains("rollout.halted"), "{audit}");
     assert!(audit.contains("patch.approved"), "{audit}");

@@ -47,6 +47,7 @@ fn ring(spec: &str, now: i64) -> RingResults {
     RingResults {
         ring: "pilot".into(),
         hosts,
+        unlisted_pending: 0,
     }
 }
 

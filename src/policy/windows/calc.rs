@@ -304,6 +304,32 @@ pub fn next_allowed_start(
     found
 }
 
+/// [`may_start`] without the search for the next allowed start: `Some((window_end,
+/// latest_start))` when a job of `est_minutes` may start at `t`, else `None`. The fleet
+/// planner asks this for thousands of hosts outside their windows, where the search for
+/// the next opening would dominate.
+pub fn may_start_now(
+    w: &Windows,
+    tz: &TimeZone,
+    t: Timestamp,
+    est_minutes: u32,
+    urgency: Urgency,
+) -> Option<(Timestamp, Timestamp)> {
+    let need = est(est_minutes);
+    if blackouts(w, tz).into_iter().any(|b| b.contains(t)) {
+        return None;
+    }
+    let to = add(t, need).max(add(t, SignedDuration::from_secs(1)));
+    let o = openings_between(w, tz, t, to, urgency)
+        .into_iter()
+        .find(|o| o.contains(t))?;
+    let latest_start = o.end.checked_sub(need).unwrap_or(o.start);
+    match t.checked_add(need) {
+        Ok(done) if done <= o.end => Some((o.end, latest_start)),
+        _ => None,
+    }
+}
+
 /// May a job of `est_minutes` start at `t`? Blackouts, the window's end and the job's
 /// length are all taken into account; a refusal carries the next allowed start.
 pub fn may_start(

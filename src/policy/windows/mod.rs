@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 use super::PolicyError;
 
 pub use calc::{
-    Opening, StartCheck, may_start, next_allowed_start, next_openings, openings_between,
+    Opening, StartCheck, may_start, may_start_now, next_allowed_start, next_openings,
+    openings_between,
 };
 
 /// Longest slot: a week. Longer would be "always open", which needs no window.

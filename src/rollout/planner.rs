@@ -1,0 +1,216 @@
+//! The server's planner: keeps a [`FleetIndex`] current and rebuilds the [`Plan`] about
+//! every second while a rollout needs attention, so that check-ins read a plan from
+//! memory instead of the whole fleet from the database.
+//!
+//! The index is updated incrementally: the `hosts` table (small rows) is scanned for
+//! new, revoked and re-labelled hosts and for `last_seen`; inventories are re-read only
+//! for hosts listed in `inventory_changes` (filled by triggers, so changes made by any
+//! process are seen). The plan is swapped in whole behind an `Arc`; check-ins never
+//! wait for a rebuild.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use rusqlite::{Connection, Transaction};
+
+use super::fleet_index::{FleetIndex, HostInput};
+use super::plan::Plan;
+use super::{RolloutError, World};
+use crate::audit::{self, NewEntry};
+use crate::fleet::inventory::Inventory;
+use crate::policy::Policy;
+
+/// The index and where it is up to. A std `Mutex`: held only by the (blocking)
+/// rebuild, never across an await.
+#[derive(Default)]
+struct IndexState {
+    index: FleetIndex,
+    /// The last `inventory_changes` id applied.
+    applied: i64,
+    /// Whether the first full load happened.
+    loaded: bool,
+}
+
+/// Shared between the planning task and the check-in handlers.
+pub struct Planner {
+    policy: Policy,
+    state: Mutex<IndexState>,
+    plan: Mutex<Option<Arc<Plan>>>,
+}
+
+impl Planner {
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            state: Mutex::default(),
+            plan: Mutex::default(),
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The current plan (`None` before the first build, or while no rollout is active).
+    pub fn current(&self) -> Option<Arc<Plan>> {
+        self.plan.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The current plan if it was built from the latest approvals and rollouts, else a
+    /// new one built now on `conn` (an operator's approval or halt is seen by the very
+    /// next check-in, not a second later).
+    pub fn fresh(&self, conn: &Connection, now: Timestamp) -> Result<Arc<Plan>, RolloutError> {
+        let generation = crate::db::rollout::rollout_generation(conn)?;
+        match self.current() {
+            Some(plan) if plan.generation == generation => Ok(plan),
+            _ => self.rebuild(conn, now),
+        }
+    }
+
+    /// Drops the plan (no rollout needs attention).
+    pub fn clear(&self) {
+        *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// The last inventory change the index has applied (older rows may be deleted).
+    pub fn applied_change(&self) -> i64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).applied
+    }
+
+    /// Brings the index up to date on `conn` and builds a new plan as of `now`.
+    pub fn rebuild(&self, conn: &Connection, now: Timestamp) -> Result<Arc<Plan>, RolloutError> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        refresh_index(conn, &self.policy, &mut st)?;
+        let generation = crate::db::rollout::rollout_generation(conn)?;
+        let mut world = World::load_decisions(conn)?;
+        world.load_rollout_jobs(conn)?;
+        let mut plan = Plan::build(&world, &st.index, &self.policy, now);
+        plan.generation = generation;
+        let plan = Arc::new(plan);
+        drop(st);
+        *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan.clone());
+        Ok(plan)
+    }
+}
+
+fn refresh_index(
+    conn: &Connection,
+    policy: &Policy,
+    st: &mut IndexState,
+) -> Result<(), RolloutError> {
+    // Changes are read first: an inventory written after this point is read again next
+    // time, never missed.
+    let (last, changed) = if st.loaded {
+        crate::db::rollout::inventory_changes_since(conn, st.applied)?
+    } else {
+        (crate::db::rollout::last_inventory_change(conn)?, Vec::new())
+    };
+    let rows = crate::db::fleet::list_hosts(conn)?;
+    let mut live = std::collections::HashSet::with_capacity(rows.len());
+    for h in rows {
+        if h.revoked_at.is_some() {
+            st.index.remove(&h.id);
+            continue;
+        }
+        live.insert(h.id.clone());
+        let labels: BTreeMap<String, String> =
+            super::stored(&format!("labels of host {}", h.id), &h.labels)?;
+        let last_seen = h.last_seen.as_deref().and_then(|s| s.parse().ok());
+        let known = st.index.position(&h.id).is_some();
+        if known && changed.binary_search(&h.id).is_err() {
+            st.index
+                .set_attributes(policy, &h.id, h.ring.clone(), labels);
+            st.index.touch(&h.id, last_seen);
+            continue;
+        }
+        let Some((_, inv, _)) = crate::db::fleet::inventory(conn, &h.id)? else {
+            continue;
+        };
+        let inv: Inventory = super::stored(&format!("inventory of host {}", h.id), &inv)?;
+        st.index.upsert(
+            policy,
+            HostInput {
+                id: &h.id,
+                assigned_ring: h.ring.clone(),
+                labels,
+                last_seen,
+                inventory: &inv,
+                // The EOL flag comes with legacy host fencing; until then no host has it.
+                eol: false,
+            },
+        );
+    }
+    let gone: Vec<String> = st
+        .index
+        .iter()
+        .filter(|(_, h)| !live.contains(&h.id))
+        .map(|(_, h)| h.id.clone())
+        .collect();
+    for id in gone {
+        st.index.remove(&id);
+    }
+    st.applied = last;
+    st.loaded = true;
+    Ok(())
+}
+
+/// Acts on a plan: halts the rollouts whose error brake fired (audited) and brings the
+/// apt rings in line. Returns one line per change.
+pub fn advance(
+    tx: &Transaction<'_>,
+    policy: &Policy,
+    plan: Option<&Plan>,
+    now: Timestamp,
+) -> Result<Vec<String>, RolloutError> {
+    let mut changes = Vec::new();
+    for pp in plan.map_or(&[][..], |p| p.patches.as_slice()) {
+        let Some(ring) = &pp.plan.halted else {
+            continue;
+        };
+        let p = &pp.patch;
+        // Still active in this transaction (an operator may have acted meanwhile).
+        let active = crate::db::rollout::rollouts(tx, Some("active"))?
+            .iter()
+            .any(|r| r.feed == p.feed && r.patch_id == p.entry.id);
+        if !active {
+            continue;
+        }
+        let reasons = pp
+            .plan
+            .steps
+            .iter()
+            .find(|s| &s.ring == ring)
+            .and_then(|s| match &s.gate {
+                crate::policy::GateStatus::Halted { reasons } => Some(reasons.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let text: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+        let note = format!("error brake in ring {ring}: {}", text.join("; "));
+        crate::db::rollout::put_rollout(
+            tx,
+            &p.feed,
+            &p.entry.id,
+            "halted",
+            &now.to_string(),
+            &note,
+        )?;
+        audit::append(
+            tx,
+            now,
+            &NewEntry {
+                actor: "patchward",
+                action: "rollout.halted",
+                subject: &p.key(),
+                details: serde_json::json!({ "ring": ring, "reasons": reasons }),
+            },
+        )?;
+        changes.push(format!("{} halted: {note}", p.key()));
+    }
+    let world = World::load_decisions(tx)?;
+    changes.extend(super::apt_sync::sync_planned(
+        tx, &world, policy, plan, now,
+    )?);
+    Ok(changes)
+}
