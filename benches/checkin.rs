@@ -23,6 +23,9 @@
 //!    - `steady, open loop`: RATE check-ins/s offered for RATE_SECS seconds on the same
 //!      connections; latency is counted from the scheduled send time (no coordinated
 //!      omission), so this is the figure for "p99 at the target rate".
+//!    - `open loop, rollout active`: the same after a patch that applies to every host
+//!      was approved (its rollout is active, the planner rebuilds the plan every second
+//!      and every check-in consults it): "check-in latency with the scheduler on".
 //! 4. Stops the server (SIGTERM), reports its peak RSS (VmHWM, read just before), and
 //!    checks on the database that every host's `last_seen` is from the last phase.
 //!
@@ -52,7 +55,7 @@ const PACKAGES: usize = 300;
 const ENROLL_BATCH: usize = 500;
 const CONNS: usize = 64;
 /// Requests in the closed-loop phase.
-const STEADY_REQUESTS: usize = 40_000;
+const STEADY_REQUESTS: usize = 25_000;
 const RATE: usize = 3_000;
 const RATE_SECS: usize = 10;
 const PATH: &str = "/api/agent/v1/checkin";
@@ -155,6 +158,73 @@ fn inventory(n: usize, boot: Timestamp, now: Timestamp) -> Inventory {
         last_boot: Some(boot),
         reboot_required: false,
     }
+}
+
+/// Puts one patch into the catalog that applies to every simulated host (seeded on the
+/// database, like the enrollment; `feed` and `patches` rows as an import writes them),
+/// then approves it with the real `patchward approve`: from then on a rollout is active
+/// and every check-in consults the scheduler's plan. The default windows (02:00-06:00
+/// UTC) decide whether anything is offered; the plan is built either way.
+fn start_rollout(data: &Path, config: &Path) {
+    use patchward::feed::catalog::{
+        Artifact, ArtifactFormat, InstallMethod, PatchEntry, PatchKind, Selector, Severity,
+    };
+    let entry = PatchEntry {
+        id: "acme/bench-1".into(),
+        title: "Bench patch".into(),
+        description: String::new(),
+        kind: PatchKind::Security,
+        severity: Severity::High,
+        cvss: None,
+        cves: vec![],
+        released: "2026-11-01T00:00:00Z".parse().unwrap(),
+        applies_to: vec![Selector {
+            os: Some("debian".into()),
+            version: Some("12".into()),
+            ..Selector::default()
+        }],
+        artifacts: vec![Artifact {
+            name: "bench.tar.zst".into(),
+            sha256: "00".repeat(32),
+            size: 1,
+            format: ArtifactFormat::Script,
+        }],
+        install: InstallMethod::Script,
+        requires: vec![],
+        supersedes: vec![],
+        conflicts: vec![],
+        reboot: false,
+        est_minutes: 10,
+        needs_backup: None,
+    };
+    let json = serde_json::to_string(&entry).unwrap();
+    let db = Db::open(&data.join("patchward.db"), DbOptions::default()).unwrap();
+    db.write_blocking(|tx| {
+        let now = Timestamp::now().to_string();
+        tx.execute(
+            "INSERT INTO feeds (name, trust_state, updated_at) VALUES ('acme', '{}', ?1)",
+            [&now],
+        )?;
+        tx.execute(
+            "INSERT INTO patches (feed, id, catalog_version, title, kind, severity, cvss_score,
+                 cves, released, entry, entry_sha256, first_seen)
+             VALUES ('acme', 'acme/bench-1', 1, 'Bench patch', 'security', 'high', NULL, '[]',
+                 '2026-11-01T00:00:00Z', ?1, ?2, ?3)",
+            [&json, &"00".repeat(32), &now],
+        )?;
+        Ok::<_, patchward::error::DbError>(())
+    })
+    .unwrap();
+    drop(db);
+    let out = patchward(data, config)
+        .args(["approve", "acme/bench-1", "--reason", "bench"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "approve: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Enrolls HOSTS hosts with `fleet::hosts::enroll` on the stopped appliance's database.
@@ -397,6 +467,14 @@ fn main() {
             .collect();
         let started = Timestamp::now();
         phases.push(phase("steady, open loop", &addr, reqs, Some(RATE)).await);
+
+        // The same with a rollout active (the scheduler's plan covers all hosts).
+        start_rollout(&data, &config);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let reqs: Vec<_> = (0..RATE * RATE_SECS)
+            .map(|i| request(&addr, &hosts[(i * 7 + 3) % HOSTS], false))
+            .collect();
+        phases.push(phase("open loop, rollout active", &addr, reqs, Some(RATE)).await);
         started
     });
     println!(

@@ -218,14 +218,14 @@ fn spawn_planner(
                 _ = stop.wait_for(|s| *s) => return,
             }
             let now = clock.now();
-            let planner = scheduler.planner.clone();
+            let sched = scheduler.clone();
             let built = db
                 .read(move |c| {
                     if !crate::db::rollout::needs_attention(c)? {
-                        planner.clear();
+                        sched.planner.clear();
                         return Ok(None);
                     }
-                    planner.rebuild(c, now).map(Some)
+                    sched.planner.rebuild(c, &sched.policy, now).map(Some)
                 })
                 .await;
             let plan = match built {
@@ -378,7 +378,7 @@ pub async fn run(
         .map(Arc::new)?;
     let dir = crate::appliance::DataDir::new(&config.data_dir);
     let scheduler = Arc::new(crate::web::Scheduler {
-        planner: Arc::new(crate::rollout::planner::Planner::new(config.policy.clone())),
+        planner: Arc::new(crate::rollout::planner::Planner::new()),
         policy: config.policy.clone(),
         key: crate::trust::keys::Ed25519Key::load(&dir.ed25519_key())
             .map_err(ApplianceError::from)?,

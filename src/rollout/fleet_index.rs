@@ -9,7 +9,9 @@
 //! checks that on generated fleets); it is faster only because it groups hosts by
 //! platform and compares each distinct installed version once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use jiff::Timestamp;
 
@@ -86,6 +88,9 @@ pub struct FleetIndex {
     by_id: HashMap<String, usize>,
     /// Hosts by platform, for selectors that name an os, version or arch.
     by_platform: HashMap<(Sym, Sym, Sym), Vec<usize>>,
+    /// Hosts by installed package and version (positions ascending), for selectors
+    /// that name a package: each distinct version is compared with the bound once.
+    by_package: HashMap<Sym, HashMap<Sym, Vec<usize>>>,
 }
 
 /// What a host row and its inventory give the index.
@@ -168,12 +173,8 @@ impl FleetIndex {
         };
         let pos = match self.by_id.get(h.id) {
             Some(&pos) => {
-                let old = self.hosts[pos].as_ref().map(|o| o.platform);
-                if old != Some(platform) {
-                    if let Some(old) = old {
-                        self.unplace(old, pos);
-                    }
-                    self.by_platform.entry(platform).or_default().push(pos);
+                if let Some(old) = self.hosts[pos].take() {
+                    self.unplace(&old, pos);
                 }
                 pos
             }
@@ -181,16 +182,36 @@ impl FleetIndex {
                 let pos = self.hosts.len();
                 self.hosts.push(None);
                 self.by_id.insert(h.id.to_string(), pos);
-                self.by_platform.entry(platform).or_default().push(pos);
                 pos
             }
         };
+        insert_sorted(self.by_platform.entry(platform).or_default(), pos);
+        for &(name, version) in &host.packages {
+            insert_sorted(
+                self.by_package
+                    .entry(name)
+                    .or_default()
+                    .entry(version)
+                    .or_default(),
+                pos,
+            );
+        }
         self.hosts[pos] = Some(host);
     }
 
-    fn unplace(&mut self, platform: (Sym, Sym, Sym), pos: usize) {
-        if let Some(v) = self.by_platform.get_mut(&platform) {
-            v.retain(|&p| p != pos);
+    /// Takes `pos` out of the platform and package lists `old` put it in.
+    fn unplace(&mut self, old: &CompactHost, pos: usize) {
+        if let Some(v) = self.by_platform.get_mut(&old.platform) {
+            remove_sorted(v, pos);
+        }
+        for (name, version) in &old.packages {
+            if let Some(v) = self
+                .by_package
+                .get_mut(name)
+                .and_then(|versions| versions.get_mut(version))
+            {
+                remove_sorted(v, pos);
+            }
         }
     }
 
@@ -199,7 +220,7 @@ impl FleetIndex {
         if let Some(pos) = self.by_id.remove(id)
             && let Some(old) = self.hosts[pos].take()
         {
-            self.unplace(old.platform, pos);
+            self.unplace(&old, pos);
         }
     }
 
@@ -240,6 +261,31 @@ impl FleetIndex {
             let Some(m) = self.selector_matcher(s) else {
                 continue;
             };
+            if let Some(name) = m.package {
+                // Through the package index: only hosts that have the package, one
+                // version comparison per distinct installed version.
+                let Some(versions) = self.by_package.get(&name) else {
+                    continue;
+                };
+                for (version, positions) in versions {
+                    if let Some(bound) = &m.below
+                        && !DebVersion::parse(self.strings.name(*version))
+                            .is_ok_and(|v| v < *bound)
+                    {
+                        continue;
+                    }
+                    for &pos in positions {
+                        if let Some(h) = self.hosts[pos].as_ref()
+                            && !h.eol
+                            && m.platform_ok(h.platform)
+                            && m.labels_ok(h)
+                        {
+                            out.push(pos);
+                        }
+                    }
+                }
+                continue;
+            }
             for (platform, positions) in &self.by_platform {
                 if !m.platform_ok(*platform) {
                     continue;
@@ -248,7 +294,7 @@ impl FleetIndex {
                     let Some(h) = self.hosts[pos].as_ref() else {
                         continue;
                     };
-                    if !h.eol && m.host_ok(h, &self.strings) {
+                    if !h.eol && m.labels_ok(h) {
                         out.push(pos);
                     }
                 }
@@ -284,7 +330,6 @@ impl FleetIndex {
             package,
             below,
             labels: &s.labels,
-            lower: std::cell::RefCell::new(HashMap::new()),
         })
     }
 }
@@ -296,8 +341,6 @@ struct Matcher<'a> {
     package: Option<Sym>,
     below: Option<DebVersion<'a>>,
     labels: &'a [String],
-    /// Version symbol -> "is below the bound", each distinct version compared once.
-    lower: std::cell::RefCell<HashMap<Sym, bool>>,
 }
 
 impl Matcher<'_> {
@@ -307,33 +350,23 @@ impl Matcher<'_> {
             && self.arch.is_none_or(|s| s == arch)
     }
 
-    fn host_ok(&self, h: &CompactHost, strings: &Interner) -> bool {
-        if let Some(name) = self.package {
-            let start = h.packages.partition_point(|(n, _)| *n < name);
-            let versions = h.packages[start..]
-                .iter()
-                .take_while(|(n, _)| *n == name)
-                .map(|(_, v)| *v);
-            let mut installed = false;
-            let mut lower = false;
-            for v in versions {
-                installed = true;
-                if let Some(bound) = &self.below {
-                    let mut memo = self.lower.borrow_mut();
-                    let is_lower = *memo.entry(v).or_insert_with(|| {
-                        DebVersion::parse(strings.name(v)).is_ok_and(|x| x < *bound)
-                    });
-                    lower |= is_lower;
-                }
-            }
-            if !installed || (self.below.is_some() && !lower) {
-                return false;
-            }
-        }
+    fn labels_ok(&self, h: &CompactHost) -> bool {
         self.labels.iter().all(|l| match l.split_once('=') {
             Some((k, v)) => h.labels.get(k).is_some_and(|hv| hv == v),
             None => h.labels.contains_key(l),
         })
+    }
+}
+
+fn insert_sorted(v: &mut Vec<usize>, pos: usize) {
+    if let Err(i) = v.binary_search(&pos) {
+        v.insert(i, pos);
+    }
+}
+
+fn remove_sorted(v: &mut Vec<usize>, pos: usize) {
+    if let Ok(i) = v.binary_search(&pos) {
+        v.remove(i);
     }
 }
 
@@ -417,6 +450,14 @@ mod tests {
                     .into_iter()
                     .collect();
                 let id = format!("h{i}");
+                // First an older inventory (another platform, other packages), replaced
+                // below: the index must forget what it listed the host under.
+                let old = inventory(OSES[(*os + 1) % OSES.len()].0, "0", ARCHES[0],
+                    &[(PKGS[i % PKGS.len()], VERSIONS[i % VERSIONS.len()])]);
+                index.upsert(&policy, HostInput {
+                    id: &id, assigned_ring: None, labels: labels.clone(), last_seen: None,
+                    inventory: &old, eol: false,
+                });
                 facts.push(HostFacts::from_inventory(&id, &inv, labels.clone(), None, *eol));
                 index.upsert(&policy, HostInput {
                     id: &id, assigned_ring: None, labels, last_seen: None,

@@ -15,7 +15,9 @@
 //! until a plan that has seen them decides on the brake). Being late is then only ever
 //! conservative: a gate opens up to a second after it could have.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashMapExt};
 
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Transaction};
@@ -264,10 +266,13 @@ fn plan_patch(
         .rollout(p)
         .and_then(|r| r.acknowledged_at.as_deref())
         .and_then(|s| s.parse().ok());
-    // The latest job per host (jobs are ordered by creation).
-    let mut latest: HashMap<&str, &JobBrief> = HashMap::new();
+    // The latest job per host position (jobs are ordered by creation); jobs of hosts
+    // no longer enrolled do not count.
+    let mut latest: HashMap<usize, &JobBrief> = HashMap::new();
     for j in world.jobs_of(p) {
-        latest.insert(j.host_id.as_str(), j);
+        if let Some(pos) = index.position(&j.host_id) {
+            latest.insert(pos, j);
+        }
     }
     let mut results = Vec::new();
     let mut rules = Vec::new();
@@ -277,10 +282,7 @@ fn plan_patch(
         let in_ring = |pos: usize| rp.is_some() && index.host(pos).is_some_and(|h| h.ring == rp);
         let mut hosts = Vec::new();
         let mut wait: Vec<usize> = Vec::new();
-        for (host_id, j) in &latest {
-            let Some(pos) = index.position(host_id) else {
-                continue;
-            };
+        for (&pos, j) in &latest {
             if !in_ring(pos) {
                 continue;
             }
@@ -297,17 +299,13 @@ fn plan_patch(
                 continue;
             }
             hosts.push(HostResult {
-                host: host_id.to_string(),
+                host: j.host_id.clone(),
                 outcome: out,
                 last_checkin: index.host(pos).and_then(|h| h.last_seen),
             });
         }
         for &pos in &applies {
-            if in_ring(pos)
-                && index
-                    .host(pos)
-                    .is_some_and(|h| !latest.contains_key(h.id.as_str()))
-            {
+            if in_ring(pos) && !latest.contains_key(&pos) {
                 wait.push(pos);
             }
         }

@@ -32,24 +32,18 @@ struct IndexState {
     loaded: bool,
 }
 
-/// Shared between the planning task and the check-in handlers.
+/// Shared between the planning task and the check-in handlers. The policy is passed
+/// to each rebuild (the effective policy can change while the server runs); ring
+/// membership in the index follows the policy of the latest rebuild.
+#[derive(Default)]
 pub struct Planner {
-    policy: Policy,
     state: Mutex<IndexState>,
     plan: Mutex<Option<Arc<Plan>>>,
 }
 
 impl Planner {
-    pub fn new(policy: Policy) -> Self {
-        Self {
-            policy,
-            state: Mutex::default(),
-            plan: Mutex::default(),
-        }
-    }
-
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// The current plan (`None` before the first build, or while no rollout is active).
@@ -59,12 +53,27 @@ impl Planner {
 
     /// The current plan if it was built from the latest approvals and rollouts, else a
     /// new one built now on `conn` (an operator's approval or halt is seen by the very
-    /// next check-in, not a second later).
-    pub fn fresh(&self, conn: &Connection, now: Timestamp) -> Result<Arc<Plan>, RolloutError> {
+    /// next check-in, not a second later). `None` while another thread is rebuilding
+    /// (at 10,000 hosts the first build takes seconds): the caller offers nothing this
+    /// time rather than hold the database's one writer waiting.
+    pub fn fresh(
+        &self,
+        conn: &Connection,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Result<Option<Arc<Plan>>, RolloutError> {
         let generation = crate::db::rollout::rollout_generation(conn)?;
-        match self.current() {
-            Some(plan) if plan.generation == generation => Ok(plan),
-            _ => self.rebuild(conn, now),
+        if let Some(plan) = self.current()
+            && plan.generation == generation
+        {
+            return Ok(Some(plan));
+        }
+        match self.state.try_lock() {
+            Ok(st) => self.rebuild_locked(st, conn, policy, now).map(Some),
+            Err(std::sync::TryLockError::Poisoned(p)) => self
+                .rebuild_locked(p.into_inner(), conn, policy, now)
+                .map(Some),
+            Err(std::sync::TryLockError::WouldBlock) => Ok(None),
         }
     }
 
@@ -79,13 +88,28 @@ impl Planner {
     }
 
     /// Brings the index up to date on `conn` and builds a new plan as of `now`.
-    pub fn rebuild(&self, conn: &Connection, now: Timestamp) -> Result<Arc<Plan>, RolloutError> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        refresh_index(conn, &self.policy, &mut st)?;
+    pub fn rebuild(
+        &self,
+        conn: &Connection,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Result<Arc<Plan>, RolloutError> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.rebuild_locked(st, conn, policy, now)
+    }
+
+    fn rebuild_locked(
+        &self,
+        mut st: std::sync::MutexGuard<'_, IndexState>,
+        conn: &Connection,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Result<Arc<Plan>, RolloutError> {
+        refresh_index(conn, policy, &mut st)?;
         let generation = crate::db::rollout::rollout_generation(conn)?;
         let mut world = World::load_decisions(conn)?;
         world.load_rollout_jobs(conn)?;
-        let mut plan = Plan::build(&world, &st.index, &self.policy, now);
+        let mut plan = Plan::build(&world, &st.index, policy, now);
         plan.generation = generation;
         let plan = Arc::new(plan);
         drop(st);

@@ -182,7 +182,7 @@ impl Sim {
             failing: BTreeSet::new(),
             offered: BTreeMap::new(),
             done: BTreeMap::new(),
-            planner: super::planner::Planner::new(policy()),
+            planner: super::planner::Planner::new(),
         }
     }
 
@@ -215,9 +215,9 @@ impl Sim {
         let exact = patch_of(&exact);
         tx.execute_batch("ROLLBACK TO exact; RELEASE exact")
             .unwrap();
-        let plan = self.planner.rebuild(tx, now).unwrap();
+        let plan = self.planner.rebuild(tx, &self.policy, now).unwrap();
         super::planner::advance(tx, &self.policy, Some(&plan), now).unwrap();
-        let plan = self.planner.fresh(tx, now).unwrap();
+        let plan = self.planner.fresh(tx, &self.policy, now).unwrap().unwrap();
         let job = super::plan::offer(tx, now, &self.policy, &self.key, &plan, host).unwrap();
         assert_eq!(
             patch_of(&job),

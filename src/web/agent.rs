@@ -53,7 +53,9 @@ fn schedule(
     if !crate::db::rollout::any_active(tx)? {
         return Ok(false);
     }
-    let plan = sched.planner.fresh(tx, now)?;
+    let Some(plan) = sched.planner.fresh(tx, &sched.policy, now)? else {
+        return Ok(false);
+    };
     tx.execute_batch("SAVEPOINT schedule")?;
     match crate::rollout::plan::offer(tx, now, &sched.policy, &sched.key, &plan, host) {
         Ok(job) => {
