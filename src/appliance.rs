@@ -195,6 +195,17 @@ impl Appliance {
     /// first start. Key generation is audited.
     pub fn init(config: &Config, clock: &SharedClock) -> Result<Appliance, ApplianceError> {
         let dir = DataDir::new(&config.data_dir);
+        // The operator's certificate is checked before anything is created, so a wrong
+        // path or key leaves no half-initialised data directory behind.
+        let operator_tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::cert::ensure(
+                &dir.root,
+                Some((cert, key)),
+                "",
+                clock.now(),
+            )?),
+            _ => None,
+        };
         check_data_dir(&dir.root, true)?;
         let db = Db::open(&dir.db(), db_options(config))?;
         fsutil::ensure_dir(&dir.keys(), 0o700).map_err(|source| KeyError::Write {
@@ -247,16 +258,10 @@ impl Appliance {
 
         let first_start = !generated.is_empty();
         let now = clock.now();
-        let tls = crate::tls::cert::ensure(
-            &dir.root,
-            config
-                .server
-                .tls_cert
-                .as_deref()
-                .zip(config.server.tls_key.as_deref()),
-            &crate::hostinfo::hostname(),
-            now,
-        )?;
+        let tls = match operator_tls {
+            Some(t) => t,
+            None => crate::tls::cert::ensure(&dir.root, None, &crate::hostinfo::hostname(), now)?,
+        };
         if matches!(
             tls.source,
             crate::tls::cert::CertSource::Generated { fresh: true, .. }

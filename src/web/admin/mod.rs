@@ -230,6 +230,18 @@ pub fn render<T: askama::Template>(t: &T) -> Response {
 /// `/api/v1/...` and every page of [`pages`]) behind the guard and the security
 /// headers. `web::tls_router` merges them with the routes both listeners serve.
 pub fn router(state: AppState) -> Router<AppState> {
+    guarded(own_routes().merge(pages::routes()), state)
+}
+
+/// Puts `routes` behind the guard and the security headers.
+fn guarded(routes: Router<AppState>, state: AppState) -> Router<AppState> {
+    routes
+        .layer(axum::middleware::from_fn_with_state(state, guard::guard))
+        .layer(axum::middleware::from_fn(headers::security_headers))
+}
+
+/// The routes this module serves itself.
+fn own_routes() -> Router<AppState> {
     Router::new()
         .route("/login", get(account::login_form).post(account::login))
         .route(
@@ -240,7 +252,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/logout-all", post(account::logout_all))
         .route("/static/{file}", get(assets::serve))
         .route("/api/v1/mirror", get(super::mirror::status))
-        .merge(pages::routes())
-        .layer(axum::middleware::from_fn_with_state(state, guard::guard))
-        .layer(axum::middleware::from_fn(headers::security_headers))
 }
+
+#[cfg(test)]
+mod tests;
