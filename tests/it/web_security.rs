@@ -683,11 +683,9 @@ fn user_names_with_markup_and_quotes_are_shown_escaped() {
     a.refresh_csrf();
     let page = a.get("/").text().unwrap();
     assert!(!page.contains("<script>alert(1)"), "{page}");
-    assert!(
-        page.contains(
-            "<span class=\"user\">&#60;script&#62;alert(1)&#60;/script&#62;&#34;q&#39;</span>"
-        )
-    );
+    assert!(page.contains(
+        "<span class=\"user\">&#60;script&#62;alert(1)&#60;/script&#62;&#34;q&#39;</span>"
+    ));
     // A failed sign-in shows the typed name back, escaped.
     let (_, _, body) = login(
         &server.admin_url,

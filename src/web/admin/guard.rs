@@ -9,8 +9,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::{Viewer, forbidden, unauthenticated};
+use crate::auth::Role;
 use crate::auth::session::{self, COOKIE};
-use crate::auth::{Role, SessionRules};
 use crate::web::AppState;
 
 /// Paths reachable without a session.
@@ -208,7 +208,7 @@ pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Resp
             );
         }
     }
-    touch(&st, &row, now_ms, &admin.settings.sessions);
+    touch(&st, &row, now_ms).await;
     insert_session(&mut req, &row);
     next.run(req).await
 }
@@ -226,22 +226,20 @@ fn insert_session(req: &mut Request, row: &crate::db::users::SessionRow) {
     });
 }
 
-/// Moves the session's `last_seen` forward (at most once a minute, in the background:
-/// the request does not wait for the write).
-fn touch(st: &AppState, row: &crate::db::users::SessionRow, now_ms: i64, _: &SessionRules) {
+/// Moves the session's `last_seen` forward, at most once a minute per session (so a
+/// page with many requests costs one small write).
+async fn touch(st: &AppState, row: &crate::db::users::SessionRow, now_ms: i64) {
     if now_ms - row.last_seen_ms < TOUCH_EVERY_MS {
         return;
     }
-    let db = st.db.clone();
     let hash = row.token_sha256.clone();
-    tokio::spawn(async move {
-        if let Err(e) = db
-            .write(move |tx| crate::db::users::touch_session(tx, &hash, now_ms))
-            .await
-        {
-            tracing::warn!(error = %e, "cannot record session activity");
-        }
-    });
+    if let Err(e) = st
+        .db
+        .write(move |tx| crate::db::users::touch_session(tx, &hash, now_ms))
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record session activity");
+    }
 }
 
 #[cfg(test)]

@@ -87,8 +87,6 @@ impl Fixture {
         let h = |n: header::HeaderName| r.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
         let (status, location, cookie) = (r.status(), h(header::LOCATION), h(header::SET_COOKIE));
         let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
-        // Let a background session touch finish before the next request.
-        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         Reply {
             status,
             location,
