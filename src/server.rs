@@ -285,7 +285,7 @@ fn spawn_planner(
                         sched.planner.clear();
                         return Ok(None);
                     }
-                    sched.planner.rebuild(c, &sched.policy, now).map(Some)
+                    sched.planner.refresh(c, &sched.policy, now).map(Some)
                 })
                 .await;
             let plan = match built {

@@ -306,6 +306,23 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         BEGIN UPDATE rollout_generation SET n = n + 1; END;
         CREATE TRIGGER rollout_generation_rollouts_delete AFTER DELETE ON rollouts
         BEGIN UPDATE rollout_generation SET n = n + 1; END;
+
+        -- Bumped by every job created or changed and every host enrolled, revoked or
+        -- re-ringed: with rollout_generation and inventory_changes it tells the planner
+        -- whether anything it reads changed since its last plan.
+        CREATE TABLE plan_inputs (
+            id  INTEGER PRIMARY KEY CHECK (id = 1),
+            n   INTEGER NOT NULL
+        ) STRICT;
+        INSERT INTO plan_inputs (id, n) VALUES (1, 0);
+        CREATE TRIGGER plan_inputs_jobs_insert AFTER INSERT ON jobs
+        BEGIN UPDATE plan_inputs SET n = n + 1; END;
+        CREATE TRIGGER plan_inputs_jobs_update AFTER UPDATE OF state ON jobs
+        BEGIN UPDATE plan_inputs SET n = n + 1; END;
+        CREATE TRIGGER plan_inputs_hosts_insert AFTER INSERT ON hosts
+        BEGIN UPDATE plan_inputs SET n = n + 1; END;
+        CREATE TRIGGER plan_inputs_hosts_update AFTER UPDATE OF ring, labels, revoked_at ON hosts
+        BEGIN UPDATE plan_inputs SET n = n + 1; END;
         "#,
         ),
         M::up(

@@ -276,3 +276,15 @@ pub fn rollout_generation(conn: &Connection) -> Result<i64, DbError> {
         .prepare_cached("SELECT n FROM rollout_generation WHERE id = 1")?
         .query_row([], |r| r.get(0))?)
 }
+
+/// What the fleet planner reads, as counters: (rollout generation, jobs-and-hosts
+/// changes, newest inventory change). Equal counters mean an unchanged fleet.
+pub fn plan_inputs(conn: &Connection) -> Result<(i64, i64, i64), DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT (SELECT n FROM rollout_generation WHERE id = 1),
+                    (SELECT n FROM plan_inputs WHERE id = 1),
+                    (SELECT COALESCE(MAX(id), 0) FROM inventory_changes)",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?)
+}

@@ -269,8 +269,7 @@ impl FleetIndex {
                 };
                 for (version, positions) in versions {
                     if let Some(bound) = &m.below
-                        && !DebVersion::parse(self.strings.name(*version))
-                            .is_ok_and(|v| v < *bound)
+                        && !DebVersion::parse(self.strings.name(*version)).is_ok_and(|v| v < *bound)
                     {
                         continue;
                     }

@@ -32,6 +32,10 @@ struct IndexState {
     loaded: bool,
 }
 
+/// How long a plan is reused while nothing it reads changed: gates also move with time
+/// alone (a soak ends, a host stops checking in), which this bounds.
+const REUSE_FOR: jiff::SignedDuration = jiff::SignedDuration::from_secs(10);
+
 /// Shared between the planning task and the check-in handlers. The policy is passed
 /// to each rebuild (the effective policy can change while the server runs); ring
 /// membership in the index follows the policy of the latest rebuild.
@@ -39,6 +43,8 @@ struct IndexState {
 pub struct Planner {
     state: Mutex<IndexState>,
     plan: Mutex<Option<Arc<Plan>>>,
+    /// The input counters (`db::rollout::plan_inputs`) the current plan was built from.
+    inputs: Mutex<Option<(i64, i64, i64)>>,
 }
 
 impl Planner {
@@ -80,11 +86,33 @@ impl Planner {
     /// Drops the plan (no rollout needs attention).
     pub fn clear(&self) {
         *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.inputs.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// The last inventory change the index has applied (older rows may be deleted).
     pub fn applied_change(&self) -> i64 {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).applied
+    }
+
+    /// The current plan if nothing it reads changed and it is younger than
+    /// [`REUSE_FOR`], else a rebuilt one (the server's once-a-second task).
+    pub fn refresh(
+        &self,
+        conn: &Connection,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Result<Arc<Plan>, RolloutError> {
+        let inputs = crate::db::rollout::plan_inputs(conn)?;
+        let same = *self.inputs.lock().unwrap_or_else(|e| e.into_inner()) == Some(inputs);
+        if same
+            && let Some(plan) = self.current()
+            && now.duration_since(plan.built_at) < REUSE_FOR
+        {
+            return Ok(plan);
+        }
+        let plan = self.rebuild(conn, policy, now)?;
+        *self.inputs.lock().unwrap_or_else(|e| e.into_inner()) = Some(inputs);
+        Ok(plan)
     }
 
     /// Brings the index up to date on `conn` and builds a new plan as of `now`.
