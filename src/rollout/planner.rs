@@ -83,6 +83,15 @@ impl Planner {
         }
     }
 
+    /// Whether a rebuild is running now (the first one at 10,000 hosts reads every
+    /// inventory and takes seconds).
+    pub fn busy(&self) -> bool {
+        matches!(
+            self.state.try_lock(),
+            Err(std::sync::TryLockError::WouldBlock)
+        )
+    }
+
     /// Drops the plan (no rollout needs attention).
     pub fn clear(&self) {
         *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = None;
