@@ -514,7 +514,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Windows(cmd) => {
             let config = load_config(&cli, None)?;
-            patchward::rollout::cli::windows(&config, SystemClock.now(), cmd)?;
+            let db = Appliance::open_existing(&config)?;
+            patchward::rollout::cli::windows(&db, &config, SystemClock.now(), cmd)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain(a) => {

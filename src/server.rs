@@ -162,8 +162,10 @@ fn spawn_job_expiry(
             let sched = scheduler.clone();
             let advanced = db
                 .write(move |tx| {
-                    let approved =
-                        crate::rollout::approvals::auto_approve_all(tx, now, &sched.policy)?;
+                    // Window entries changed by another process since the last tick.
+                    sched.refresh(tx)?;
+                    let policy = sched.policy();
+                    let approved = crate::rollout::approvals::auto_approve_all(tx, now, &policy)?;
                     // The snapshot reads every host's inventory: only when a rollout
                     // is running or still has packages in an apt ring.
                     if !crate::db::rollout::needs_attention(tx)? {
@@ -171,13 +173,8 @@ fn spawn_job_expiry(
                     }
                     let mut world = crate::rollout::World::load(tx)?;
                     let mut halted =
-                        crate::rollout::engine::apply_brakes(tx, &mut world, &sched.policy, now)?;
-                    halted.extend(crate::rollout::apt_sync::sync(
-                        tx,
-                        &world,
-                        &sched.policy,
-                        now,
-                    )?);
+                        crate::rollout::engine::apply_brakes(tx, &mut world, &policy, now)?;
+                    halted.extend(crate::rollout::apt_sync::sync(tx, &world, &policy, now)?);
                     Ok::<_, crate::rollout::RolloutError>((approved, halted))
                 })
                 .await;
@@ -308,11 +305,18 @@ pub async fn run(
         .map_err(|e| ServeError::Join(e.to_string()))?
         .map(Arc::new)?;
     let dir = crate::appliance::DataDir::new(&config.data_dir);
-    let scheduler = Arc::new(crate::web::Scheduler {
-        policy: config.policy.clone(),
-        key: crate::trust::keys::Ed25519Key::load(&dir.ed25519_key())
-            .map_err(ApplianceError::from)?,
-    });
+    let scheduler = Arc::new(crate::web::Scheduler::new(
+        config.policy.clone(),
+        crate::trust::keys::Ed25519Key::load(&dir.ed25519_key()).map_err(ApplianceError::from)?,
+    ));
+    {
+        // The window entries added on the web page, laid over the configuration.
+        let (db, s) = (app.db.clone(), scheduler.clone());
+        tokio::task::spawn_blocking(move || db.read_blocking(|c| s.refresh(c)))
+            .await
+            .map_err(|e| ServeError::Join(e.to_string()))?
+            .map_err(|e| ServeError::Appliance(ApplianceError::from(e)))?;
+    }
     let presence = Arc::new(crate::fleet::hosts::Presence::new());
     let state = AppState::new(
         app.db.clone(),

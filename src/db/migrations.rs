@@ -268,11 +268,36 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         ) STRICT;
         "#,
         ),
+        M::up(
+            r#"
+        -- Maintenance-window entries added on the web page, laid over the configured
+        -- [policy.windows] sets (policy::layer). `spec` is the entry in the config
+        -- file's TOML syntax; the history is in the audit log.
+        CREATE TABLE window_entries (
+            id          INTEGER PRIMARY KEY,
+            window_set  TEXT NOT NULL,
+            kind        TEXT NOT NULL,
+            emergency   INTEGER NOT NULL DEFAULT 0,
+            spec        TEXT NOT NULL,
+            created_at  TEXT NOT NULL,
+            created_by  TEXT NOT NULL,
+            updated_at  TEXT NOT NULL,
+            updated_by  TEXT NOT NULL
+        ) STRICT;
+
+        -- The admin pages: the host list in name order, the audit log filtered by
+        -- actor or action (newest first), recent failures by time.
+        CREATE INDEX hosts_by_name ON hosts(hostname, id);
+        CREATE INDEX audit_by_actor ON audit_log(actor, seq);
+        CREATE INDEX audit_by_action ON audit_log(action, seq);
+        CREATE INDEX jobs_by_state ON jobs(state, updated_at);
+        "#,
+        ),
     ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 7;
+pub const LATEST: usize = 8;
 
 /// Migration 6's hook: fills `job_artifacts` from the tickets of jobs created before it,
 /// in the migration's transaction. SQLite cannot decode the envelope's base64 payload,

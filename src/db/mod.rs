@@ -13,6 +13,8 @@ pub mod fleet;
 pub mod jobs;
 mod migrations;
 pub mod rollout;
+pub mod views;
+pub mod windows;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -19,6 +19,7 @@ pub mod approvals;
 pub mod apt_sync;
 pub mod cli;
 pub mod engine;
+pub mod windows;
 
 use std::collections::{BTreeMap, BTreeSet};
 

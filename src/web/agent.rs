@@ -51,7 +51,7 @@ fn schedule(
     host: &str,
 ) -> Result<bool, crate::rollout::RolloutError> {
     tx.execute_batch("SAVEPOINT schedule")?;
-    match crate::rollout::engine::offer(tx, now, &sched.policy, &sched.key, host) {
+    match crate::rollout::engine::offer(tx, now, &sched.policy(), &sched.key, host) {
         Ok(job) => {
             tx.execute_batch("RELEASE schedule")?;
             Ok(job.is_some())

@@ -68,8 +68,51 @@ pub struct FleetState {
 
 /// What the scheduler needs at a check-in: the policy and the key that signs tickets.
 pub struct Scheduler {
-    pub policy: crate::policy::Policy,
+    /// The configured `[policy]`: the base that window entries added on the web page
+    /// are laid over (`rollout::windows`).
+    pub base: crate::policy::Policy,
+    /// The effective policy and the window entries' revision it was built from;
+    /// replaced whole when they change. A std lock: held only to clone or swap the
+    /// `Arc`, never across an await.
+    effective: std::sync::RwLock<(WindowsRevision, Arc<crate::policy::Policy>)>,
     pub key: crate::trust::keys::Ed25519Key,
+}
+
+type WindowsRevision = Option<(i64, i64, String)>;
+
+impl Scheduler {
+    /// A scheduler on the configured policy alone; call [`Scheduler::refresh`] to lay
+    /// the stored window entries over it.
+    pub fn new(base: crate::policy::Policy, key: crate::trust::keys::Ed25519Key) -> Self {
+        let effective = std::sync::RwLock::new((None, Arc::new(base.clone())));
+        Self {
+            base,
+            effective,
+            key,
+        }
+    }
+
+    /// The effective policy: the configuration with the web page's window entries.
+    pub fn policy(&self) -> Arc<crate::policy::Policy> {
+        self.effective
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    /// Rebuilds the effective policy if the window entries changed since the last
+    /// build (one small query otherwise). Called at start, after every change made on
+    /// the web page, and by the server's minute tick (changes by another process).
+    pub fn refresh(&self, conn: &rusqlite::Connection) -> Result<(), crate::error::DbError> {
+        let rev = Some(crate::db::windows::revision(conn)?);
+        if self.effective.read().unwrap_or_else(|p| p.into_inner()).0 == rev {
+            return Ok(());
+        }
+        let policy = crate::rollout::windows::effective(conn, &self.base)?.policy;
+        *self.effective.write().unwrap_or_else(|p| p.into_inner()) = (rev, Arc::new(policy));
+        Ok(())
+    }
 }
 
 /// What the mirror status endpoint reads.
