@@ -44,6 +44,7 @@ pub mod agent;
 pub mod appliance;
 pub mod apt;
 pub mod audit;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod db;

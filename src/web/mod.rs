@@ -5,6 +5,7 @@
 //! (labelled by the matched route template, never the raw path, so cardinality stays
 //! bounded), a request timeout (408) and a body-size limit (413).
 
+pub mod admin;
 mod agent;
 pub mod agent_auth;
 pub mod apt;
