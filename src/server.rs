@@ -324,6 +324,8 @@ pub async fn run(
             store: store.clone(),
             sources: config.mirror.sources.clone(),
             clock: clock.clone(),
+            max_upload_bytes: config.import.max_upload_bytes,
+            drop_dir: config.import.drop_dir.clone(),
         }),
         Some(crate::web::FleetState {
             appliance_key: app.keys.ed25519.public_hex(),

@@ -112,6 +112,13 @@ pub struct JobLine {
     pub updated_at: String,
 }
 
+impl JobLine {
+    /// The patch as `FEED:ID`.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.feed, self.patch_id)
+    }
+}
+
 const JOB_LINE: &str = "SELECT j.id, j.host_id, coalesce(h.hostname, ''), j.feed, j.patch_id,
         p.title, j.state, j.ring, j.created_at, j.updated_at
      FROM jobs j

@@ -252,7 +252,7 @@ pub struct RolloutView {
 /// progress and gate: what `rollout list|show` prints and the web page shows.
 pub fn views(
     world: &World,
-    config: &Config,
+    policy: &crate::policy::Policy,
     now: Timestamp,
     only: Option<&str>,
 ) -> Result<Vec<RolloutView>, RolloutError> {
@@ -270,16 +270,14 @@ pub fn views(
         };
         let mut rv = Vec::new();
         for ring in &rings {
-            let res = engine::ring_results(world, &config.policy, p, ring);
-            let base = config
-                .policy
+            let res = engine::ring_results(world, policy, p, ring);
+            let base = policy
                 .rings
                 .iter()
                 .find(|x| &x.name == ring)
                 .map(|x| x.gate.clone())
                 .unwrap_or_default();
-            let rules = config
-                .policy
+            let rules = policy
                 .classes
                 .get(p.entry.kind)
                 .gate_rules(&base, expedited);
@@ -360,7 +358,7 @@ pub fn rollout(
                 RolloutCmd::Show { patch, .. } => Some(world.find_patch(patch)?.key()),
                 _ => None,
             };
-            let v = views(&world, config, now, only.as_deref())?;
+            let v = views(&world, &config.policy, now, only.as_deref())?;
             if let (Some(k), true) = (&only, v.is_empty()) {
                 return Err(RolloutError::NoRollout(k.clone()));
             }

@@ -121,6 +121,10 @@ pub struct MirrorState {
     pub store: Arc<crate::store::Store>,
     pub sources: Vec<crate::config::MirrorSource>,
     pub clock: crate::clock::SharedClock,
+    /// The admin page's bundle uploads: the size cap (`import.max_upload_mb`).
+    pub max_upload_bytes: u64,
+    /// The watched drop folder (`import.drop_dir`), shown on the mirror page.
+    pub drop_dir: Option<std::path::PathBuf>,
 }
 
 /// Server limits from the configuration.
