@@ -658,7 +658,7 @@ mod tests {
             .read_blocking(|c| list(c, later + SignedDuration::from_hours(1)))
             .unwrap();
         assert!(hosts[0].stale);
-        db.write_blocking(|tx| revoke(tx, &id, later, "test"))
+        db.write_blocking(|tx| revoke(tx, &id, later, "test", ""))
             .unwrap();
         let e = db
             .write_blocking(|tx| checkin(tx, later, &id, inv.clone()))
@@ -786,7 +786,7 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
-        db.write_blocking(|tx| revoke(tx, &id, later, "test"))
+        db.write_blocking(|tx| revoke(tx, &id, later, "test", ""))
             .unwrap();
         // Revoked after it was authenticated: not quiet, and the write path refuses it.
         assert_eq!(

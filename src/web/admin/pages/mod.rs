@@ -21,6 +21,9 @@ mod patches;
 mod rollouts;
 mod windows;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use askama::Template;
@@ -409,7 +412,7 @@ pub(crate) fn patch_href(prefix: &str, key: impl AsRef<str>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+mod unit_tests {
     use super::*;
 
     #[test]
