@@ -54,6 +54,7 @@ pub mod feed;
 pub mod fleet;
 pub mod fsutil;
 pub mod health;
+pub mod hostinfo;
 pub mod mirror;
 pub mod mirror_schedule;
 pub mod policy;

@@ -270,6 +270,46 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         ),
         M::up(
             r#"
+        -- Accounts of the web admin page (src/auth). `password_hash` is an argon2id PHC
+        -- string; the password itself is never stored.
+        CREATE TABLE users (
+            id                    INTEGER PRIMARY KEY,
+            name                  TEXT NOT NULL UNIQUE,
+            password_hash         TEXT NOT NULL,
+            role                  TEXT NOT NULL CHECK (role IN ('admin', 'auditor')),
+            disabled              INTEGER NOT NULL DEFAULT 0,
+            must_change_password  INTEGER NOT NULL DEFAULT 1,
+            created_at            TEXT NOT NULL,
+            changed_at            TEXT NOT NULL
+        ) STRICT;
+
+        -- Signed-in sessions. Only the sha256 of the cookie's random token is stored, so
+        -- a copy of the database cannot be used to sign in. Times are unix milliseconds
+        -- (compared in SQL).
+        CREATE TABLE sessions (
+            token_sha256  TEXT PRIMARY KEY,
+            user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            created_ms    INTEGER NOT NULL,
+            last_seen_ms  INTEGER NOT NULL,
+            csrf          TEXT NOT NULL,
+            user_agent    TEXT
+        ) STRICT;
+        CREATE INDEX sessions_by_user ON sessions(user_id);
+
+        -- Failed sign-ins, for throttling per account name (as typed) and per client
+        -- address; kept in the database so a restart does not reset a lockout.
+        CREATE TABLE login_failures (
+            id        INTEGER PRIMARY KEY,
+            at_ms     INTEGER NOT NULL,
+            username  TEXT NOT NULL,
+            address   TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX login_failures_by_user ON login_failures(username, at_ms);
+        CREATE INDEX login_failures_by_address ON login_failures(address, at_ms);
+        "#,
+        ),
+        M::up(
+            r#"
         -- Maintenance-window entries added on the web page, laid over the configured
         -- [policy.windows] sets (policy::layer). `spec` is the entry in the config
         -- file's TOML syntax; the history is in the audit log.
@@ -297,7 +337,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 8;
+pub const LATEST: usize = 9;
 
 /// Migration 6's hook: fills `job_artifacts` from the tickets of jobs created before it,
 /// in the migration's transaction. SQLite cannot decode the envelope's base64 payload,

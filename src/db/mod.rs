@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod jobs;
 mod migrations;
 pub mod rollout;
+pub mod users;
 pub mod views;
 pub mod windows;
 

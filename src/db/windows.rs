@@ -1,5 +1,5 @@
 //! Queries for the maintenance-window entries added on the web page (`window_entries`,
-//! migration 8). Plain SQL; `rollout::windows` checks and audits every change.
+//! migration 9). Plain SQL; `rollout::windows` checks and audits every change.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 

@@ -3,7 +3,8 @@
 //! Handlers are thin: they parse, call a domain function, render. The stack around every
 //! route: panic catching (500, the process survives), request tracing, per-route metrics
 //! (labelled by the matched route template, never the raw path, so cardinality stays
-//! bounded), a request timeout (408) and a body-size limit (413).
+//! bounded), a request timeout (408) and a body-size limit (413), except for the admin
+//! page's streamed upload, which bounds itself (`limits`).
 
 pub mod admin;
 mod agent;
@@ -11,20 +12,19 @@ pub mod agent_auth;
 pub mod apt;
 pub mod artifacts;
 mod health;
+mod limits;
 mod metrics_layer;
 mod mirror;
+pub mod redirect;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::db::Db;
@@ -48,6 +48,17 @@ pub struct StateInner {
     pub downloads: Arc<tokio::sync::Semaphore>,
     /// The per-ring apt repositories (`/apt/...`), when serving them.
     pub apt: Option<apt::AptServe>,
+    /// The admin page (HTTPS), when serving it.
+    pub admin: Option<AdminState>,
+}
+
+/// What the admin page needs.
+pub struct AdminState {
+    /// Session expiry and throttling read the time here.
+    pub clock: crate::clock::SharedClock,
+    pub settings: crate::auth::WebSettings,
+    /// The HTTPS listener's port, for the HTTP listener's redirects.
+    pub tls_port: u16,
 }
 
 /// What the agent API needs.
@@ -147,6 +158,7 @@ impl AppState {
                     artifacts::MAX_CONCURRENT_DOWNLOADS,
                 )),
                 apt: None,
+                admin: None,
             }),
         }
     }
@@ -159,14 +171,22 @@ impl AppState {
         }
         self
     }
+
+    /// Serves the admin page too (see [`AppState::with_apt`] for when to call it).
+    pub fn with_admin(mut self, admin: AdminState) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.admin = Some(admin);
+        }
+        self
+    }
 }
 
-/// The full router with its middleware stack.
-pub fn router(state: AppState, limits: &Limits) -> Router {
-    let routes = Router::new()
+/// The routes both listeners serve: health, metrics, the agent API (its requests and
+/// answers are signed) and the apt repositories (signed indexes).
+fn common_routes() -> Router<AppState> {
+    Router::new()
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
-        .route("/api/v1/mirror", get(mirror::status))
         .route("/api/agent/v1/appliance-key", get(agent::appliance_key))
         .route("/api/agent/v1/enroll", post(agent::enroll))
         .route("/api/agent/v1/checkin", post(agent::checkin))
@@ -176,6 +196,21 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         )
         .route("/apt/key.asc", get(apt::key))
         .route("/apt/{ring}/{*rest}", get(apt::ring_file))
+}
+
+/// The HTTP listener: the common routes; every other path is redirected to the HTTPS
+/// listener (GET, HEAD) or refused.
+pub fn router(state: AppState, limits: &Limits) -> Router {
+    let routes = common_routes()
+        .fallback(redirect::to_https)
+        .with_state(state);
+    with_middleware(routes, limits)
+}
+
+/// The HTTPS listener: the common routes and the admin page.
+pub fn tls_router(state: AppState, limits: &Limits) -> Router {
+    let routes = common_routes()
+        .merge(admin::router(state.clone()))
         .with_state(state);
     with_middleware(routes, limits)
 }
@@ -183,10 +218,9 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
 /// Wraps routes in the standard middleware stack (outermost last).
 fn with_middleware(routes: Router, limits: &Limits) -> Router {
     routes
-        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
+        .layer(axum::middleware::from_fn_with_state(
+            limits.clone(),
+            limits::enforce,
         ))
         .layer(axum::middleware::from_fn(metrics_layer::record))
         .layer(TraceLayer::new_for_http())
@@ -202,6 +236,28 @@ pub async fn run(
 ) -> std::io::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves `router` over TLS on `listener` (with the client's address available to
+/// handlers) until `shutdown` resolves, then stops accepting and lets in-flight
+/// requests finish. The caller bounds how long that may take.
+pub async fn run_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        h.graceful_shutdown(None);
+    });
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    axum_server::from_tcp_rustls(listener.into_std()?, config)?
+        .handle(handle)
+        .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await
 }
 

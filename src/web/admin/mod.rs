@@ -31,7 +31,10 @@
 //! - Static files are embedded ([`assets`]); link them with
 //!   `{{ crate::web::admin::assets::url("app.css") }}`.
 
+pub mod account;
 pub mod assets;
+pub mod guard;
+pub mod headers;
 pub mod pages;
 
 use axum::Router;
@@ -39,7 +42,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use super::AppState;
 
@@ -224,10 +227,32 @@ pub fn render<T: askama::Template>(t: &T) -> Response {
 }
 
 /// The admin page's routes (sign-in, password, sign-out, static files, the admin API
-/// and every page of [`pages`]), without the guard and header layers, which
-/// `web::tls_router` adds around the whole HTTPS router.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/static/{file}", get(assets::serve))
-        .merge(pages::routes())
+/// `/api/v1/...` and every page of [`pages`]) behind the guard and the security
+/// headers. `web::tls_router` merges them with the routes both listeners serve.
+pub fn router(state: AppState) -> Router<AppState> {
+    guarded(own_routes().merge(pages::routes()), state)
 }
+
+/// Puts `routes` behind the guard and the security headers.
+fn guarded(routes: Router<AppState>, state: AppState) -> Router<AppState> {
+    routes
+        .layer(axum::middleware::from_fn_with_state(state, guard::guard))
+        .layer(axum::middleware::from_fn(headers::security_headers))
+}
+
+/// The routes this module serves itself.
+fn own_routes() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(account::login_form).post(account::login))
+        .route(
+            "/password",
+            get(account::password_form).post(account::change_password),
+        )
+        .route("/logout", post(account::logout))
+        .route("/logout-all", post(account::logout_all))
+        .route("/static/{file}", get(assets::serve))
+        .route("/api/v1/mirror", get(super::mirror::status))
+}
+
+#[cfg(test)]
+mod tests;
