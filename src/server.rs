@@ -405,6 +405,7 @@ pub async fn run(
             replay: Arc::new(crate::web::agent_auth::ReplayGuard::new(100_000)),
             scheduler: scheduler.clone(),
             presence: presence.clone(),
+            http_port: addr.port(),
         }),
     );
     // The apt repositories: publish what is due before serving, so every configured

@@ -76,6 +76,9 @@ pub struct FleetState {
     pub presence: Arc<crate::fleet::hosts::Presence>,
     /// Turns approved rollouts into jobs at check-ins.
     pub scheduler: Arc<Scheduler>,
+    /// The plain HTTP listener's port, where agents enroll and check in (the admin
+    /// page's enroll command names it).
+    pub http_port: u16,
 }
 
 /// What the scheduler needs at a check-in: the policy and the key that signs tickets.

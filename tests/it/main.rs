@@ -19,4 +19,5 @@ mod serve;
 mod support;
 mod sync;
 mod upstream;
+mod web_pages;
 mod web_security;

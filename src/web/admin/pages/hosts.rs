@@ -471,6 +471,25 @@ pub(super) struct TokenCreated {
     pub command: String,
 }
 
+/// The host part of the request's `Host` header (without the port), when it is a
+/// plain host name or address; else a placeholder for the operator to fill in.
+fn host_name(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().map(|a| format!("[{a}]")),
+        None => host.split(':').next().map(str::to_string),
+    };
+    name.filter(|n| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+    })
+    .unwrap_or_else(|| "APPLIANCE".into())
+}
+
 fn parse_token_form(f: &TokenForm, policy: &Policy) -> Result<fleet::tokens::NewToken, FleetError> {
     let ring = match f.ring.trim() {
         "" => None,
@@ -544,24 +563,17 @@ pub async fn create_token(
         .await
     {
         Ok(token) => {
-            // The agent reaches the appliance at the address this page was opened with.
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .filter(|h| {
-                    h.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
-                })
-                .unwrap_or("APPLIANCE");
-            let key_id = st
-                .inner
-                .fleet
-                .as_ref()
-                .map(|f| f.appliance_key_id.clone())
-                .unwrap_or_default();
+            // Agents reach the appliance on its plain HTTP listener (their requests are
+            // signed), at the host name this page was opened with.
+            let fleet = st.inner.fleet.as_ref();
             let command = format!(
-                "patchward-agent enroll --server https://{host} --token {} --fingerprint {key_id}",
-                token.token
+                "patchward-agent enroll --server http://{}:{} --token {} --fingerprint {}",
+                host_name(&headers),
+                fleet.map_or(8080, |f| f.http_port),
+                token.token,
+                fleet
+                    .map(|f| f.appliance_key_id.as_str())
+                    .unwrap_or_default(),
             );
             let labels = new
                 .labels
@@ -598,6 +610,19 @@ pub async fn create_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_enroll_command_names_the_host_the_page_was_opened_with() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, v.parse().unwrap());
+            host_name(&m)
+        };
+        assert_eq!(h("appliance.lan:8443"), "appliance.lan");
+        assert_eq!(h("[fd00::1]:8443"), "[fd00::1]");
+        assert_eq!(h("10.0.0.2"), "10.0.0.2");
+        assert_eq!(h("a\"b"), "APPLIANCE");
+    }
 
     #[test]
     fn token_form_is_checked_before_anything_is_written() {

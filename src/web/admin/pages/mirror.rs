@@ -312,53 +312,56 @@ enum Refused {
     Internal(String),
 }
 
+/// How much of an oversized upload is read and discarded before answering, so the
+/// client gets the answer rather than a reset connection; a larger body is cut off.
+const DRAIN_MAX: u64 = 256 << 20;
+
 async fn receive(
     mp: &mut Multipart,
     file: &mut std::fs::File,
     cap: u64,
 ) -> Result<(String, u64), Refused> {
+    let cut = |e: axum::extract::multipart::MultipartError| {
+        Refused::Bad(format!("the upload was cut off or malformed: {e}"))
+    };
+    let too_large = || {
+        Refused::Bad(format!(
+            "the file is larger than the upload limit of {} MiB (import.max_upload_mb); \
+             copy it to the drop folder or use `patchward import` instead",
+            cap >> 20
+        ))
+    };
     let mut name = None;
     let mut size = 0u64;
-    loop {
-        let field = match mp.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => {
-                return Err(Refused::Bad(format!(
-                    "the upload was cut off or malformed: {e}"
-                )));
+    let mut over = false;
+    while let Some(mut field) = mp.next_field().await.map_err(cut)? {
+        if field.name() != Some("bundle") || name.is_some() {
+            // Other fields (and a second file) are read and ignored.
+            while let Some(c) = field.chunk().await.map_err(cut)? {
+                size += c.len() as u64;
+                if size > cap + DRAIN_MAX {
+                    return Err(too_large());
+                }
             }
-        };
-        if field.name() != Some("bundle") {
             continue;
         }
         name = Some(field.file_name().unwrap_or("bundle.pwb").to_string());
-        let mut field = field;
-        loop {
-            match field.chunk().await {
-                Ok(Some(chunk)) => {
-                    size += chunk.len() as u64;
-                    if size > cap {
-                        return Err(Refused::Bad(format!(
-                            "the file is larger than the upload limit of {} MiB \
-                             (import.max_upload_mb); copy it to the drop folder or use \
-                             `patchward import` instead",
-                            cap >> 20
-                        )));
-                    }
-                    file.write_all(&chunk)
-                        .map_err(|e| Refused::Internal(format!("cannot write the upload: {e}")))?;
+        while let Some(chunk) = field.chunk().await.map_err(cut)? {
+            size += chunk.len() as u64;
+            if size > cap {
+                // Keep reading (up to DRAIN_MAX more) without storing, then refuse.
+                over = true;
+                if size > cap + DRAIN_MAX {
+                    return Err(too_large());
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(Refused::Bad(format!(
-                        "the upload was cut off or malformed: {e}"
-                    )));
-                }
+                continue;
             }
+            file.write_all(&chunk)
+                .map_err(|e| Refused::Internal(format!("cannot write the upload: {e}")))?;
         }
     }
     match name {
+        _ if over => Err(too_large()),
         Some(n) if size > 0 => Ok((n, size)),
         Some(_) => Err(Refused::Bad("the uploaded file is empty".into())),
         None => Err(Refused::Bad(

@@ -116,6 +116,7 @@ fn site() -> Site {
             replay: Arc::new(crate::web::agent_auth::ReplayGuard::new(100)),
             presence: Arc::new(crate::fleet::hosts::Presence::new()),
             scheduler,
+            http_port: 8080,
         }),
     );
     Site {
