@@ -6,6 +6,7 @@ mod apt_repo;
 mod artifacts;
 mod audit_cli;
 mod bad_input;
+mod browser;
 mod crash;
 mod dropfolder;
 mod feedkit;

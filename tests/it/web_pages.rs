@@ -19,8 +19,8 @@ use crate::feedkit::Feed;
 use crate::jobs::{agent, ok, script_archive};
 use crate::support::{Admin, Server, patchward, run, stderr};
 
-const NEW_PW: &str = "correct horse battery staple";
-const EVIL: &str = "<script>alert(\"x\")</script> & 'q'";
+pub(crate) const NEW_PW: &str = "correct horse battery staple";
+pub(crate) const EVIL: &str = "<script>alert(\"x\")</script> & 'q'";
 
 const CONFIG_TAIL: &str = r#"
 [import]
@@ -57,17 +57,26 @@ fn add_patch(feed: &Feed, id: &str, title: &str) {
     patchward::feed::tools::add_patch(&feed.dir, &p, &[art]).unwrap();
 }
 
-struct Site {
-    dir: tempfile::TempDir,
-    feed: Feed,
-    data: PathBuf,
-    config: PathBuf,
-    server: Server,
-    admin: Admin,
+pub(crate) struct Site {
+    pub dir: tempfile::TempDir,
+    pub feed: Feed,
+    pub data: PathBuf,
+    pub config: PathBuf,
+    pub server: Server,
+    pub admin: Admin,
+}
+
+/// [`Site`] before anyone signed in (the first-start password still unused).
+pub(crate) struct Fresh {
+    pub dir: tempfile::TempDir,
+    pub feed: Feed,
+    pub data: PathBuf,
+    pub config: PathBuf,
+    pub server: Server,
 }
 
 impl Site {
-    fn cmd(&self, args: &[&str]) -> std::process::Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> std::process::Command {
         let mut c = patchward(&self.data);
         c.arg("--config").arg(&self.config).args(args);
         c
@@ -108,9 +117,9 @@ impl Site {
     }
 }
 
-/// A feed with two patches (one titled with markup), an appliance trusting it, started
-/// for the first time, and its admin signed in with a new password.
-fn site() -> Site {
+/// A feed with two patches (one titled with markup) and an appliance trusting it,
+/// started for the first time.
+pub(crate) fn fresh() -> Fresh {
     let dir = tempfile::tempdir().unwrap();
     let t = Timestamp::now();
     let feed = Feed::init(dir.path(), "acme", t);
@@ -130,13 +139,25 @@ fn site() -> Site {
     )
     .unwrap();
     let server = Server::start_with(&data, &["--config", config.to_str().unwrap()]);
-    let admin = Admin::first_sign_in(&server, NEW_PW);
-    Site {
+    Fresh {
         dir,
         feed,
         data,
         config,
         server,
+    }
+}
+
+/// [`fresh`], with its admin signed in with a new password.
+fn site() -> Site {
+    let f = fresh();
+    let admin = Admin::first_sign_in(&f.server, NEW_PW);
+    Site {
+        dir: f.dir,
+        feed: f.feed,
+        data: f.data,
+        config: f.config,
+        server: f.server,
         admin,
     }
 }
@@ -197,9 +218,12 @@ fn upload(a: &Admin, file_name: &str, bytes: &[u8]) -> reqwest::blocking::Respon
 }
 
 fn bundle(site: &Site, name: &str) -> Vec<u8> {
-    let p = site.dir.path().join(name);
-    site.feed.export(&p, None, Timestamp::now());
-    std::fs::read(p).unwrap()
+    std::fs::read(export(&site.feed, site.dir.path(), name)).unwrap()
+}
+
+/// A full bundle of `feed`, written into `dir`.
+pub(crate) fn export(feed: &Feed, dir: &std::path::Path, name: &str) -> PathBuf {
+    feed.export(&dir.join(name), None, Timestamp::now())
 }
 
 /// Adds an auditor (`carol`) and signs her in, past her own forced password change.
@@ -370,7 +394,7 @@ fn upload_enroll_approve_and_a_web_window_the_scheduler_uses() {
         page.contains("every Mon, Tue, Wed, Thu, Fri, Sat, Sun at 00:00 for 24h"),
         "{page}"
     );
-    assert!(page.contains("added here by admin"), "{page}");
+    assert!(page.contains("added here by web:admin"), "{page}");
     let out =
         ok(run(site.cmd(&[
             "windows", "next", "--ring", "pilot", "--count", "1",
@@ -410,7 +434,7 @@ fn upload_enroll_approve_and_a_web_window_the_scheduler_uses() {
             .iter()
             .find(|e| e["action"] == want)
             .unwrap_or_else(|| panic!("no {want}"));
-        assert_eq!(e["actor"], "admin", "{e}");
+        assert_eq!(e["actor"], "web:admin", "{e}");
     }
     // Revoke needs the confirmation, then works.
     let r = a.post_form(&format!("/hosts/{id}/revoke"), &[("reason", "retired")]);

@@ -213,7 +213,7 @@ pub(super) struct HostsPage {
 
 /// The state filter's choices: (value, label).
 const STATES: &[(&str, &str)] = &[
-    ("", "enrolled (not revoked)"),
+    ("", "not revoked"),
     ("ok", "ok"),
     ("stale", "stale"),
     ("failing", "with failed jobs"),
@@ -422,7 +422,11 @@ pub async fn revoke(
             &back,
         );
     }
-    let (now, actor, reason) = (ctx.now, viewer.user.clone(), form.reason.trim().to_string());
+    let (now, actor, reason) = (
+        ctx.now,
+        super::actor(&viewer),
+        form.reason.trim().to_string(),
+    );
     let r = ctx
         .db
         .write(move |tx| fleet::hosts::revoke(tx, &id, now, &actor, &reason))
@@ -556,7 +560,7 @@ pub async fn create_token(
             );
         }
     };
-    let (now, actor, n) = (ctx.now, viewer.user.clone(), new.clone());
+    let (now, actor, n) = (ctx.now, super::actor(&viewer), new.clone());
     match ctx
         .db
         .write(move |tx| fleet::tokens::create(tx, now, &actor, &n))

@@ -57,6 +57,23 @@ pub(super) struct MirrorView {
     pub max_upload_mb: u64,
 }
 
+/// "bundle /long/path/name.pwb" as "bundle name.pwb" (uploads are stored under
+/// `upload-<random>-<name>`, which keeps the uploaded file's name).
+fn via_text(via: &str) -> String {
+    match via.strip_prefix("bundle ") {
+        Some(path) => {
+            let name = Path::new(path)
+                .file_name()
+                .map_or(path.to_string(), |n| n.to_string_lossy().into_owned());
+            match name.strip_prefix("upload-").and_then(|r| r.split_once('-')) {
+                Some((_, original)) => format!("upload of {original}"),
+                None => format!("bundle {name}"),
+            }
+        }
+        None => via.to_string(),
+    }
+}
+
 fn import_line(e: AuditEntry) -> ImportLine {
     let d: serde_json::Value = serde_json::from_str(&e.details).unwrap_or_default();
     let s = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
@@ -71,7 +88,7 @@ fn import_line(e: AuditEntry) -> ImportLine {
                 n("new").unwrap_or(0),
                 n("updated").unwrap_or(0),
                 n("removed").unwrap_or(0),
-                s("via"),
+                via_text(&s("via")),
             ),
         ),
         "feed.import_unchanged" => (
@@ -246,7 +263,7 @@ pub async fn sync(
             }
         }
         started.push(src.name.clone());
-        let (db, store, actor) = (st.db.clone(), m.store.clone(), viewer.user.clone());
+        let (db, store, actor) = (st.db.clone(), m.store.clone(), super::actor(&viewer));
         tokio::task::spawn_blocking(move || {
             let r = crate::mirror::sync_source(
                 &db,
@@ -398,7 +415,7 @@ pub async fn upload(
     };
     let mut rnd = [0u8; 12];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut rnd);
-    let path = dir.join(format!("upload-{}.pwb", hex::encode(rnd)));
+    let path = dir.join(format!("upload-{}", hex::encode(rnd)));
     let mut file = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -407,15 +424,32 @@ pub async fn upload(
         Ok(f) => f,
         Err(e) => return internal(viewer, "mirror", e),
     };
-    let guard = TempUpload(path.clone());
+    let mut guard = TempUpload(path.clone());
     let (name, size) = match receive(&mut mp, &mut file, m.max_upload_bytes).await {
         Ok(x) => x,
         Err(Refused::Bad(why)) => return refuse(&why),
         Err(Refused::Internal(why)) => return internal(viewer, "mirror", why),
     };
     drop(file);
+    // Keep the uploaded file's name in the temporary one: the import's audit entry
+    // names its path.
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    let named = path.with_file_name(format!("upload-{}-{safe}", hex::encode(rnd)));
+    if std::fs::rename(&path, &named).is_ok() {
+        guard.0 = named;
+    }
     let (db, store, sources) = (st.db.clone(), m.store.clone(), m.sources.clone());
-    let (now, actor) = (ctx.now, viewer.user.clone());
+    let (now, actor) = (ctx.now, super::actor(&viewer));
     let r = tokio::task::spawn_blocking(move || {
         let r = crate::mirror::import_bundle_from(
             &db,

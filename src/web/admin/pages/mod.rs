@@ -105,6 +105,12 @@ impl Ctx {
     }
 }
 
+/// The audit actor of a change made on these pages: `web:<account>`, as the sign-in
+/// and account events name it.
+pub(crate) fn actor(v: &Viewer) -> String {
+    format!("web:{}", v.user)
+}
+
 // ---- flash messages (POST-redirect-GET) ----
 
 const FLASH: &str = "pw_flash";

@@ -486,7 +486,7 @@ pub async fn decide(
             );
         }
     };
-    let (policy, now, actor) = (ctx.policy.clone(), ctx.now, viewer.user.clone());
+    let (policy, now, actor) = (ctx.policy.clone(), ctx.now, super::actor(&viewer));
     let r = ctx
         .db
         .write(move |tx| {

@@ -91,9 +91,10 @@ fn lines(
                         let g =
                             crate::rollout::engine::rules_for(policy, p, &r.ring, expedited);
                         format!(
-                            "{}{} successes · {:.0} % of the ring · soak {:#} · brake after {} failures",
+                            "{}at least {} success{} · {:.0} % of the ring · soak {:#} · brake after {} failures",
                             if g.canary { "canary first · " } else { "" },
                             g.min_successes,
+                            if g.min_successes == 1 { "" } else { "es" },
                             g.success_ratio * 100.0,
                             g.soak,
                             g.max_failures
@@ -223,7 +224,7 @@ pub async fn detail(
                     nav: "rollouts",
                     flash: flash.clone(),
                     href: super::patch_href("/rollouts", &r.v.patch),
-                    updated: super::when_ts(ctx.now),
+                    updated: ctx.now.strftime("%H:%M:%S UTC").to_string(),
                     r,
                 },
                 &flash,
@@ -254,7 +255,7 @@ pub async fn rings_fragment(
     match r {
         Ok(r) => crate::web::admin::render(&RingsFragment {
             href: super::patch_href("/rollouts", &r.v.patch),
-            updated: super::when_ts(ctx.now),
+            updated: ctx.now.strftime("%H:%M:%S UTC").to_string(),
             r,
         }),
         Err(e) if rollout_status(&e).is_client_error() => {
@@ -302,7 +303,7 @@ pub async fn control(
             &back,
         );
     }
-    let (now, actor) = (ctx.now, viewer.user.clone());
+    let (now, actor) = (ctx.now, super::actor(&viewer));
     let k = key.clone();
     let r = ctx
         .db

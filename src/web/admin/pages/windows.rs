@@ -430,7 +430,7 @@ pub async fn add(
     };
     let input = input_of(&form);
     let reason = field(&form, "reason").to_string();
-    let (base, now, actor) = (ctx.scheduler().base.clone(), ctx.now, viewer.user.clone());
+    let (base, now, actor) = (ctx.scheduler().base.clone(), ctx.now, super::actor(&viewer));
     let i = input.clone();
     match ctx
         .db
@@ -525,7 +525,7 @@ pub async fn change(
     };
     let input = input_of(&form);
     let reason = field(&form, "reason").to_string();
-    let (base, now, actor) = (ctx.scheduler().base.clone(), ctx.now, viewer.user.clone());
+    let (base, now, actor) = (ctx.scheduler().base.clone(), ctx.now, super::actor(&viewer));
     match ctx
         .db
         .write(move |tx| w::change(tx, now, &base, id, &input, &actor, &reason))
@@ -551,7 +551,7 @@ pub async fn remove(
         Err(r) => return r,
     };
     let reason = field(&form, "reason").to_string();
-    let (now, actor) = (ctx.now, viewer.user.clone());
+    let (now, actor) = (ctx.now, super::actor(&viewer));
     match ctx
         .db
         .write(move |tx| w::remove(tx, now, id, &actor, &reason))
