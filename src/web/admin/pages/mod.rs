@@ -78,6 +78,8 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The error is the response to send (a handler returns it as it is).
+    #[allow(clippy::result_large_err)]
     pub fn new(st: &AppState) -> Result<Ctx, Response> {
         let Some(fleet) = st.inner.fleet.as_ref() else {
             return Err((
