@@ -268,7 +268,6 @@ impl Appliance {
         ) {
             generated.push(("tls/cert.pem", tls.fingerprint.clone()));
         }
-        let admin_password = crate::auth::users::ensure_first_admin(&db, now)?;
         if !generated.is_empty() {
             db.write_blocking(|tx| {
                 for (name, id) in &generated {
@@ -286,6 +285,8 @@ impl Appliance {
                 Ok::<_, AuditError>(())
             })?;
         }
+        // After the keys' audit entries: the account is the last first-start step.
+        let admin_password = crate::auth::users::ensure_first_admin(&db, now)?;
         Ok(Appliance {
             dir,
             db,

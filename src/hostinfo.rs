@@ -22,12 +22,12 @@ fn ipv4_from_fib_trie(text: &str) -> Vec<Ipv4Addr> {
         let t = line.trim_start();
         if let Some(rest) = t.strip_prefix("|-- ") {
             last = rest.trim().parse().ok();
-        } else if t.starts_with("/32 host LOCAL") {
-            if let Some(a) = last.take() {
-                if !a.is_loopback() && !out.contains(&a) {
-                    out.push(a);
-                }
-            }
+        } else if t.starts_with("/32 host LOCAL")
+            && let Some(a) = last.take()
+            && !a.is_loopback()
+            && !out.contains(&a)
+        {
+            out.push(a);
         }
     }
     out

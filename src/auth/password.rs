@@ -11,7 +11,7 @@ use rand::Rng;
 pub const MIN_LEN: usize = 12;
 /// Longest accepted (bounds the hashing work an attacker can ask for).
 pub const MAX_LEN: usize = 1024;
-/// Length of generated passwords (about 137 bits from a 53-symbol alphabet).
+/// Length of generated passwords (about 140 bits from a 57-symbol alphabet).
 pub const GENERATED_LEN: usize = 24;
 
 /// Letters and digits without look-alikes (0/O, 1/l/I), so a password read off a

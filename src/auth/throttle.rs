@@ -1,5 +1,5 @@
 //! Sign-in throttling: a pure decision from the recent failures of an account name and
-//! of a client address (both persisted in `login_failures`) and `now`.
+//! of a client address (both persisted in `login_attempts`) and `now`.
 //!
 //! After `max_failures` failures within `window`, the key is locked for `lockout`; every
 //! further failure (possible once a lock has passed) doubles the lock, capped at

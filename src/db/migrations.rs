@@ -298,14 +298,14 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
 
         -- Failed sign-ins, for throttling per account name (as typed) and per client
         -- address; kept in the database so a restart does not reset a lockout.
-        CREATE TABLE login_failures (
+        CREATE TABLE login_attempts (
             id        INTEGER PRIMARY KEY,
             at_ms     INTEGER NOT NULL,
             username  TEXT NOT NULL,
             address   TEXT NOT NULL
         ) STRICT;
-        CREATE INDEX login_failures_by_user ON login_failures(username, at_ms);
-        CREATE INDEX login_failures_by_address ON login_failures(address, at_ms);
+        CREATE INDEX login_attempts_by_user ON login_attempts(username, at_ms);
+        CREATE INDEX login_attempts_by_address ON login_attempts(address, at_ms);
         "#,
         ),
         M::up(
@@ -501,5 +501,16 @@ mod tests {
         let mut c = rusqlite::Connection::open_in_memory().unwrap();
         super::MIGRATIONS.to_latest(&mut c).unwrap();
         assert_eq!(super::schema_version(&c).unwrap(), super::LATEST);
+        assert_eq!(super::LATEST, 9, "8: accounts of the admin page; 9: window entries");
+        for table in ["users", "sessions", "login_attempts", "window_entries"] {
+            let n: i64 = c
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(n, 1, "{table}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Queries for the admin page's accounts: `users`, `sessions`, `login_failures`
+//! Queries for the admin page's accounts: `users`, `sessions`, `login_attempts`
 //! (migration 8). Rules live in `auth`; this module only reads and writes rows.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -246,7 +246,7 @@ pub fn insert_failure(
     address: &str,
 ) -> Result<(), DbError> {
     tx.execute(
-        "INSERT INTO login_failures (at_ms, username, address) VALUES (?1, ?2, ?3)",
+        "INSERT INTO login_attempts (at_ms, username, address) VALUES (?1, ?2, ?3)",
         params![at_ms, username, address],
     )?;
     Ok(())
@@ -261,13 +261,13 @@ pub fn failures_since(
     since_ms: i64,
 ) -> Result<(Vec<i64>, Vec<i64>), DbError> {
     let mut by_user = conn.prepare_cached(
-        "SELECT at_ms FROM login_failures WHERE username = ?1 AND at_ms >= ?2 ORDER BY at_ms",
+        "SELECT at_ms FROM login_attempts WHERE username = ?1 AND at_ms >= ?2 ORDER BY at_ms",
     )?;
     let user: Vec<i64> = by_user
         .query_map(params![username, since_ms], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut by_addr = conn.prepare_cached(
-        "SELECT at_ms FROM login_failures WHERE address = ?1 AND at_ms >= ?2 ORDER BY at_ms",
+        "SELECT at_ms FROM login_attempts WHERE address = ?1 AND at_ms >= ?2 ORDER BY at_ms",
     )?;
     let addr: Vec<i64> = by_addr
         .query_map(params![address, since_ms], |r| r.get(0))?
@@ -278,10 +278,10 @@ pub fn failures_since(
 /// After a successful sign-in: the failures typed for that account name are forgiven
 /// (those for other names from the same address still count against the address).
 pub fn clear_failures(tx: &Transaction<'_>, username: &str) -> Result<(), DbError> {
-    tx.execute("DELETE FROM login_failures WHERE username = ?1", [username])?;
+    tx.execute("DELETE FROM login_attempts WHERE username = ?1", [username])?;
     Ok(())
 }
 
 pub fn prune_failures(tx: &Transaction<'_>, before_ms: i64) -> Result<usize, DbError> {
-    Ok(tx.execute("DELETE FROM login_failures WHERE at_ms < ?1", [before_ms])?)
+    Ok(tx.execute("DELETE FROM login_attempts WHERE at_ms < ?1", [before_ms])?)
 }

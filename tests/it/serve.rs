@@ -28,7 +28,7 @@ fn serve_answers_health_and_metrics_stops_on_sigterm_and_restarts_with_same_keys
         "{text}"
     );
     // A scanner's random paths are one label value, not one each (on the HTTP
-    // listener they are redirected to HTTPS, on HTTPS they are 404).
+    // listener they are redirected to HTTPS; on HTTPS, without a session, to /login).
     let h = crate::support::https();
     h.get(format!("{}/nope/123", s.admin_url)).send().unwrap();
     h.get(format!("{}/nope/456", s.admin_url)).send().unwrap();
@@ -39,7 +39,7 @@ fn serve_answers_health_and_metrics_stops_on_sigterm_and_restarts_with_same_keys
         .text()
         .unwrap();
     assert!(
-        text.contains(r#"route="unmatched",status="404"} 2"#),
+        text.contains(r#"route="unmatched",status="303"} 2"#),
         "{text}"
     );
     assert!(text.contains("patchward_http_request_duration_seconds_bucket"));
@@ -68,6 +68,8 @@ fn serve_answers_health_and_metrics_stops_on_sigterm_and_restarts_with_same_keys
     }
     let key1 = s.banner_value("appliance key");
     let apt1 = s.banner_value("apt signing key");
+    let tls1 = s.banner_value("tls certificate");
+    assert!(s.banner.contains("admin password"), "{}", s.banner);
 
     let t = Instant::now();
     s.signal(libc::SIGTERM);
@@ -95,6 +97,8 @@ fn serve_answers_health_and_metrics_stops_on_sigterm_and_restarts_with_same_keys
     assert!(!s2.banner.contains("first start"), "{}", s2.banner);
     assert_eq!(s2.banner_value("appliance key"), key1);
     assert_eq!(s2.banner_value("apt signing key"), apt1);
+    assert_eq!(s2.banner_value("tls certificate"), tls1);
+    assert!(!s2.banner.contains("admin password"), "shown only once");
     s2.signal(libc::SIGINT);
     assert_eq!(s2.wait_exit(Duration::from_secs(5)), Some(0));
 
@@ -114,6 +118,8 @@ fn serve_answers_health_and_metrics_stops_on_sigterm_and_restarts_with_same_keys
         [
             "key.generated",
             "key.generated",
+            "key.generated",
+            "user.created",
             "appliance.started",
             "appliance.stopped",
             "appliance.started",
@@ -126,7 +132,7 @@ fn serve_answers_health_and_metrics_stops_on_sigterm_and_restarts_with_same_keys
         c
     });
     assert!(verify.status.success(), "{}", stdout(&verify));
-    assert!(stdout(&verify).contains("intact: 6 entries"));
+    assert!(stdout(&verify).contains("intact: 8 entries"));
 }
 
 #[test]

@@ -46,6 +46,8 @@ pub struct Server {
     pub admin_url: String,
     /// The start-up block as printed.
     pub banner: String,
+    /// The data directory it serves.
+    pub data: std::path::PathBuf,
 }
 
 impl Server {
@@ -108,6 +110,7 @@ impl Server {
             url,
             admin_url,
             banner,
+            data: data_dir.to_path_buf(),
         }
     }
 
@@ -240,16 +243,27 @@ impl Admin {
         a
     }
 
-    /// Signs in as `admin` with the printed password and replaces it with `new`.
+    /// Signs in as `admin` with the printed password (or, when this start did not
+    /// create the account, one set with `users passwd admin`) and replaces it with `new`.
     pub fn first_sign_in(server: &Server, new: &str) -> Admin {
-        let mut a = Admin::sign_in(&server.admin_url, "admin", &server.admin_password());
+        let initial = if server.banner.contains("admin password") {
+            server.admin_password()
+        } else {
+            let temporary = "a temporary password for tests";
+            let mut c = patchward(&server.data);
+            c.args(["users", "passwd", "admin", "--password-stdin"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null());
+            let mut child = c.spawn().unwrap();
+            use std::io::Write as _;
+            writeln!(child.stdin.take().unwrap(), "{temporary}").unwrap();
+            assert!(child.wait().unwrap().success());
+            temporary.to_string()
+        };
+        let mut a = Admin::sign_in(&server.admin_url, "admin", &initial);
         let r = a.post_form(
             "/password",
-            &[
-                ("current", &server.admin_password()),
-                ("new", new),
-                ("repeat", new),
-            ],
+            &[("current", initial.as_str()), ("new", new), ("repeat", new)],
         );
         assert_eq!(
             r.status(),

@@ -272,7 +272,9 @@ fn wrong_csrf_or_foreign_origin_is_refused_and_changes_nothing() {
         ("new", "a different long password"),
         ("repeat", "a different long password"),
     ];
-    let attempts: Vec<(&str, Vec<(&str, String)>, Option<String>)> = vec![
+    /// (why, extra headers, CSRF token in the form)
+    type Attempt<'a> = (&'a str, Vec<(&'a str, String)>, Option<String>);
+    let attempts: Vec<Attempt> = vec![
         ("no token", vec![("Origin", base.clone())], None),
         (
             "wrong token",
