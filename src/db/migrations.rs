@@ -501,7 +501,11 @@ mod tests {
         let mut c = rusqlite::Connection::open_in_memory().unwrap();
         super::MIGRATIONS.to_latest(&mut c).unwrap();
         assert_eq!(super::schema_version(&c).unwrap(), super::LATEST);
-        assert_eq!(super::LATEST, 9, "8: accounts of the admin page; 9: window entries");
+        assert_eq!(
+            super::LATEST,
+            9,
+            "8: accounts of the admin page; 9: window entries"
+        );
         for table in ["users", "sessions", "login_attempts", "window_entries"] {
             let n: i64 = c
                 .query_row(

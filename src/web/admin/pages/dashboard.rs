@@ -25,6 +25,9 @@ use crate::rollout::World;
 use crate::web::admin::Viewer;
 use crate::web::{AppState, MirrorState};
 
+/// How many overdue patches the dashboard lists.
+const OVERDUE_SHOWN: usize = 15;
+
 /// Hosts by state.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct HostCounts {
@@ -97,6 +100,8 @@ pub(super) struct Dashboard {
     pub urgent: Vec<Urgent>,
     pub rollouts: Vec<ActiveRollout>,
     pub overdue: Vec<Overdue>,
+    /// All overdue patches (`overdue` holds the first [`OVERDUE_SHOWN`]).
+    pub overdue_total: usize,
     pub mirror: Vec<Freshness>,
     pub failures: Vec<JobLine>,
 }
@@ -147,7 +152,6 @@ pub(super) fn load(
 
     // Patches waiting for a decision; SLA.
     let world = World::load_decisions(conn)?;
-    let installed = views::installed_counts(conn)?;
     let mut waiting: Vec<WaitingRow> = PatchKind::ALL
         .iter()
         .map(|k| WaitingRow {
@@ -201,16 +205,20 @@ pub(super) fn load(
                 due: super::when_ts(st.due),
                 late_by: ago(now, st.due).trim_end_matches(" ago").to_string(),
                 approval: super::patches::approval_state(&approval),
-                installed_on: installed
-                    .get(&(p.feed.clone(), p.entry.id.clone()))
-                    .copied()
-                    .unwrap_or(0),
+                installed_on: 0,
             });
         }
     }
     urgent.sort_by(|a, b| b.kev.cmp(&a.kev).then(a.severity.cmp(b.severity)));
     urgent.truncate(10);
+    // The longest overdue first; the page lists the first OVERDUE_SHOWN.
     overdue.sort_by(|a, b| a.due.cmp(&b.due));
+    let overdue_total = overdue.len();
+    overdue.truncate(OVERDUE_SHOWN);
+    for o in &mut overdue {
+        let (feed, id) = o.key.split_once(':').unwrap_or_default();
+        o.installed_on = views::installed_count(conn, feed, id)?;
+    }
     let waiting_total = waiting.iter().map(|w| w.total).sum();
 
     // Rollouts that are running or halted.
@@ -282,6 +290,7 @@ pub(super) fn load(
         urgent,
         rollouts,
         overdue,
+        overdue_total,
         mirror: fresh,
         failures: views::recent_failures(conn, 10)?,
     })

@@ -254,10 +254,7 @@ pub(super) fn load_patch(
         .filter(|o| o.entry.supersedes.contains(&p.entry.id))
         .map(Patch::key)
         .collect();
-    let installed_on = crate::db::views::installed_counts(conn)?
-        .get(&(p.feed.clone(), p.entry.id.clone()))
-        .copied()
-        .unwrap_or(0);
+    let installed_on = crate::db::views::installed_count(conn, &p.feed, &p.entry.id)?;
     let sla = if policy.classes.get(p.entry.kind).sla {
         crate::policy::sla::status(&p.entry, p.kev_due, None, &policy.sla, now)
     } else {

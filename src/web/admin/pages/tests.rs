@@ -485,9 +485,9 @@ async fn approve_halt_resume_and_a_window_that_the_scheduler_uses() {
     assert_eq!(
         actions,
         [
-            "admin-user rollout.resumed",
-            "admin-user rollout.halted",
-            "admin-user patch.approved"
+            "web:admin-user rollout.resumed",
+            "web:admin-user rollout.halted",
+            "web:admin-user patch.approved"
         ]
     );
     // A window added here is in the scheduler's policy at once.
