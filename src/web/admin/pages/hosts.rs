@@ -475,13 +475,16 @@ pub(super) struct TokenCreated {
     pub command: String,
 }
 
-/// The host part of the request's `Host` header (without the port), when it is a
-/// plain host name or address; else a placeholder for the operator to fill in.
-fn host_name(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
+/// The host part of the address the page was opened with (the URI's authority over
+/// HTTP/2, the `Host` header over HTTP/1.1), without the port, when it is a plain host
+/// name or address; else a placeholder for the operator to fill in.
+fn host_name(uri: &axum::http::Uri, headers: &HeaderMap) -> String {
+    let host = uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or(host);
     let name = match host.strip_prefix('[') {
         Some(rest) => rest.split(']').next().map(|a| format!("[{a}]")),
         None => host.split(':').next().map(str::to_string),
@@ -540,6 +543,7 @@ fn parse_token_form(f: &TokenForm, policy: &Policy) -> Result<fleet::tokens::New
 pub async fn create_token(
     State(st): State<AppState>,
     AdminViewer(viewer): AdminViewer,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Response {
@@ -572,7 +576,7 @@ pub async fn create_token(
             let fleet = st.inner.fleet.as_ref();
             let command = format!(
                 "patchward-agent enroll --server http://{}:{} --token {} --fingerprint {}",
-                host_name(&headers),
+                host_name(&uri, &headers),
                 fleet.map_or(8080, |f| f.http_port),
                 token.token,
                 fleet
@@ -620,8 +624,11 @@ mod tests {
         let h = |v: &str| {
             let mut m = HeaderMap::new();
             m.insert(header::HOST, v.parse().unwrap());
-            host_name(&m)
+            host_name(&axum::http::Uri::from_static("/hosts/tokens"), &m)
         };
+        // HTTP/2: the authority is in the URI, and there is no Host header.
+        let uri: axum::http::Uri = "https://appliance.lan:8443/hosts/tokens".parse().unwrap();
+        assert_eq!(host_name(&uri, &HeaderMap::new()), "appliance.lan");
         assert_eq!(h("appliance.lan:8443"), "appliance.lan");
         assert_eq!(h("[fd00::1]:8443"), "[fd00::1]");
         assert_eq!(h("10.0.0.2"), "10.0.0.2");
