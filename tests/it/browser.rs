@@ -285,6 +285,10 @@ fn the_admin_page_in_headless_chromium() {
                 .text()
                 .await
                 .unwrap();
+        assert!(
+            cmd.starts_with("patchward-agent enroll --server http://127.0.0.1:"),
+            "{cmd}"
+        );
         let token = cmd
             .split("--token ")
             .nth(1)
