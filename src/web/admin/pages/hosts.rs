@@ -268,7 +268,12 @@ pub(super) struct HostPage {
     pub stale: bool,
     pub jobs: Vec<JobLine>,
     pub pending: Vec<Pending>,
+    /// All patches not installed (`pending` holds the first [`PENDING_SHOWN`]).
+    pub pending_total: usize,
 }
+
+/// How many "why not yet" lines a host's page lists.
+const PENDING_SHOWN: usize = 100;
 
 fn status_of(v: &Verdict) -> &'static str {
     match v {
@@ -283,6 +288,7 @@ fn status_of(v: &Verdict) -> &'static str {
 /// applies to it and is not installed (the same evaluation as `patchward explain`).
 pub(super) fn load_host(
     conn: &rusqlite::Connection,
+    db: &std::path::Path,
     policy: &Policy,
     now: Timestamp,
     id: &str,
@@ -292,10 +298,9 @@ pub(super) fn load_host(
     let ring = crate::policy::rings::ring_of(&policy.rings, &s.id, s.ring.as_deref(), &s.labels)
         .map(|r| r.name.clone());
     let jobs = views::jobs_of_host(conn, &s.id, 50)?;
-    let mut world = crate::rollout::World::load(conn)?;
-    world.load_all_jobs(conn)?;
+    let world = super::world::world(conn, db)?;
     let lines: Vec<Explanation> = crate::rollout::engine::explain(&world, policy, &s.id, None, now);
-    let pending = lines
+    let mut pending: Vec<Pending> = lines
         .into_iter()
         .filter(|l| !matches!(l.verdict, Verdict::Installed { .. }))
         .map(|l| Pending {
@@ -306,7 +311,12 @@ pub(super) fn load_host(
             sentence: l.sentence,
         })
         .collect();
+    // Offers and running jobs first, then overdue ones; the page lists PENDING_SHOWN.
+    pending.sort_by_key(|p| (p.status != "offer" && p.status != "job", !p.overdue));
+    let pending_total = pending.len();
+    pending.truncate(PENDING_SHOWN);
     Ok(HostPage {
+        pending_total,
         stale: s.stale,
         ring,
         jobs,
@@ -361,8 +371,12 @@ pub async fn detail(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let (policy, now) = (ctx.policy.clone(), ctx.now);
-    match ctx.db.read(move |c| load_host(c, &policy, now, &id)).await {
+    let (policy, now, path) = (ctx.policy.clone(), ctx.now, ctx.db.path().to_path_buf());
+    match ctx
+        .db
+        .read(move |c| load_host(c, &path, &policy, now, &id))
+        .await
+    {
         Ok(h) => {
             let flash = Flash::from_headers(&headers);
             show(

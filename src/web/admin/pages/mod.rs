@@ -20,6 +20,7 @@ mod mirror;
 mod patches;
 mod rollouts;
 mod windows;
+mod world;
 
 #[cfg(test)]
 mod tests;
@@ -187,6 +188,10 @@ fn flash_cookie(value: &str, max_age: u32) -> HeaderValue {
 
 /// `303 See Other` to `to`, with a one-time message for the page there.
 pub(crate) fn done(to: &str, ok: bool, text: &str) -> Response {
+    if ok {
+        // Something changed: the shared rollout snapshot is out of date.
+        world::invalidate();
+    }
     let text: String = text.chars().take(600).collect();
     let value = format!("{}.{}", if ok { "ok" } else { "err" }, pct(&text));
     let mut r = Redirect::to(to).into_response();

@@ -120,11 +120,12 @@ fn lines(
 /// Every rollout (or only `only`), newest first.
 pub(super) fn load(
     conn: &rusqlite::Connection,
+    db: &std::path::Path,
     policy: &Policy,
     now: Timestamp,
     only: Option<&str>,
 ) -> Result<Vec<RolloutLine>, RolloutError> {
-    let world = crate::rollout::World::load(conn)?;
+    let world = super::world::world(conn, db)?;
     let only = match only {
         Some(k) => Some(world.find_patch(k)?.key()),
         None => None,
@@ -152,8 +153,12 @@ pub async fn list(State(st): State<AppState>, viewer: Viewer, headers: HeaderMap
         Ok(c) => c,
         Err(r) => return r,
     };
-    let (policy, now) = (ctx.policy.clone(), ctx.now);
-    match ctx.db.read(move |c| load(c, &policy, now, None)).await {
+    let (policy, now, path) = (ctx.policy.clone(), ctx.now, ctx.db.path().to_path_buf());
+    match ctx
+        .db
+        .read(move |c| load(c, &path, &policy, now, None))
+        .await
+    {
         Ok(rollouts) => {
             let flash = Flash::from_headers(&headers);
             show(
@@ -195,10 +200,10 @@ async fn one(
     key: String,
 ) -> Result<(Ctx, Result<RolloutLine, RolloutError>), Response> {
     let ctx = Ctx::new(st)?;
-    let (policy, now) = (ctx.policy.clone(), ctx.now);
+    let (policy, now, path) = (ctx.policy.clone(), ctx.now, ctx.db.path().to_path_buf());
     let r = ctx
         .db
-        .read(move |c| load(c, &policy, now, Some(&key)))
+        .read(move |c| load(c, &path, &policy, now, Some(&key)))
         .await
         .map(|mut v| v.remove(0));
     Ok((ctx, r))
