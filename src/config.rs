@@ -66,6 +66,8 @@ pub struct ImportConfig {
     /// The watched drop folder, if any.
     pub drop_dir: Option<PathBuf>,
     pub stable: Duration,
+    /// Largest bundle the web page accepts as an upload.
+    pub max_upload_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -173,6 +175,7 @@ struct RawStore {
 struct RawImport {
     drop_dir: Option<Spanned<String>>,
     stable_secs: Option<Spanned<i64>>,
+    max_upload_mb: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -666,6 +669,17 @@ impl Config {
             1,
             3600,
         )?;
+        let max_upload_mb: u64 = positive(
+            &pick(
+                fi.and_then(|s| s.max_upload_mb.as_ref()),
+                &fsrc,
+                di.and_then(|s| s.max_upload_mb.as_ref()),
+                &dsrc,
+            ),
+            "import.max_upload_mb",
+            1,
+            1 << 20,
+        )?;
 
         let mut sources: Vec<MirrorSource> = Vec::new();
         for rs in raw.mirror.iter().flat_map(|m| m.sources.iter().flatten()) {
@@ -715,6 +729,7 @@ impl Config {
             import: ImportConfig {
                 drop_dir: (!drop_dir.trim().is_empty()).then(|| PathBuf::from(drop_dir)),
                 stable: Duration::from_secs(stable_secs),
+                max_upload_bytes: max_upload_mb << 20,
             },
             mirror: MirrorConfig { sources },
             apt,
@@ -728,7 +743,7 @@ impl Config {
              request_timeout_secs = {}\nshutdown_grace_secs = {}\n\n[log]\n\
              format = \"{}\"\nlevel = {:?}\n\n[database]\nbusy_timeout_ms = {}\nreaders = {}\n\n\
              [store]\nfree_space_reserve_mb = {}\nverify_on_read = {}\ngc_grace_hours = {}\n\n\
-             [import]\ndrop_dir = {:?}\nstable_secs = {}\n\n{}{}\n{}",
+             [import]\ndrop_dir = {:?}\nstable_secs = {}\nmax_upload_mb = {}\n\n{}{}\n{}",
             self.data_dir.display().to_string(),
             self.server.listen,
             self.server.tls_listen,
@@ -759,6 +774,7 @@ impl Config {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             self.import.stable.as_secs(),
+            self.import.max_upload_bytes >> 20,
             self.mirror
                 .sources
                 .iter()

@@ -221,7 +221,12 @@ enum HostsCmd {
         json: bool,
     },
     /// Revoke a host: its next signed request is refused (403).
-    Revoke { host: String },
+    Revoke {
+        host: String,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Enrollment tokens.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -588,7 +593,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Windows(cmd) => {
             let config = load_config(&cli, None)?;
-            patchward::rollout::cli::windows(&config, SystemClock.now(), cmd)?;
+            let db = Appliance::open_existing(&config)?;
+            patchward::rollout::cli::windows(&db, &config, SystemClock.now(), cmd)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain(a) => {
@@ -923,9 +929,9 @@ fn hosts_cmd(cli: &Cli, cmd: &HostsCmd) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        HostsCmd::Revoke { host } => {
+        HostsCmd::Revoke { host, reason } => {
             let actor = invoking_user();
-            let id = db.write_blocking(|tx| hosts::revoke(tx, host, now, &actor))?;
+            let id = db.write_blocking(|tx| hosts::revoke(tx, host, now, &actor, reason))?;
             println!("revoked host {id}; its next request will be refused");
         }
         HostsCmd::Token(TokenCmd::Create {

@@ -166,15 +166,36 @@ pub fn import_bundle_file(
     actor: &str,
     progress: &dyn Progress,
 ) -> Result<ImportSummary, MirrorError> {
+    import_bundle_from(
+        db,
+        store,
+        &config.mirror.sources,
+        path,
+        now,
+        actor,
+        progress,
+    )
+}
+
+/// [`import_bundle_file`] with the configured sources given directly (the web page's
+/// upload, which holds the sources but not the whole configuration).
+pub fn import_bundle_from(
+    db: &Db,
+    store: &Store,
+    sources: &[MirrorSource],
+    path: &Path,
+    now: Timestamp,
+    actor: &str,
+    progress: &dyn Progress,
+) -> Result<ImportSummary, MirrorError> {
     let mut t = BundleTransport::open(path)?;
-    let src = config
-        .mirror
-        .sources
-        .iter()
-        .find(|s| s.name == t.feed())
-        .ok_or_else(|| ImportError::UnknownFeed {
-            feed: t.feed().into(),
-        })?;
+    let src =
+        sources
+            .iter()
+            .find(|s| s.name == t.feed())
+            .ok_or_else(|| ImportError::UnknownFeed {
+                feed: t.feed().into(),
+            })?;
     let source = FeedSource::from_config(src)?;
     Ok(import::import(
         &mut t, &source, db, store, now, actor, progress,
@@ -325,7 +346,7 @@ pub struct SourceStatus {
 }
 
 impl SourceStatus {
-    fn new(src: &MirrorSource, feed: FeedStatus, now: Timestamp) -> Self {
+    pub fn new(src: &MirrorSource, feed: FeedStatus, now: Timestamp) -> Self {
         let parse = |s: &Option<String>| s.as_ref().and_then(|t| t.parse::<Timestamp>().ok());
         let age = parse(&feed.catalog_issued).map(|t| now.duration_since(t).as_hours());
         let expired = parse(&feed.catalog_expires).is_some_and(|e| e <= now);

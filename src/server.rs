@@ -222,8 +222,10 @@ fn spawn_job_expiry(
             let sched = scheduler.clone();
             let advanced = db
                 .write(move |tx| {
-                    let approved =
-                        crate::rollout::approvals::auto_approve_all(tx, now, &sched.policy)?;
+                    // Window entries changed by another process since the last tick.
+                    sched.refresh(tx)?;
+                    let policy = sched.policy();
+                    let approved = crate::rollout::approvals::auto_approve_all(tx, now, &policy)?;
                     // Inventory changes the planner has read are no longer needed.
                     crate::db::rollout::prune_inventory_changes(
                         tx,
@@ -236,7 +238,7 @@ fn spawn_job_expiry(
                     }
                     let plan = sched.planner.current();
                     let changes =
-                        crate::rollout::planner::advance(tx, &sched.policy, plan.as_deref(), now)?;
+                        crate::rollout::planner::advance(tx, &policy, plan.as_deref(), now)?;
                     Ok::<_, crate::rollout::RolloutError>((approved, changes))
                 })
                 .await;
@@ -285,7 +287,7 @@ fn spawn_planner(
                         sched.planner.clear();
                         return Ok(None);
                     }
-                    sched.planner.refresh(c, &sched.policy, now).map(Some)
+                    sched.planner.refresh(c, &sched.policy(), now).map(Some)
                 })
                 .await;
             let plan = match built {
@@ -310,7 +312,7 @@ fn spawn_planner(
             let sched = scheduler.clone();
             let p = plan.clone();
             match db
-                .write(move |tx| crate::rollout::planner::advance(tx, &sched.policy, Some(&p), now))
+                .write(move |tx| crate::rollout::planner::advance(tx, &sched.policy(), Some(&p), now))
                 .await
             {
                 Ok(changes) => {
@@ -447,12 +449,18 @@ pub async fn run(
         .map_err(|e| ServeError::Join(e.to_string()))?
         .map(Arc::new)?;
     let dir = crate::appliance::DataDir::new(&config.data_dir);
-    let scheduler = Arc::new(crate::web::Scheduler {
-        planner: Arc::new(crate::rollout::planner::Planner::new()),
-        policy: config.policy.clone(),
-        key: crate::trust::keys::Ed25519Key::load(&dir.ed25519_key())
-            .map_err(ApplianceError::from)?,
-    });
+    let scheduler = Arc::new(crate::web::Scheduler::new(
+        config.policy.clone(),
+        crate::trust::keys::Ed25519Key::load(&dir.ed25519_key()).map_err(ApplianceError::from)?,
+    ));
+    {
+        // The window entries added on the web page, laid over the configuration.
+        let (db, s) = (app.db.clone(), scheduler.clone());
+        tokio::task::spawn_blocking(move || db.read_blocking(|c| s.refresh(c)))
+            .await
+            .map_err(|e| ServeError::Join(e.to_string()))?
+            .map_err(|e| ServeError::Appliance(ApplianceError::from(e)))?;
+    }
     let presence = Arc::new(crate::fleet::hosts::Presence::new());
     let state = AppState::new(
         app.db.clone(),
@@ -460,6 +468,8 @@ pub async fn run(
             store: store.clone(),
             sources: config.mirror.sources.clone(),
             clock: clock.clone(),
+            max_upload_bytes: config.import.max_upload_bytes,
+            drop_dir: config.import.drop_dir.clone(),
         }),
         Some(crate::web::FleetState {
             appliance_key: app.keys.ed25519.public_hex(),
@@ -469,6 +479,7 @@ pub async fn run(
             replay: Arc::new(crate::web::agent_auth::ReplayGuard::new(100_000)),
             scheduler: scheduler.clone(),
             presence: presence.clone(),
+            http_port: addr.port(),
         }),
     );
     // The apt repositories: publish what is due before serving, so every configured

@@ -365,11 +365,36 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         CREATE INDEX login_attempts_by_address ON login_attempts(address, at_ms);
         "#,
         ),
+        M::up(
+            r#"
+        -- Maintenance-window entries added on the web page, laid over the configured
+        -- [policy.windows] sets (policy::layer). `spec` is the entry in the config
+        -- file's TOML syntax; the history is in the audit log.
+        CREATE TABLE window_entries (
+            id          INTEGER PRIMARY KEY,
+            window_set  TEXT NOT NULL,
+            kind        TEXT NOT NULL,
+            emergency   INTEGER NOT NULL DEFAULT 0,
+            spec        TEXT NOT NULL,
+            created_at  TEXT NOT NULL,
+            created_by  TEXT NOT NULL,
+            updated_at  TEXT NOT NULL,
+            updated_by  TEXT NOT NULL
+        ) STRICT;
+
+        -- The admin pages: the host list in name order, the audit log filtered by
+        -- actor or action (newest first), recent failures by time.
+        CREATE INDEX hosts_by_name ON hosts(hostname, id);
+        CREATE INDEX audit_by_actor ON audit_log(actor, seq);
+        CREATE INDEX audit_by_action ON audit_log(action, seq);
+        CREATE INDEX jobs_by_state ON jobs(state, updated_at);
+        "#,
+        ),
     ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 9;
+pub const LATEST: usize = 10;
 
 /// Migration 6's hook: fills `job_artifacts` from the tickets of jobs created before it,
 /// in the migration's transaction. SQLite cannot decode the envelope's base64 payload,
@@ -535,8 +560,12 @@ mod tests {
         let mut c = rusqlite::Connection::open_in_memory().unwrap();
         super::MIGRATIONS.to_latest(&mut c).unwrap();
         assert_eq!(super::schema_version(&c).unwrap(), super::LATEST);
-        assert_eq!(super::LATEST, 9, "migration 9: accounts of the admin page");
-        for table in ["users", "sessions", "login_attempts"] {
+        assert_eq!(
+            super::LATEST,
+            10,
+            "8: planner inputs; 9: accounts of the admin page; 10: window entries"
+        );
+        for table in ["users", "sessions", "login_attempts", "window_entries", "plan_inputs"] {
             let n: i64 = c
                 .query_row(
                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",

@@ -14,6 +14,8 @@ pub mod jobs;
 mod migrations;
 pub mod rollout;
 pub mod users;
+pub mod views;
+pub mod windows;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

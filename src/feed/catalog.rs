@@ -65,6 +65,47 @@ pub enum Severity {
     None,
 }
 
+impl PatchKind {
+    pub const ALL: [PatchKind; 4] = [
+        PatchKind::Security,
+        PatchKind::Maintenance,
+        PatchKind::Firmware,
+        PatchKind::Application,
+    ];
+
+    /// The name used in catalogs and configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PatchKind::Security => "security",
+            PatchKind::Maintenance => "maintenance",
+            PatchKind::Firmware => "firmware",
+            PatchKind::Application => "application",
+        }
+    }
+}
+
+impl Severity {
+    /// Most severe first.
+    pub const ALL: [Severity; 5] = [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+        Severity::None,
+    ];
+
+    /// The name used in catalogs and configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+            Severity::None => "none",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CvssVersion {
     #[serde(rename = "3.1")]

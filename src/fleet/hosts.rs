@@ -566,12 +566,13 @@ pub fn show(conn: &Connection, needle: &str, now: Timestamp) -> Result<HostDetai
     })
 }
 
-/// Revokes a host (audited). Its next signed request is refused.
+/// Revokes a host (audited with `reason`). Its next signed request is refused.
 pub fn revoke(
     tx: &Transaction<'_>,
     needle: &str,
     now: Timestamp,
     actor: &str,
+    reason: &str,
 ) -> Result<String, FleetError> {
     let h = find(tx, needle)?;
     if !q::revoke_host(tx, &h.id, &now.to_string())? {
@@ -584,7 +585,7 @@ pub fn revoke(
             actor,
             action: "host.revoked",
             subject: &h.id,
-            details: serde_json::json!({ "hostname": h.hostname }),
+            details: serde_json::json!({ "hostname": h.hostname, "reason": reason }),
         },
     )?;
     Ok(h.id)
@@ -657,7 +658,7 @@ mod tests {
             .read_blocking(|c| list(c, later + SignedDuration::from_hours(1)))
             .unwrap();
         assert!(hosts[0].stale);
-        db.write_blocking(|tx| revoke(tx, &id, later, "test"))
+        db.write_blocking(|tx| revoke(tx, &id, later, "test", ""))
             .unwrap();
         let e = db
             .write_blocking(|tx| checkin(tx, later, &id, inv.clone()))
@@ -785,7 +786,7 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
-        db.write_blocking(|tx| revoke(tx, &id, later, "test"))
+        db.write_blocking(|tx| revoke(tx, &id, later, "test", ""))
             .unwrap();
         // Revoked after it was authenticated: not quiet, and the write path refuses it.
         assert_eq!(

@@ -18,6 +18,7 @@ pub mod debversion;
 pub mod deps;
 pub mod duration;
 pub mod gate;
+pub mod layer;
 pub mod rings;
 pub mod sla;
 pub mod why;

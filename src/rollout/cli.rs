@@ -257,9 +257,11 @@ pub struct RolloutView {
     pub rings: Vec<RingView>,
 }
 
-fn views(
+/// Every rollout (only `only`, a `FEED:ID`, when given) with each approved ring's
+/// progress and gate: what `rollout list|show` prints and the web page shows.
+pub fn views(
     world: &World,
-    config: &Config,
+    policy: &crate::policy::Policy,
     now: Timestamp,
     only: Option<&str>,
 ) -> Result<Vec<RolloutView>, RolloutError> {
@@ -277,16 +279,14 @@ fn views(
         };
         let mut rv = Vec::new();
         for ring in &rings {
-            let res = engine::ring_results(world, &config.policy, p, ring);
-            let base = config
-                .policy
+            let res = engine::ring_results(world, policy, p, ring);
+            let base = policy
                 .rings
                 .iter()
                 .find(|x| &x.name == ring)
                 .map(|x| x.gate.clone())
                 .unwrap_or_default();
-            let rules = config
-                .policy
+            let rules = policy
                 .classes
                 .get(p.entry.kind)
                 .gate_rules(&base, expedited);
@@ -398,7 +398,7 @@ pub fn rollout(
                 RolloutCmd::Show { patch, .. } => Some(world.find_patch(patch)?.key()),
                 _ => None,
             };
-            let v = views(&world, config, now, only.as_deref())?;
+            let v = views(&world, &config.policy, now, only.as_deref())?;
             if let (Some(k), true) = (&only, v.is_empty()) {
                 return Err(RolloutError::NoRollout(k.clone()));
             }
@@ -438,24 +438,31 @@ pub fn rollout(
     }
 }
 
-/// `windows next`.
-pub fn windows(config: &Config, now: Timestamp, cmd: &WindowsCmd) -> Result<(), RolloutError> {
+/// `windows next`: the configured windows with those added on the web page.
+pub fn windows(
+    db: &Db,
+    config: &Config,
+    now: Timestamp,
+    cmd: &WindowsCmd,
+) -> Result<(), RolloutError> {
     let WindowsCmd::Next {
         ring,
         count,
         expedited,
     } = cmd;
-    let Some(r) = config.policy.rings.iter().find(|r| &r.name == ring) else {
+    let policy = db
+        .read_blocking(|c| super::windows::effective(c, &config.policy))?
+        .policy;
+    let Some(r) = policy.rings.iter().find(|r| &r.name == ring) else {
         return Err(RolloutError::Fleet(crate::fleet::FleetError::Invalid {
             field: "ring".into(),
             reason: format!(
                 "{ring:?} is not a configured ring (rings: {})",
-                config.policy.ring_names().join(", ")
+                policy.ring_names().join(", ")
             ),
         }));
     };
-    let ws = config
-        .policy
+    let ws = policy
         .windows
         .get(&r.windows)
         .ok_or_else(|| RolloutError::Stored(format!("window set {} is missing", r.windows)))?;
@@ -464,24 +471,14 @@ pub fn windows(config: &Config, now: Timestamp, cmd: &WindowsCmd) -> Result<(), 
     } else {
         Urgency::Normal
     };
-    let openings = crate::policy::windows::next_openings(&ws.windows, &ws.tz, now, *count, urgency);
+    let openings = super::windows::next_local(ws, now, *count, urgency);
     let tz_name = ws.tz.iana_name().unwrap_or("UTC");
     println!("ring {ring}: window set {} ({tz_name})", r.windows);
     if openings.is_empty() {
         println!("  no opening within the next three years");
     }
     for o in openings {
-        let local = |t: Timestamp| {
-            let dt = ws.tz.to_datetime(t);
-            let offset = ws.tz.to_offset(t);
-            format!("{} {}", dt.strftime("%a %Y-%m-%d %H:%M"), offset)
-        };
-        println!(
-            "  {} -> {}  ({:#})",
-            local(o.start),
-            local(o.end),
-            o.end.duration_since(o.start)
-        );
+        println!("  {} -> {}  ({})", o.start, o.end, o.length);
     }
     Ok(())
 }
@@ -493,17 +490,18 @@ pub fn explain(
     now: Timestamp,
     a: &ExplainArgs,
 ) -> Result<(), RolloutError> {
-    let (host, mut world) = db.read_blocking(|c| {
+    let (host, mut world, policy) = db.read_blocking(|c| {
         let host = crate::fleet::hosts::find(c, &a.host)?;
         let world = World::load(c)?;
-        Ok::<_, RolloutError>((host, world))
+        let policy = super::windows::effective(c, &config.policy)?.policy;
+        Ok::<_, RolloutError>((host, world, policy))
     })?;
     db.read_blocking(|c| world.load_all_jobs(c))?;
     let patch = match &a.patch {
         Some(p) => Some(world.find_patch(p)?.clone()),
         None => None,
     };
-    let lines = engine::explain(&world, &config.policy, &host.id, patch.as_ref(), now);
+    let lines = engine::explain(&world, &policy, &host.id, patch.as_ref(), now);
     if a.json {
         let text = serde_json::to_string_pretty(&lines)
             .map_err(|e| RolloutError::Stored(e.to_string()))?;

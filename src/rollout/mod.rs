@@ -22,6 +22,7 @@ pub mod engine;
 pub mod fleet_index;
 pub mod plan;
 pub mod planner;
+pub mod windows;
 
 use std::collections::{BTreeMap, BTreeSet};
 

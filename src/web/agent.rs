@@ -53,11 +53,11 @@ fn schedule(
     if !crate::db::rollout::any_active(tx)? {
         return Ok(false);
     }
-    let Some(plan) = sched.planner.fresh(tx, &sched.policy, now)? else {
+    let Some(plan) = sched.planner.fresh(tx, &sched.policy(), now)? else {
         return Ok(false);
     };
     tx.execute_batch("SAVEPOINT schedule")?;
-    match crate::rollout::plan::offer(tx, now, &sched.policy, &sched.key, &plan, host) {
+    match crate::rollout::plan::offer(tx, now, &sched.policy(), &sched.key, &plan, host) {
         Ok(job) => {
             tx.execute_batch("RELEASE schedule")?;
             Ok(job.is_some())
@@ -136,7 +136,7 @@ pub async fn checkin(State(st): State<AppState>, req: Request) -> Response {
         // check-in stays on this read-only path, also while rollouts run.
         let offerable = match sched.planner.current() {
             Some(plan) => match crate::db::rollout::rollout_generation(c) {
-                Ok(g) if g == plan.generation => plan.may_offer(&sched.policy, &req.host_id, now),
+                Ok(g) if g == plan.generation => plan.may_offer(&sched.policy(), &req.host_id, now),
                 // Approvals or rollouts changed since the plan: the write path plans
                 // anew, unless a rebuild is already running (then nothing is offered
                 // this time, so check-ins do not queue on the writer meanwhile).

@@ -268,7 +268,7 @@ mod tests {
         });
         assert!(matches!(r.unwrap(), Err(AuthError::Header(_))));
         // Revoked: refused at once.
-        db.write_blocking(|tx| crate::fleet::hosts::revoke(tx, &id, now, "test"))
+        db.write_blocking(|tx| crate::fleet::hosts::revoke(tx, &id, now, "test", ""))
             .unwrap();
         let fresh = signing::sign(
             &key,

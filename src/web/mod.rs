@@ -3,7 +3,8 @@
 //! Handlers are thin: they parse, call a domain function, render. The stack around every
 //! route: panic catching (500, the process survives), request tracing, per-route metrics
 //! (labelled by the matched route template, never the raw path, so cardinality stays
-//! bounded), a request timeout (408) and a body-size limit (413).
+//! bounded), a request timeout (408) and a body-size limit (413), except for the admin
+//! page's streamed upload, which bounds itself (`limits`).
 
 pub mod admin;
 mod agent;
@@ -11,6 +12,7 @@ pub mod agent_auth;
 pub mod apt;
 pub mod artifacts;
 mod health;
+mod limits;
 mod metrics_layer;
 mod mirror;
 pub mod redirect;
@@ -20,12 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::db::Db;
@@ -77,14 +76,61 @@ pub struct FleetState {
     pub presence: Arc<crate::fleet::hosts::Presence>,
     /// Turns approved rollouts into jobs at check-ins.
     pub scheduler: Arc<Scheduler>,
+    /// The plain HTTP listener's port, where agents enroll and check in (the admin
+    /// page's enroll command names it).
+    pub http_port: u16,
 }
 
 /// What the scheduler needs at a check-in: the policy and the key that signs tickets.
 pub struct Scheduler {
-    pub policy: crate::policy::Policy,
+    /// The configured `[policy]`: the base that window entries added on the web page
+    /// are laid over (`rollout::windows`).
+    pub base: crate::policy::Policy,
+    /// The effective policy and the window entries' revision it was built from;
+    /// replaced whole when they change. A std lock: held only to clone or swap the
+    /// `Arc`, never across an await.
+    effective: std::sync::RwLock<(WindowsRevision, Arc<crate::policy::Policy>)>,
     pub key: crate::trust::keys::Ed25519Key,
     /// The fleet-wide plan, rebuilt about every second by the server's planning task.
     pub planner: Arc<crate::rollout::planner::Planner>,
+}
+
+type WindowsRevision = Option<(i64, i64, String)>;
+
+impl Scheduler {
+    /// A scheduler on the configured policy alone; call [`Scheduler::refresh`] to lay
+    /// the stored window entries over it.
+    pub fn new(base: crate::policy::Policy, key: crate::trust::keys::Ed25519Key) -> Self {
+        let effective = std::sync::RwLock::new((None, Arc::new(base.clone())));
+        Self {
+            base,
+            effective,
+            key,
+            planner: Arc::new(crate::rollout::planner::Planner::new()),
+        }
+    }
+
+    /// The effective policy: the configuration with the web page's window entries.
+    pub fn policy(&self) -> Arc<crate::policy::Policy> {
+        self.effective
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    /// Rebuilds the effective policy if the window entries changed since the last
+    /// build (one small query otherwise). Called at start, after every change made on
+    /// the web page, and by the server's minute tick (changes by another process).
+    pub fn refresh(&self, conn: &rusqlite::Connection) -> Result<(), crate::error::DbError> {
+        let rev = Some(crate::db::windows::revision(conn)?);
+        if self.effective.read().unwrap_or_else(|p| p.into_inner()).0 == rev {
+            return Ok(());
+        }
+        let policy = crate::rollout::windows::effective(conn, &self.base)?.policy;
+        *self.effective.write().unwrap_or_else(|p| p.into_inner()) = (rev, Arc::new(policy));
+        Ok(())
+    }
 }
 
 /// What the mirror status endpoint reads.
@@ -92,6 +138,10 @@ pub struct MirrorState {
     pub store: Arc<crate::store::Store>,
     pub sources: Vec<crate::config::MirrorSource>,
     pub clock: crate::clock::SharedClock,
+    /// The admin page's bundle uploads: the size cap (`import.max_upload_mb`).
+    pub max_upload_bytes: u64,
+    /// The watched drop folder (`import.drop_dir`), shown on the mirror page.
+    pub drop_dir: Option<std::path::PathBuf>,
 }
 
 /// Server limits from the configuration.
@@ -174,10 +224,9 @@ pub fn tls_router(state: AppState, limits: &Limits) -> Router {
 /// Wraps routes in the standard middleware stack (outermost last).
 fn with_middleware(routes: Router, limits: &Limits) -> Router {
     routes
-        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
+        .layer(axum::middleware::from_fn_with_state(
+            limits.clone(),
+            limits::enforce,
         ))
         .layer(axum::middleware::from_fn(metrics_layer::record))
         .layer(TraceLayer::new_for_http())

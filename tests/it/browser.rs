@@ -1,0 +1,407 @@
+//! The admin page in real headless Chromium, driven over WebDriver (fantoccini) against
+//! the real `patchward serve`: the first sign-in with the printed password and the
+//! forced change, a bundle upload, an enrollment token (a real agent enrolls with it),
+//! approving a patch and seeing its rollout (whose rings htmx refreshes in place),
+//! halting and resuming it, adding a maintenance window and seeing its preview, and
+//! signing out. A screenshot of every page goes to `<target dir>/screenshots/`.
+//!
+//! chromedriver is started by the test on a free 127.0.0.1 port and killed when the
+//! test ends; the browser (and only it) accepts the appliance's self-signed
+//! certificate. Needs the Debian packages `chromium` and `chromium-driver`: run by
+//! `.ci/run` with `--features system-tests`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::jobs::{agent, ok};
+use crate::web_pages::{EVIL, NEW_PW, export, fresh};
+
+/// A chromedriver on a free loopback port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian package chromium-driver) must be installed");
+        let d = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `<target dir>/screenshots`, next to the test binary's `debug/` directory.
+fn screenshot_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let dir = target.join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Browser {
+    c: Client,
+    base: String,
+    shots: PathBuf,
+}
+
+impl Browser {
+    /// Opens `path` and waits until the browser has left the page it was on (a
+    /// navigation still settling from the previous click can swallow a `goto`; it is
+    /// then repeated). Redirects (to the sign-in page) are fine.
+    async fn go(&self, path: &str) {
+        let want = path.split(['?', '#']).next().unwrap_or(path);
+        let was = self.path().await;
+        for _ in 0..3 {
+            self.c.goto(&format!("{}{path}", self.base)).await.unwrap();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(3) {
+                let now = self.path().await;
+                if now == want || now != was {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("could not open {path} (at {})", self.path().await);
+    }
+
+    async fn source(&self) -> String {
+        self.c.source().await.unwrap()
+    }
+
+    async fn path(&self) -> String {
+        self.c.current_url().await.unwrap().path().to_string()
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let e = self.c.find(Locator::Css(css)).await.unwrap();
+        e.clear().await.unwrap();
+        e.send_keys(text).await.unwrap();
+    }
+
+    /// Sets a field's value by script (time and date inputs take typed text in the
+    /// browser's locale format).
+    async fn set(&self, id: &str, value: &str) {
+        self.c
+            .execute(
+                "document.getElementById(arguments[0]).value = arguments[1];",
+                vec![json!(id), json!(value)],
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.c
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the page at `path` has loaded and contains `text`.
+    async fn wait_for(&self, path: &str, text: &str) {
+        let start = Instant::now();
+        loop {
+            if self.path().await == path && self.source().await.contains(text) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "no {text:?} at {path} (at {}):\n{}",
+                self.path().await,
+                self.source().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the page (wherever it is) contains `text`.
+    async fn wait_text(&self, text: &str) {
+        let start = Instant::now();
+        while !self.source().await.contains(text) {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "no {text:?}:\n{}",
+                self.source().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A full-page screenshot (the window is resized to the page's height).
+    async fn shot(&self, name: &str) {
+        self.c
+            .execute("window.scrollTo(0, 0);", vec![])
+            .await
+            .unwrap();
+        let h = self
+            .c
+            .execute("return document.documentElement.scrollHeight;", vec![])
+            .await
+            .unwrap()
+            .as_u64()
+            .unwrap_or(900)
+            .clamp(700, 4000) as u32;
+        self.c.set_window_size(1280, h + 90).await.unwrap();
+        let png = self.c.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+        self.c.set_window_size(1280, 900).await.unwrap();
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "system-tests"),
+    ignore = "needs chromium and chromium-driver: cargo test --features system-tests"
+)]
+fn the_admin_page_in_headless_chromium() {
+    let site = fresh();
+    let driver = Driver::start();
+    let bundle = export(&site.feed, site.dir.path(), "acme-full.pwb");
+    let agent_state = site.dir.path().join("agent");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut caps = serde_json::Map::new();
+        caps.insert("acceptInsecureCerts".into(), json!(true));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--ignore-certificate-errors", "--window-size=1280,900", "--lang=en-GB",
+                    "--force-device-scale-factor=1", "--hide-scrollbars",
+                ],
+            }),
+        );
+        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&driver.url)
+            .await
+            .expect("a Chromium session");
+        let b = Browser {
+            c,
+            base: site.server.admin_url.clone(),
+            shots: screenshot_dir(),
+        };
+
+        // First sign-in: the printed password, then the forced change.
+        b.go("/").await;
+        b.wait_for("/login", "Sign in").await;
+        b.shot("01-login").await;
+        b.fill("#name", "admin").await;
+        b.fill("#password", &site.server.admin_password()).await;
+        b.click("button[type=submit]").await;
+        b.wait_for("/password", "new").await;
+        b.shot("02-password-forced").await;
+        b.fill("#current", &site.server.admin_password()).await;
+        b.fill("#new", NEW_PW).await;
+        b.fill("#repeat", NEW_PW).await;
+        b.click("form[action='/password'] button[type=submit]")
+            .await;
+        b.wait_for("/", "Waiting for approval").await;
+
+        // Upload a bundle on the mirror page (htmx sends it with the CSRF header).
+        b.go("/mirror").await;
+        b.c.find(Locator::Css("#bundle"))
+            .await
+            .unwrap()
+            .send_keys(bundle.to_str().unwrap())
+            .await
+            .unwrap();
+        b.click("form[action^='/mirror/upload'] button[type=submit]")
+            .await;
+        b.wait_for("/mirror", "acme-full.pwb").await;
+        assert!(
+            b.source()
+                .await
+                .contains("imported: feed acme catalog version 1")
+        );
+        b.shot("03-mirror").await;
+
+        // An enrollment token; a real agent enrolls with the command shown.
+        b.go("/hosts").await;
+        b.c.find(Locator::Css("#t-ring"))
+            .await
+            .unwrap()
+            .select_by_value("pilot")
+            .await
+            .unwrap();
+        b.fill("#t-labels", "site=hq").await;
+        b.click("form[action='/hosts/tokens'] button[type=submit]")
+            .await;
+        b.wait_for("/hosts/tokens", "patchward-agent enroll").await;
+        b.shot("04-token").await;
+        let cmd =
+            b.c.find(Locator::Css("pre.command code"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+        assert!(
+            cmd.starts_with("patchward-agent enroll --server http://127.0.0.1:"),
+            "{cmd}"
+        );
+        let token = cmd
+            .split("--token ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        ok(agent(
+            &agent_state,
+            &[
+                "enroll",
+                "--server",
+                &site.server.url,
+                "--token",
+                token,
+                "--hostname",
+                "pilot1",
+            ],
+        ));
+        b.go("/hosts").await;
+        b.wait_for("/hosts", "pilot1").await;
+        b.shot("05-hosts").await;
+        b.click("table a[href^='/hosts/']").await;
+        b.wait_text("Patches not installed yet").await;
+        b.shot("06-host").await;
+
+        // Patches: the catalog, then approve one for the pilot ring.
+        b.go("/patches").await;
+        b.wait_for("/patches", "acme/good-1").await;
+        assert!(!b.source().await.contains(EVIL), "titles are escaped");
+        b.shot("07-patches").await;
+        b.go("/patches/acme%3Aacme%2Fgood-1").await;
+        b.wait_for("/patches/acme%3Aacme%2Fgood-1", "Approve").await;
+        b.shot("08-patch").await;
+        b.click("#a-ring-broad").await; // pilot only
+        b.fill("#a-reason", "tested in the lab").await;
+        b.click("button[value=approve]").await;
+        let rollout = "/rollouts/acme%3Aacme%2Fgood-1";
+        b.wait_for(rollout, "acme:acme/good-1 is approved.").await;
+        assert!(b.source().await.contains("<progress"));
+
+        // htmx refreshes the rings in place every 5 s.
+        let stamp = || async {
+            b.c.find(Locator::Css("#rings h2 .small"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        };
+        let first = stamp().await;
+        let start = Instant::now();
+        while stamp().await == first {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the rings were not refreshed"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        b.shot("09-rollout").await;
+
+        // Halt, then resume.
+        b.fill("#c-reason", "checking the canary").await;
+        b.click("button[value=halt]").await;
+        b.wait_for(rollout, "is halted").await;
+        b.shot("10-rollout-halted").await;
+        b.fill("#c-reason", "canary is fine").await;
+        b.click("button[value=resume]").await;
+        b.wait_for(rollout, "is resumed").await;
+        b.go("/rollouts").await;
+        b.wait_for("/rollouts", "acme:acme/good-1").await;
+        b.shot("11-rollouts").await;
+
+        // A weekly window, and its preview.
+        b.go("/windows").await;
+        for d in ["sat", "sun"] {
+            b.click(&format!("#w-day-{d}")).await;
+        }
+        b.set("w-start", "10:00").await;
+        b.fill("#w-duration", "2h").await;
+        b.fill("#w-reason", "weekend slot").await;
+        b.click("form:has(#w-start) button[type=submit]").await;
+        b.wait_for("/windows", "every Sat, Sun at 10:00 for 2h")
+            .await;
+        let page = b.source().await;
+        assert!(page.contains("added to the set default"), "{page}");
+        assert!(page.contains("<ol class=\"openings\">"), "{page}");
+        b.shot("12-windows").await;
+
+        b.go("/audit").await;
+        b.wait_for("/audit", "Hash chain verified").await;
+        b.shot("13-audit").await;
+        b.go("/").await;
+        b.wait_for("/", "Rollouts in progress").await;
+        b.shot("14-dashboard").await;
+
+        // Keyboard: the first Tab reaches the skip link.
+        b.c.active_element()
+            .await
+            .unwrap()
+            .send_keys("\u{E004}")
+            .await
+            .unwrap();
+        let focused = b.c.active_element().await.unwrap().text().await.unwrap();
+        assert_eq!(focused, "Skip to content");
+
+        // Sign out.
+        b.click("form[action='/logout'] button").await;
+        b.wait_for("/login", "Sign in").await;
+        // Signed out: a page sends the browser back to the sign-in form.
+        b.c.goto(&format!("{}/hosts", b.base)).await.unwrap();
+        b.wait_for("/login", "Sign in").await;
+        b.c.close().await.unwrap();
+    });
+    drop(driver);
+}
