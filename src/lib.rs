@@ -34,6 +34,8 @@
 //! - [`fsutil`]: crash-safe file writes (temp + fsync + rename).
 //! - [`web`]: the HTTP server (`web::run`), health and metrics endpoints.
 //! - [`telemetry`]: logging set-up and the Prometheus recorder.
+//! - [`timesync`]: is the system clock NTP-synchronised? (warning in the log and for the
+//!   dashboard).
 //! - [`tls`]: the process's rustls crypto provider (ring), installed before any HTTP client.
 //! - [`health`]: the `healthcheck` client used by container and systemd health checks.
 //!
@@ -60,6 +62,7 @@ pub mod rollout;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod timesync;
 pub mod tls;
 pub mod trust;
 pub mod web;

@@ -373,6 +373,8 @@ pub async fn run(
         stop_rx.clone(),
     );
     spawn_seen_flusher(app.db.clone(), presence.clone(), stop_rx.clone());
+    // Clock synchronisation: a warning at start and hourly while unsynchronised.
+    let clock_monitor = crate::timesync::spawn_monitor(stop_rx.clone());
     let apt_publisher = crate::apt::publish::spawn(publisher, clock.clone(), stop_rx.clone());
     let graceful = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
@@ -421,6 +423,7 @@ pub async fn run(
     }
     let _ = expiry.await;
     let _ = apt_publisher.await;
+    let _ = clock_monitor.await;
     if let Some(d) = drop_folder {
         d.stop(config.server.shutdown_grace).await;
     }
