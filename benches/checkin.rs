@@ -74,9 +74,15 @@ fn patchward(data: &Path, config: &Path) -> Command {
 fn serve(data: &Path, config: &Path) -> (Child, String) {
     use std::io::{BufRead, BufReader};
     let mut c = patchward(data, config);
-    c.args(["serve", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
+    c.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let mut url = None;
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {

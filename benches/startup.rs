@@ -27,7 +27,13 @@ fn start_once(
     let child = Command::new(env!("CARGO_BIN_EXE_patchward"))
         .arg("--data-dir")
         .arg(data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+        ])
         .env("NOTIFY_SOCKET", &sock_path)
         .env("PATCHWARD_LOG", "warn")
         .stdout(Stdio::null())

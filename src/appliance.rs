@@ -8,11 +8,15 @@
 //!   appliance.ed25519     ed25519 secret (job tickets, summaries), mode 0600
 //!   apt.pgp               OpenPGP v4 Ed25519Legacy secret (apt indexes), mode 0600
 //!   apt.asc               its public key, armored (what apt clients pin)
+//! tls/                    mode 0700 (absent when the operator configures a certificate)
+//!   cert.pem              the self-signed HTTPS certificate
+//!   key.pem               its ECDSA P-256 key, mode 0600
 //! ```
 //!
-//! `serve` creates what is missing ([`Appliance::init`]); admin commands only open an
-//! existing directory ([`Appliance::open_existing`]) so a typo in `--data-dir` cannot
-//! silently create a second, empty appliance.
+//! `serve` and `init` create what is missing ([`Appliance::init`]): keys, the HTTPS
+//! certificate, and the first account (`admin`, with a generated one-time password).
+//! Admin commands only open an existing directory ([`Appliance::open_existing`]) so a
+//! typo in `--data-dir` cannot silently create a second, empty appliance.
 
 use std::path::{Path, PathBuf};
 
@@ -77,13 +81,29 @@ impl std::fmt::Debug for ApplianceKeys {
 }
 
 /// An opened data directory with its database and keys.
-#[derive(Debug)]
 pub struct Appliance {
     pub dir: DataDir,
     pub db: Db,
     pub keys: ApplianceKeys,
     /// True when this start generated the keys.
     pub first_start: bool,
+    /// The HTTPS listener's certificate.
+    pub tls: crate::tls::TlsIdentity,
+    /// The password of the `admin` account when this start created it (shown once).
+    pub admin_password: Option<String>,
+}
+
+impl std::fmt::Debug for Appliance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the one-time password.
+        f.debug_struct("Appliance")
+            .field("dir", &self.dir)
+            .field("keys", &self.keys)
+            .field("first_start", &self.first_start)
+            .field("tls", &self.tls)
+            .field("admin_created", &self.admin_password.is_some())
+            .finish()
+    }
 }
 
 fn db_options(config: &Config) -> DbOptions {
@@ -175,6 +195,17 @@ impl Appliance {
     /// first start. Key generation is audited.
     pub fn init(config: &Config, clock: &SharedClock) -> Result<Appliance, ApplianceError> {
         let dir = DataDir::new(&config.data_dir);
+        // The operator's certificate is checked before anything is created, so a wrong
+        // path or key leaves no half-initialised data directory behind.
+        let operator_tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::cert::ensure(
+                &dir.root,
+                Some((cert, key)),
+                "",
+                clock.now(),
+            )?),
+            _ => None,
+        };
         check_data_dir(&dir.root, true)?;
         let db = Db::open(&dir.db(), db_options(config))?;
         fsutil::ensure_dir(&dir.keys(), 0o700).map_err(|source| KeyError::Write {
@@ -226,8 +257,18 @@ impl Appliance {
         }
 
         let first_start = !generated.is_empty();
-        if first_start {
-            let now = clock.now();
+        let now = clock.now();
+        let tls = match operator_tls {
+            Some(t) => t,
+            None => crate::tls::cert::ensure(&dir.root, None, &crate::hostinfo::hostname(), now)?,
+        };
+        if matches!(
+            tls.source,
+            crate::tls::cert::CertSource::Generated { fresh: true, .. }
+        ) {
+            generated.push(("tls/cert.pem", tls.fingerprint.clone()));
+        }
+        if !generated.is_empty() {
             db.write_blocking(|tx| {
                 for (name, id) in &generated {
                     audit::append(
@@ -244,11 +285,15 @@ impl Appliance {
                 Ok::<_, AuditError>(())
             })?;
         }
+        // After the keys' audit entries: the account is the last first-start step.
+        let admin_password = crate::auth::users::ensure_first_admin(&db, now)?;
         Ok(Appliance {
             dir,
             db,
             keys: ApplianceKeys { ed25519, apt },
             first_start,
+            tls,
+            admin_password,
         })
     }
 
@@ -264,5 +309,66 @@ impl Appliance {
             ));
         }
         Ok(Db::open(&dir.db(), db_options(config))?)
+    }
+}
+
+/// The plain-text block `patchward init --banner` prints for a console login prompt
+/// (an agetty `/etc/issue.d/*.issue` snippet): where the admin page is, the
+/// certificate's fingerprint, and the one-time password if this run created the
+/// account. It contains no backslash, because agetty reads `\x` as an escape.
+pub fn console_banner(urls: &[String], fingerprint: &str, admin_password: Option<&str>) -> String {
+    let mut s = String::from("Patchward patch appliance\n\n");
+    let mut urls = urls.iter();
+    if let Some(u) = urls.next() {
+        s.push_str(&format!("  Admin page:   {u}\n"));
+    }
+    for u in urls {
+        s.push_str(&format!("                {u}\n"));
+    }
+    s.push_str(&format!(
+        "  Certificate:  SHA-256 {fingerprint}\n                \
+         (compare it with what the browser shows)\n"
+    ));
+    match admin_password {
+        Some(pw) => s.push_str(&format!(
+            "  Sign in as:   admin\n  Password:     {pw}\n                \
+             (shown only until you choose a new one at first sign-in)\n"
+        )),
+        None => s.push_str(
+            "  Sign in as:   admin (its password was shown at first start;\n                \
+             to set a new one, run: patchward users passwd admin)\n",
+        ),
+    }
+    s.push('\n');
+    // The tests below hold this for the fixed text; names and URLs come from the
+    // machine, so strip the one character agetty would misread.
+    s.replace('\\', "/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_banner_is_plain_text() {
+        let urls = vec![
+            "https://pw:8443/".to_string(),
+            "https://192.0.2.10:8443/".to_string(),
+        ];
+        let with = console_banner(&urls, "AB:CD", Some("Pw23456789abcdefghijkmno"));
+        assert!(
+            with.contains("  Admin page:   https://pw:8443/\n"),
+            "{with}"
+        );
+        assert!(with.contains("                https://192.0.2.10:8443/\n"));
+        assert!(with.contains("SHA-256 AB:CD"));
+        assert!(with.contains("Password:     Pw23456789abcdefghijkmno"));
+        let without = console_banner(&urls, "AB:CD", None);
+        assert!(!without.contains("Password:"));
+        assert!(without.contains("patchward users passwd admin"));
+        for b in [&with, &without] {
+            assert!(!b.contains('\\'), "{b}");
+            assert!(b.chars().all(|c| c == '\n' || !c.is_control()), "{b}");
+        }
     }
 }

@@ -50,6 +50,8 @@ pub struct Config {
     pub policy: crate::policy::Policy,
     /// The per-ring apt repositories (`[apt]`).
     pub apt: crate::apt::AptSettings,
+    /// Sessions and sign-in throttling of the admin page (`[web]`).
+    pub web: crate::auth::WebSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +86,14 @@ pub struct MirrorSource {
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// The HTTP listener (apt, health, metrics, agent API; redirects the rest).
     pub listen: SocketAddr,
+    /// The HTTPS listener (the admin page, and everything the HTTP one serves).
+    pub tls_listen: SocketAddr,
+    /// The operator's certificate chain and key (PEM), both or neither; without them the
+    /// appliance generates a self-signed certificate under `<data_dir>/tls/`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -107,6 +116,7 @@ pub struct DatabaseConfig {
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
+    pub tls_listen: Option<String>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
 }
@@ -123,6 +133,17 @@ struct RawConfig {
     mirror: Option<RawMirror>,
     policy: Option<crate::policy::RawPolicy>,
     apt: Option<RawApt>,
+    web: Option<RawWeb>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    session_idle_minutes: Option<Spanned<i64>>,
+    session_max_hours: Option<Spanned<i64>>,
+    login_max_failures: Option<Spanned<i64>>,
+    login_window_minutes: Option<Spanned<i64>>,
+    login_lockout_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +194,9 @@ struct RawSource {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<Spanned<String>>,
+    tls_listen: Option<Spanned<String>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
     max_body_bytes: Option<Spanned<i64>>,
     request_timeout_secs: Option<Spanned<i64>>,
     shutdown_grace_secs: Option<Spanned<i64>>,
@@ -447,6 +471,66 @@ impl Config {
             }
         };
 
+        let tls_listen = match &overrides.tls_listen {
+            Some(s) => {
+                parse_listen(s).map_err(|m| env_err("--tls-listen / PATCHWARD_TLS_LISTEN", m))?
+            }
+            None => {
+                let l = pick(
+                    fs.and_then(|s| s.tls_listen.as_ref()),
+                    &fsrc,
+                    ds.and_then(|s| s.tls_listen.as_ref()),
+                    &dsrc,
+                );
+                parse_listen(&l.value).map_err(|m| l.src.err_at(l.span, "server.tls_listen", m))?
+            }
+        };
+        if tls_listen == listen && listen.port() != 0 {
+            return Err(ConfigError {
+                origin: "configuration".into(),
+                location: String::new(),
+                message: format!(
+                    "server.listen and server.tls_listen are both {listen}; the HTTP and HTTPS \
+                     listeners need different ports (defaults: 8080 and 8443)"
+                ),
+            });
+        }
+        let base_dir = file
+            .and_then(|(name, _)| Path::new(name).parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let tls_path = |v: Option<&Spanned<String>>| -> Option<(PathBuf, std::ops::Range<usize>)> {
+            let v = v?;
+            let t = v.get_ref().trim();
+            if t.is_empty() {
+                return None;
+            }
+            let p = PathBuf::from(t);
+            Some((if p.is_relative() { base_dir.join(p) } else { p }, v.span()))
+        };
+        let tls_cert = tls_path(fs.and_then(|s| s.tls_cert.as_ref()));
+        let tls_key = tls_path(fs.and_then(|s| s.tls_key.as_ref()));
+        let (tls_cert, tls_key) = match (tls_cert, tls_key) {
+            (Some((c, _)), Some((k, _))) => (Some(c), Some(k)),
+            (None, None) => (None, None),
+            (Some((_, span)), None) => {
+                return Err(fsrc.err_at(
+                    span,
+                    "server.tls_cert",
+                    "is set but server.tls_key is not; give both (the certificate chain and \
+                     its private key, PEM) or neither (a self-signed certificate is generated)"
+                        .into(),
+                ));
+            }
+            (None, Some((_, span))) => {
+                return Err(fsrc.err_at(
+                    span,
+                    "server.tls_key",
+                    "is set but server.tls_cert is not; give both or neither".into(),
+                ));
+            }
+        };
+
         let max_body_bytes = positive(
             &pick(
                 fs.and_then(|s| s.max_body_bytes.as_ref()),
@@ -583,10 +667,6 @@ impl Config {
             3600,
         )?;
 
-        let base_dir = file
-            .and_then(|(name, _)| Path::new(name).parent())
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
         let mut sources: Vec<MirrorSource> = Vec::new();
         for rs in raw.mirror.iter().flat_map(|m| m.sources.iter().flatten()) {
             let src = parse_source(rs, &fsrc, &base_dir)?;
@@ -607,12 +687,17 @@ impl Config {
                 message: e.message,
             })?;
         let apt = parse_apt(raw.apt.as_ref(), &fsrc, defaults.apt.as_ref(), &dsrc)?;
+        let web = parse_web(raw.web.as_ref(), &fsrc, defaults.web.as_ref(), &dsrc)?;
 
         Ok(Config {
             policy,
             data_dir,
+            web,
             server: ServerConfig {
                 listen,
+                tls_listen,
+                tls_cert,
+                tls_key,
                 max_body_bytes,
                 request_timeout: Duration::from_secs(request_timeout_secs),
                 shutdown_grace: Duration::from_secs(shutdown_grace_secs),
@@ -639,13 +724,22 @@ impl Config {
     /// The effective configuration as TOML (what `patchward config show` prints).
     pub fn to_toml(&self) -> String {
         format!(
-            "data_dir = {:?}\n\n[server]\nlisten = \"{}\"\nmax_body_bytes = {}\n\
+            "data_dir = {:?}\n\n[server]\nlisten = \"{}\"\ntls_listen = \"{}\"\n{}max_body_bytes = {}\n\
              request_timeout_secs = {}\nshutdown_grace_secs = {}\n\n[log]\n\
              format = \"{}\"\nlevel = {:?}\n\n[database]\nbusy_timeout_ms = {}\nreaders = {}\n\n\
              [store]\nfree_space_reserve_mb = {}\nverify_on_read = {}\ngc_grace_hours = {}\n\n\
-             [import]\ndrop_dir = {:?}\nstable_secs = {}\n\n{}{}",
+             [import]\ndrop_dir = {:?}\nstable_secs = {}\n\n{}{}\n{}",
             self.data_dir.display().to_string(),
             self.server.listen,
+            self.server.tls_listen,
+            match (&self.server.tls_cert, &self.server.tls_key) {
+                (Some(c), Some(k)) => format!(
+                    "tls_cert = {:?}\ntls_key = {:?}\n",
+                    c.display().to_string(),
+                    k.display().to_string()
+                ),
+                _ => String::new(),
+            },
             self.server.max_body_bytes,
             self.server.request_timeout.as_secs(),
             self.server.shutdown_grace.as_secs(),
@@ -677,8 +771,79 @@ impl Config {
                 ))
                 .collect::<String>(),
             apt_toml(&self.apt),
+            web_toml(&self.web),
         )
     }
+}
+
+fn web_toml(w: &crate::auth::WebSettings) -> String {
+    format!(
+        "[web]\nsession_idle_minutes = {}\nsession_max_hours = {}\nlogin_max_failures = {}\n\
+         login_window_minutes = {}\nlogin_lockout_secs = {}\n",
+        w.sessions.idle.as_secs() / 60,
+        w.sessions.absolute.as_secs() / 3600,
+        w.throttle.max_failures,
+        w.throttle.window.as_secs() / 60,
+        w.throttle.lockout.as_secs(),
+    )
+}
+
+/// Validates `[web]`: session lifetimes and sign-in throttling.
+fn parse_web(
+    f: Option<&RawWeb>,
+    fsrc: &Source<'_>,
+    d: Option<&RawWeb>,
+    dsrc: &Source<'_>,
+) -> Result<crate::auth::WebSettings, ConfigError> {
+    macro_rules! get {
+        ($field:ident) => {
+            pick(
+                f.and_then(|a| a.$field.as_ref()),
+                fsrc,
+                d.and_then(|a| a.$field.as_ref()),
+                dsrc,
+            )
+        };
+    }
+    let idle: u64 = positive(
+        &get!(session_idle_minutes),
+        "web.session_idle_minutes",
+        1,
+        24 * 60,
+    )?;
+    let max_l = get!(session_max_hours);
+    let max: u64 = positive(&max_l, "web.session_max_hours", 1, 24 * 30)?;
+    if idle > max * 60 {
+        return Err(max_l.src.err_at(
+            max_l.span,
+            "web.session_max_hours",
+            format!("{max} h is shorter than session_idle_minutes ({idle} min)"),
+        ));
+    }
+    let failures: u32 = positive(&get!(login_max_failures), "web.login_max_failures", 1, 100)?;
+    let window: u64 = positive(
+        &get!(login_window_minutes),
+        "web.login_window_minutes",
+        1,
+        24 * 60,
+    )?;
+    let lockout: u64 = positive(
+        &get!(login_lockout_secs),
+        "web.login_lockout_secs",
+        1,
+        24 * 3600,
+    )?;
+    Ok(crate::auth::WebSettings {
+        sessions: crate::auth::SessionRules {
+            idle: Duration::from_secs(idle * 60),
+            absolute: Duration::from_secs(max * 3600),
+        },
+        throttle: crate::auth::ThrottleRules {
+            max_failures: failures,
+            window: Duration::from_secs(window * 60),
+            lockout: Duration::from_secs(lockout),
+        },
+    })
 }
 
 fn apt_toml(a: &crate::apt::AptSettings) -> String {
@@ -945,6 +1110,7 @@ mod tests {
         let o = Overrides {
             data_dir: Some("/srv/pw".into()),
             listen: Some("127.0.0.1:9".into()),
+            tls_listen: Some("127.0.0.1:10".into()),
             log_format: Some("json".into()),
             log_level: None,
         };

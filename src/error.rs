@@ -68,6 +68,10 @@ pub enum ApplianceError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error("HTTPS certificate: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("accounts: {0}")]
+    Account(#[from] crate::auth::AuthError),
 }
 
 /// Errors from the audit log.

@@ -12,6 +12,8 @@
 //! - [`error`]: the crate's error types.
 //! - [`db`]: SQLite (WAL, migrations, one writer and pooled readers off the executor).
 //! - [`audit`]: the append-only, hash-chained audit log.
+//! - [`auth`]: accounts of the admin page: argon2id passwords, roles, sessions, sign-in
+//!   throttling, `patchward users`.
 //! - [`trust`]: ed25519 keys, DSSE envelopes, feed roles and the trust state (rollback,
 //!   freeze, rotation checks); the appliance's OpenPGP key for apt.
 //! - [`feed`]: catalog types, `*.pwb` bundles, and the MSP-side `patchward feed` tools.
@@ -32,20 +34,25 @@
 //!   runs each source's sync on its interval inside the server.
 //! - [`server`]: `patchward serve` and `server::run`: start-up, readiness, graceful shutdown.
 //! - [`fsutil`]: crash-safe file writes (temp + fsync + rename).
-//! - [`web`]: the HTTP server (`web::run`), health and metrics endpoints.
+//! - [`web`]: the HTTP and HTTPS listeners (`web::run`, `web::run_tls`), health and
+//!   metrics, the agent API, apt, and the admin page (`web::admin`: guard, sign-in,
+//!   layout, assets; pages in `web::admin::pages`).
 //! - [`telemetry`]: logging set-up and the Prometheus recorder.
 //! - [`timesync`]: is the system clock NTP-synchronised? (warning in the log and for the
 //!   dashboard).
-//! - [`tls`]: the process's rustls crypto provider (ring), installed before any HTTP client.
+//! - [`tls`]: the process's rustls crypto provider (ring), installed before any HTTP client;
+//!   `tls::cert`: the HTTPS certificate (generated self-signed, or the operator's).
+//! - [`hostinfo`]: host name and local addresses (certificate names, printed URLs).
 //! - [`health`]: the `healthcheck` client used by container and systemd health checks.
 //!
-//! Modules that later work fills (legacy hosts, compliance, the web admin page) are
-//! not present until they do something.
+//! Modules that later work fills (legacy hosts, compliance) are not present until they
+//! do something.
 
 pub mod agent;
 pub mod appliance;
 pub mod apt;
 pub mod audit;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod db;
@@ -55,6 +62,7 @@ pub mod feed;
 pub mod fleet;
 pub mod fsutil;
 pub mod health;
+pub mod hostinfo;
 pub mod mirror;
 pub mod mirror_schedule;
 pub mod policy;

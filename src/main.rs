@@ -45,12 +45,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the appliance (creates the data directory and keys on first start).
+    /// Run the appliance (creates the data directory, keys, HTTPS certificate and the
+    /// first admin account on first start).
     Serve {
-        /// Listen address, e.g. 0.0.0.0:8080; overrides `server.listen`.
+        /// HTTP listen address, e.g. 0.0.0.0:8080; overrides `server.listen`.
         #[arg(long, env = "PATCHWARD_LISTEN", value_name = "ADDR")]
         listen: Option<String>,
+        /// HTTPS (admin page) listen address, e.g. [::]:8443; overrides
+        /// `server.tls_listen`.
+        #[arg(long, env = "PATCHWARD_TLS_LISTEN", value_name = "ADDR")]
+        tls_listen: Option<String>,
     },
+    /// Create the data directory, keys, HTTPS certificate and the admin account if
+    /// missing (what `serve` does at first start), and print where to sign in.
+    Init {
+        /// Print a plain-text block for a console login prompt (/etc/issue.d snippet).
+        #[arg(long)]
+        banner: bool,
+    },
+    /// Accounts of the web admin page.
+    #[command(subcommand)]
+    Users(patchward::auth::cli::UsersCmd),
     /// Exit 0 if a running appliance answers /healthz with 200, else 1.
     Healthcheck {
         /// URL to probe (default: /healthz on the configured listen address).
@@ -328,9 +343,14 @@ enum KeysCmd {
 }
 
 fn overrides(cli: &Cli, listen: Option<String>) -> Overrides {
+    let tls_listen = match &cli.command {
+        Command::Serve { tls_listen, .. } => tls_listen.clone(),
+        _ => None,
+    };
     Overrides {
         data_dir: cli.data_dir.clone(),
         listen,
+        tls_listen,
         log_format: cli.log_format.clone(),
         log_level: cli.log_level.clone(),
     }
@@ -371,7 +391,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Serve { listen } => {
+        Command::Serve { listen, .. } => {
             let config = load_config(&cli, listen.clone())?;
             patchward::telemetry::init_logging(config.log.format, &config.log.level);
             let clock: SharedClock = Arc::new(SystemClock);
@@ -418,6 +438,57 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Config(ConfigCmd::Defaults) => {
             print!("{}", patchward::config::DEFAULT_CONFIG);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Init { banner } => {
+            let config = load_config(&cli, None)?;
+            let clock: SharedClock = Arc::new(SystemClock);
+            let app = Appliance::init(&config, &clock)?;
+            let urls = patchward::hostinfo::urls("https", config.server.tls_listen);
+            if *banner {
+                print!(
+                    "{}",
+                    patchward::appliance::console_banner(
+                        &urls,
+                        &app.tls.fingerprint,
+                        app.admin_password.as_deref()
+                    )
+                );
+            } else {
+                println!("Patchward appliance ready in {}", config.data_dir.display());
+                print!(
+                    "{}",
+                    patchward::server::admin_lines(
+                        &urls,
+                        &app.tls.fingerprint,
+                        &patchward::server::tls_source(&app.tls),
+                        app.admin_password.as_deref()
+                    )
+                );
+                if app.admin_password.is_none() {
+                    println!(
+                        "  the admin password was shown at first start; to set a new one run \
+                         `patchward users passwd admin`"
+                    );
+                }
+                println!("  start it with `patchward serve` (or the patchward service)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Users(cmd) => {
+            let config = load_config(&cli, None)?;
+            let db = Appliance::open_existing(&config)?;
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            let mut out = std::io::stdout();
+            patchward::auth::cli::run(
+                cmd,
+                &db,
+                SystemClock.now(),
+                &invoking_user(),
+                &mut input,
+                &mut out,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(cmd) => audit_cmd(&cli, cmd),
@@ -661,6 +732,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot load {}", dir.apt_key().display()))?;
             println!("apt signing key OpenPGP {}", apt.fingerprint());
             println!("  public key    {}", dir.apt_public_key().display());
+            let cert = patchward::tls::cert::cert_path(&config);
+            let fp = patchward::tls::cert::fingerprint_of_file(&cert)?;
+            println!("tls certificate SHA-256 {fp}");
+            println!("  certificate   {}", cert.display());
             Ok(ExitCode::SUCCESS)
         }
     }

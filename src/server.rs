@@ -1,8 +1,12 @@
 //! The appliance server: open the data directory, bind, announce, serve, stop cleanly.
 //!
-//! [`serve`] is `patchward serve` (binds the configured address, stops on SIGTERM or
-//! SIGINT); [`run`] is the same on a listener the caller bound, stopping when the
+//! [`serve`] is `patchward serve` (binds the configured addresses, stops on SIGTERM or
+//! SIGINT); [`run`] is the same on listeners the caller bound, stopping when the
 //! caller's future resolves, which is how tests run it on `127.0.0.1:0`.
+//!
+//! Two listeners: HTTP (`server.listen`) for `/apt/...`, `/healthz`, `/metrics` and the
+//! agent API, redirecting everything else to HTTPS; HTTPS (`server.tls_listen`) for the
+//! admin page and everything the HTTP one serves.
 //!
 //! Order matters for systemd: READY=1 is sent only after migrations ran and the socket
 //! is bound, so "active" means "answering". The watchdog is pinged only while the
@@ -40,6 +44,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("HTTPS certificate: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("HTTP server failed: {0}")]
     Server(std::io::Error),
     #[error(transparent)]
@@ -60,6 +66,54 @@ pub struct Started {
     pub first_start: bool,
     /// The watched drop folder, if configured.
     pub drop_dir: Option<PathBuf>,
+    /// Where to open the admin page (the first is printed on the `admin page` line).
+    pub admin_urls: Vec<String>,
+    /// SHA-256 fingerprint of the HTTPS certificate, as browsers show it.
+    pub tls_fingerprint: String,
+    /// Where the certificate came from (generated, or the operator's file).
+    pub tls_source: String,
+    /// The `admin` account's one-time password, when this start created the account.
+    pub admin_password: Option<String>,
+}
+
+/// The lines about the admin page shared by the start-up block and `patchward init`.
+pub fn admin_lines(
+    urls: &[String],
+    fingerprint: &str,
+    source: &str,
+    admin_password: Option<&str>,
+) -> String {
+    let mut s = String::new();
+    let mut urls = urls.iter();
+    if let Some(first) = urls.next() {
+        s.push_str(&format!("  admin page      {first}\n"));
+    }
+    for u in urls {
+        s.push_str(&format!("                  {u}\n"));
+    }
+    s.push_str(&format!(
+        "  tls certificate SHA-256 {fingerprint}\n                  ({source}; compare it with \
+         what the browser shows before you sign in)\n"
+    ));
+    if let Some(pw) = admin_password {
+        s.push_str(&format!(
+            "  admin password  {pw}\n                  (user \"admin\"; shown only now: sign in \
+             and choose a new one)\n"
+        ));
+    }
+    s
+}
+
+/// A description of the certificate's origin for the operator.
+pub fn tls_source(id: &crate::tls::TlsIdentity) -> String {
+    match &id.source {
+        crate::tls::cert::CertSource::Generated { dir, .. } => {
+            format!("self-signed, generated in {}", dir.display())
+        }
+        crate::tls::cert::CertSource::Operator { cert, .. } => {
+            format!("configured: {}", cert.display())
+        }
+    }
 }
 
 impl Started {
@@ -79,6 +133,12 @@ impl Started {
             self.ed25519_key_id,
             self.apt_fingerprint,
         );
+        s.push_str(&admin_lines(
+            &self.admin_urls,
+            &self.tls_fingerprint,
+            &self.tls_source,
+            self.admin_password.as_deref(),
+        ));
         if let Some(d) = &self.drop_dir {
             s.push_str(&format!("  drop folder     {}\n", d.display()));
         }
@@ -248,28 +308,30 @@ fn audit_blocking(
     Ok(())
 }
 
-/// Runs the appliance on the configured address until SIGTERM/SIGINT.
+/// Runs the appliance on the configured addresses until SIGTERM/SIGINT.
 /// `announce` receives the start-up block.
 pub async fn serve(
     config: Config,
     clock: SharedClock,
     announce: &mut (dyn Write + Send),
 ) -> Result<(), ServeError> {
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.server.listen,
-            source,
-        })?;
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })
+    };
+    let listener = bind(config.server.listen).await?;
+    let tls_listener = bind(config.server.tls_listen).await?;
     let signals = shutdown_signal().map_err(ServeError::Server)?;
-    run(listener, config, clock, signals, announce).await
+    run(listener, tls_listener, config, clock, signals, announce).await
 }
 
-/// Runs the appliance on `listener` until `shutdown` resolves (yielding a name for the
-/// log and the audit entry), then lets in-flight requests finish within the configured
-/// grace period.
+/// Runs the appliance on `listener` (HTTP) and `tls_listener` (HTTPS) until `shutdown`
+/// resolves (yielding a name for the log and the audit entry), then lets in-flight
+/// requests finish within the configured grace period.
 pub async fn run(
     listener: TcpListener,
+    tls_listener: TcpListener,
     config: Config,
     clock: SharedClock,
     shutdown: impl Future<Output = &'static str>,
@@ -281,6 +343,8 @@ pub async fn run(
         .await
         .map_err(|e| ServeError::Join(e.to_string()))??;
     let addr = listener.local_addr().map_err(ServeError::Server)?;
+    let tls_addr = tls_listener.local_addr().map_err(ServeError::Server)?;
+    let tls_config = app.tls.server_config()?;
 
     let started = Started {
         url: format!("http://{addr}"),
@@ -289,6 +353,10 @@ pub async fn run(
         apt_fingerprint: app.keys.apt.fingerprint(),
         first_start: app.first_start,
         drop_dir: config.import.drop_dir.clone(),
+        admin_urls: crate::hostinfo::urls("https", tls_addr),
+        tls_fingerprint: app.tls.fingerprint.clone(),
+        tls_source: tls_source(&app.tls),
+        admin_password: app.admin_password.clone(),
     };
     {
         let db = app.db.clone();
@@ -296,6 +364,8 @@ pub async fn run(
         let details = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "listen": addr.to_string(),
+            "tls_listen": tls_addr.to_string(),
+            "tls_fingerprint": app.tls.fingerprint,
         });
         tokio::task::spawn_blocking(move || audit_blocking(&db, &ck, "appliance.started", details))
             .await
@@ -360,7 +430,13 @@ pub async fn run(
         max_body_bytes: config.server.max_body_bytes,
         request_timeout: config.server.request_timeout,
     };
-    let router = web::router(state, &limits);
+    let state = state.with_admin(crate::web::AdminState {
+        clock: clock.clone(),
+        settings: config.web,
+        tls_port: tls_addr.port(),
+    });
+    let router = web::router(state.clone(), &limits);
+    let tls_router = web::tls_router(state, &limits);
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     if !config.mirror.sources.is_empty() {
@@ -376,19 +452,29 @@ pub async fn run(
     // Clock synchronisation: a warning at start and hourly while unsynchronised.
     let clock_monitor = crate::timesync::spawn_monitor(stop_rx.clone());
     let apt_publisher = crate::apt::publish::spawn(publisher, clock.clone(), stop_rx.clone());
+    let mut stop_tls = stop_rx.clone();
     let graceful = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };
-    let server = tokio::spawn(web::run(listener, router, graceful));
+    let graceful_tls = async move {
+        let _ = stop_tls.wait_for(|stop| *stop).await;
+    };
+    let server = tokio::spawn(async move {
+        tokio::try_join!(
+            web::run(listener, router, graceful),
+            web::run_tls(tls_listener, tls_config, tls_router, graceful_tls),
+        )
+        .map(|_| ())
+    });
 
     let _ = write!(announce, "{}", started.block());
     let _ = announce.flush();
-    tracing::info!(url = %started.url, data_dir = %started.data_dir.display(), "ready");
+    tracing::info!(url = %started.url, tls = %tls_addr, data_dir = %started.data_dir.display(), "ready");
     let _ = sd_notify::notify(
         false,
         &[
             sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status(&format!("serving on {addr}")),
+            sd_notify::NotifyState::Status(&format!("serving on {addr} and {tls_addr} (https)")),
         ],
     );
     spawn_watchdog(app.db.clone());

@@ -9,3 +9,7 @@
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+pub mod cert;
+
+pub use cert::{TlsError, TlsIdentity};

@@ -268,11 +268,51 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         ) STRICT;
         "#,
         ),
+        M::up(
+            r#"
+        -- Accounts of the web admin page (src/auth). `password_hash` is an argon2id PHC
+        -- string; the password itself is never stored.
+        CREATE TABLE users (
+            id                    INTEGER PRIMARY KEY,
+            name                  TEXT NOT NULL UNIQUE,
+            password_hash         TEXT NOT NULL,
+            role                  TEXT NOT NULL CHECK (role IN ('admin', 'auditor')),
+            disabled              INTEGER NOT NULL DEFAULT 0,
+            must_change_password  INTEGER NOT NULL DEFAULT 1,
+            created_at            TEXT NOT NULL,
+            changed_at            TEXT NOT NULL
+        ) STRICT;
+
+        -- Signed-in sessions. Only the sha256 of the cookie's random token is stored, so
+        -- a copy of the database cannot be used to sign in. Times are unix milliseconds
+        -- (compared in SQL).
+        CREATE TABLE sessions (
+            token_sha256  TEXT PRIMARY KEY,
+            user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            created_ms    INTEGER NOT NULL,
+            last_seen_ms  INTEGER NOT NULL,
+            csrf          TEXT NOT NULL,
+            user_agent    TEXT
+        ) STRICT;
+        CREATE INDEX sessions_by_user ON sessions(user_id);
+
+        -- Failed sign-ins, for throttling per account name (as typed) and per client
+        -- address; kept in the database so a restart does not reset a lockout.
+        CREATE TABLE login_attempts (
+            id        INTEGER PRIMARY KEY,
+            at_ms     INTEGER NOT NULL,
+            username  TEXT NOT NULL,
+            address   TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX login_attempts_by_user ON login_attempts(username, at_ms);
+        CREATE INDEX login_attempts_by_address ON login_attempts(address, at_ms);
+        "#,
+        ),
     ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 7;
+pub const LATEST: usize = 8;
 
 /// Migration 6's hook: fills `job_artifacts` from the tickets of jobs created before it,
 /// in the migration's transaction. SQLite cannot decode the envelope's base64 payload,
@@ -436,5 +476,16 @@ mod tests {
         let mut c = rusqlite::Connection::open_in_memory().unwrap();
         super::MIGRATIONS.to_latest(&mut c).unwrap();
         assert_eq!(super::schema_version(&c).unwrap(), super::LATEST);
+        assert_eq!(super::LATEST, 8, "migration 8: accounts of the admin page");
+        for table in ["users", "sessions", "login_attempts"] {
+            let n: i64 = c
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(n, 1, "{table}");
+        }
     }
 }

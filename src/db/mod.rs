@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod jobs;
 mod migrations;
 pub mod rollout;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -5,6 +5,7 @@
 //! (labelled by the matched route template, never the raw path, so cardinality stays
 //! bounded), a request timeout (408) and a body-size limit (413).
 
+pub mod admin;
 mod agent;
 pub mod agent_auth;
 pub mod apt;
@@ -12,6 +13,7 @@ pub mod artifacts;
 mod health;
 mod metrics_layer;
 mod mirror;
+pub mod redirect;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +49,17 @@ pub struct StateInner {
     pub downloads: Arc<tokio::sync::Semaphore>,
     /// The per-ring apt repositories (`/apt/...`), when serving them.
     pub apt: Option<apt::AptServe>,
+    /// The admin page (HTTPS), when serving it.
+    pub admin: Option<AdminState>,
+}
+
+/// What the admin page needs.
+pub struct AdminState {
+    /// Session expiry and throttling read the time here.
+    pub clock: crate::clock::SharedClock,
+    pub settings: crate::auth::WebSettings,
+    /// The HTTPS listener's port, for the HTTP listener's redirects.
+    pub tls_port: u16,
 }
 
 /// What the agent API needs.
@@ -99,6 +112,7 @@ impl AppState {
                     artifacts::MAX_CONCURRENT_DOWNLOADS,
                 )),
                 apt: None,
+                admin: None,
             }),
         }
     }
@@ -111,14 +125,22 @@ impl AppState {
         }
         self
     }
+
+    /// Serves the admin page too (see [`AppState::with_apt`] for when to call it).
+    pub fn with_admin(mut self, admin: AdminState) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.admin = Some(admin);
+        }
+        self
+    }
 }
 
-/// The full router with its middleware stack.
-pub fn router(state: AppState, limits: &Limits) -> Router {
-    let routes = Router::new()
+/// The routes both listeners serve: health, metrics, the agent API (its requests and
+/// answers are signed) and the apt repositories (signed indexes).
+fn common_routes() -> Router<AppState> {
+    Router::new()
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
-        .route("/api/v1/mirror", get(mirror::status))
         .route("/api/agent/v1/appliance-key", get(agent::appliance_key))
         .route("/api/agent/v1/enroll", post(agent::enroll))
         .route("/api/agent/v1/checkin", post(agent::checkin))
@@ -128,6 +150,21 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         )
         .route("/apt/key.asc", get(apt::key))
         .route("/apt/{ring}/{*rest}", get(apt::ring_file))
+}
+
+/// The HTTP listener: the common routes; every other path is redirected to the HTTPS
+/// listener (GET, HEAD) or refused.
+pub fn router(state: AppState, limits: &Limits) -> Router {
+    let routes = common_routes()
+        .fallback(redirect::to_https)
+        .with_state(state);
+    with_middleware(routes, limits)
+}
+
+/// The HTTPS listener: the common routes and the admin page.
+pub fn tls_router(state: AppState, limits: &Limits) -> Router {
+    let routes = common_routes()
+        .merge(admin::router(state.clone()))
         .with_state(state);
     with_middleware(routes, limits)
 }
@@ -154,6 +191,28 @@ pub async fn run(
 ) -> std::io::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves `router` over TLS on `listener` (with the client's address available to
+/// handlers) until `shutdown` resolves, then stops accepting and lets in-flight
+/// requests finish. The caller bounds how long that may take.
+pub async fn run_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        h.graceful_shutdown(None);
+    });
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    axum_server::from_tcp_rustls(listener.into_std()?, config)?
+        .handle(handle)
+        .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await
 }
 

@@ -122,12 +122,8 @@ fn feed_to_bundle_to_import_full_incremental_and_idempotent() {
         &site_b.data,
         &["--config", site_b.config.to_str().unwrap()],
     );
-    let api: serde_json::Value = crate::support::http()
-        .get(format!("{}/api/v1/mirror", server.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let admin = crate::support::Admin::first_sign_in(&server, "a long new password");
+    let api: serde_json::Value = admin.get("/api/v1/mirror").json().unwrap();
     assert_eq!(api["sources"][0]["name"], "msp-main");
     assert_eq!(api["sources"][0]["catalog_version"], 2);
     assert_eq!(api["sources"][0]["patches"], 3);

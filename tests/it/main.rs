@@ -19,3 +19,4 @@ mod serve;
 mod support;
 mod sync;
 mod upstream;
+mod web_security;

@@ -27,9 +27,11 @@ fn serve_answers_health_and_metrics_stops_on_sigterm_and_restarts_with_same_keys
         ),
         "{text}"
     );
-    // A scanner's random paths are one label value, not one each.
-    c.get(format!("{}/nope/123", s.url)).send().unwrap();
-    c.get(format!("{}/nope/456", s.url)).send().unwrap();
+    // A scanner's random paths are one label value, not one each (on the HTTP
+    // listener they are redirected to HTTPS; on HTTPS, without a session, to /login).
+    let h = crate::support::https();
+    h.get(format!("{}/nope/123", s.admin_url)).send().unwrap();
+    h.get(format!("{}/nope/456", s.admin_url)).send().unwrap();
     let text = c
         .get(format!("{}/metrics", s.url))
         .send()
@@ -37,7 +39,7 @@ fn serve_answers_health_and_metrics_stops_on_sigterm_and_restarts_with_same_keys
         .text()
         .unwrap();
     assert!(
-        text.contains(r#"route="unmatched",status="404"} 2"#),
+        text.contains(r#"route="unmatched",status="303"} 2"#),
         "{text}"
     );
     assert!(text.contains("patchward_http_request_duration_seconds_bucket"));
@@ -51,7 +53,12 @@ fn serve_answers_health_and_metrics_stops_on_sigterm_and_restarts_with_same_keys
     assert!(hc.status.success(), "{}", stderr(&hc));
 
     // Keys are owner-only; the database too.
-    for f in ["keys/appliance.ed25519", "keys/apt.pgp", "patchward.db"] {
+    for f in [
+        "keys/appliance.ed25519",
+        "keys/apt.pgp",
+        "patchward.db",
+        "tls/key.pem",
+    ] {
         let mode = std::fs::metadata(data.join(f))
             .unwrap()
             .permissions()
@@ -61,6 +68,8 @@ fn serve_answers_health_and_metrics_stops_on_sigterm_and_restarts_with_same_keys
     }
     let key1 = s.banner_value("appliance key");
     let apt1 = s.banner_value("apt signing key");
+    let tls1 = s.banner_value("tls certificate");
+    assert!(s.banner.contains("admin password"), "{}", s.banner);
 
     let t = Instant::now();
     s.signal(libc::SIGTERM);
@@ -88,6 +97,8 @@ fn serve_answers_health_and_metrics_stops_on_sigterm_and_restarts_with_same_keys
     assert!(!s2.banner.contains("first start"), "{}", s2.banner);
     assert_eq!(s2.banner_value("appliance key"), key1);
     assert_eq!(s2.banner_value("apt signing key"), apt1);
+    assert_eq!(s2.banner_value("tls certificate"), tls1);
+    assert!(!s2.banner.contains("admin password"), "shown only once");
     s2.signal(libc::SIGINT);
     assert_eq!(s2.wait_exit(Duration::from_secs(5)), Some(0));
 
@@ -107,6 +118,8 @@ fn serve_answers_health_and_metrics_stops_on_sigterm_and_restarts_with_same_keys
         [
             "key.generated",
             "key.generated",
+            "key.generated",
+            "user.created",
             "appliance.started",
             "appliance.stopped",
             "appliance.started",
@@ -119,7 +132,7 @@ fn serve_answers_health_and_metrics_stops_on_sigterm_and_restarts_with_same_keys
         c
     });
     assert!(verify.status.success(), "{}", stdout(&verify));
-    assert!(stdout(&verify).contains("intact: 6 entries"));
+    assert!(stdout(&verify).contains("intact: 8 entries"));
 }
 
 #[test]
@@ -135,6 +148,7 @@ fn no_config_and_no_flags_uses_the_embedded_defaults() {
         .arg("serve")
         .current_dir(dir.path())
         .env("PATCHWARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PATCHWARD_TLS_LISTEN", "127.0.0.1:0")
         .env("PATCHWARD_LOG", "warn")
         .env_remove("PATCHWARD_DATA_DIR")
         .env_remove("PATCHWARD_CONFIG")
@@ -170,7 +184,7 @@ fn under_systemd_ready_comes_after_bind_and_the_watchdog_is_pinged() {
     // systemd sets WATCHDOG_PID to the main process; `exec` keeps the shell's pid.
     let mut child = std::process::Command::new("sh")
         .arg("-c")
-        .arg(r#"WATCHDOG_PID=$$ exec "$0" --data-dir "$1" serve --listen 127.0.0.1:0"#)
+        .arg(r#"WATCHDOG_PID=$$ exec "$0" --data-dir "$1" serve --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0"#)
         .arg(crate::support::BIN)
         .arg(dir.path().join("data"))
         .env("NOTIFY_SOCKET", &sock_path)
@@ -202,6 +216,7 @@ fn under_systemd_ready_comes_after_bind_and_the_watchdog_is_pinged() {
     let status = messages[0]
         .lines()
         .find_map(|l| l.strip_prefix("STATUS=serving on "))
+        .and_then(|l| l.split_whitespace().next())
         .unwrap();
     let r = http()
         .get(format!("http://{status}/healthz"))
