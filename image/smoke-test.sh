@@ -159,8 +159,12 @@ boot() { # MODE
         qpid=
         return 0
     fi
+    # qemu's CPU time so far: the work the boot took, whatever else the host was doing.
+    local cpu_s load
+    cpu_s=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$qpid/stat")
+    load=$(cut -d' ' -f1 /proc/loadavg)
     ok "$mode: /healthz answered 200 after $healthy_at s"
-    echo "smoke $mode healthy_s $healthy_at"
+    echo "smoke $mode healthy_s $healthy_at (qemu cpu ${cpu_s} s, host load ${load} on $(nproc) cores)"
 
     # 2. HTTPS admin page, when this binary has it
     if [[ $has_init == yes ]]; then
@@ -190,6 +194,16 @@ boot() { # MODE
         fi
     else
         if grep -q 'patchward 0\|keys are generated on this machine' <<<"$console"; then ok "$mode: version banner"; else bad "$mode: no version banner"; fi
+    fi
+    if [[ $has_init == yes ]] && command -v openssl >/dev/null; then
+        local served
+        served=$(openssl s_client -connect "127.0.0.1:$https" </dev/null 2>/dev/null |
+            openssl x509 -noout -fingerprint -sha256 2>/dev/null | sed 's/.*=//')
+        if [[ -n $served ]] && grep -qF "$served" <<<"$console"; then
+            ok "$mode: the banner's fingerprint is the served certificate's ($served)"
+        else
+            bad "$mode: served certificate '$served' is not the one on the banner"
+        fi
     fi
     if grep -q 'IPv4 10\.0\.2\.15' <<<"$console"; then ok "$mode: banner shows the DHCP address"; else echo "  note $mode: address not yet on the banner"; fi
 
