@@ -168,6 +168,8 @@ systemctl --root="$root" disable ssh.service 2>/dev/null || true
 # systemd-firstboot would ask for a locale, time zone and root password on the console
 # at the first boot, stopping an unattended appliance.
 systemctl --root="$root" mask systemd-firstboot.service 2>/dev/null
+# e2scrub needs LVM snapshots, which the appliance has none of; at boot it only costs.
+systemctl --root="$root" mask e2scrub_reap.service e2scrub_all.timer 2>/dev/null
 systemctl --root="$root" set-default multi-user.target 2>/dev/null
 
 echo patchward >"$root/etc/hostname"
@@ -181,7 +183,8 @@ EOF
 cat >"$root/etc/fstab" <<EOF
 # <file system>                             <mount point> <type> <options>                           <dump> <pass>
 UUID=$fs_uuid  /          ext4  errors=remount-ro,x-systemd.growfs  0  1
-PARTUUID=$esp_guid  /boot/efi  vfat  umask=0077,shortname=mixed,nofail  0  2
+# The ESP is mounted when something opens /boot/efi (the kernel hooks), not at boot.
+PARTUUID=$esp_guid  /boot/efi  vfat  noauto,x-systemd.automount,x-systemd.idle-timeout=10min,umask=0077,shortname=mixed  0  0
 EOF
 
 # No identity and no secrets in the image: each machine makes its own at first boot.

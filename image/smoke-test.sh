@@ -9,6 +9,9 @@
 #   bios  i440fx + SeaBIOS, virtio disk and NIC   (syslinux via gptmbr.bin)
 #   uefi  q35 + OVMF, virtio disk and NIC         (systemd-boot as BOOTX64.EFI)
 #   sata  q35 + SeaBIOS, SATA (AHCI) disk, e1000e NIC (VMware/Hyper-V-like hardware)
+#   rescue  the maintenance boot entry (kernel, initrd and options from the ESP, started
+#         directly): sulogin gives a root shell although root is locked, and
+#         /usr/lib/patchward/update-boot runs there against the automounted ESP
 # and checks: /healthz through a forwarded port (user-mode networking, 127.0.0.1 only,
 # restrict=on: the guest reaches nothing outside); the HTTPS admin page when the
 # binary has `patchward init`; the console banner on the serial line; the clock
@@ -18,7 +21,7 @@
 # Prints per mode: time to healthy, qemu's RSS and the guest's memory use (virtio
 # balloon statistics over QMP), time to power off.
 #
-# Environment: PATCHWARD_SMOKE_MODES (default "bios uefi sata"),
+# Environment: PATCHWARD_SMOKE_MODES (default "bios uefi sata rescue"),
 # PATCHWARD_SMOKE_TIMEOUT (seconds to healthy, default 300), PATCHWARD_SMOKE_MEM
 # (MiB, default 1024), PATCHWARD_SMOKE_LOGS (where serial logs are kept, default
 # image/out/smoke).
@@ -32,7 +35,7 @@ img=${1:-$(ls -t "$here"/out/patchward-*.qcow2 2>/dev/null | head -n1)}
 img=$(realpath "$img")
 manifest=${img%.qcow2}.manifest
 has_init=$(sed -n 's/^patchward_init //p' "$manifest" 2>/dev/null || true)
-modes=${PATCHWARD_SMOKE_MODES:-bios uefi sata}
+modes=${PATCHWARD_SMOKE_MODES:-bios uefi sata rescue}
 timeout_healthy=${PATCHWARD_SMOKE_TIMEOUT:-300}
 mem=${PATCHWARD_SMOKE_MEM:-1024}
 logs=${PATCHWARD_SMOKE_LOGS:-$here/out/smoke}
@@ -69,25 +72,27 @@ extract() {
         "driver=raw,offset=$(($2 * 1048576)),size=$(($3 * 1048576)),file.driver=qcow2,file.file.driver=file,file.file.filename=$1" "$4"
 }
 
-# Reads the GPT of a qcow2 (first MiB) and the ext4 superblock of its root partition:
-# prints "disk_mib root_part_mib root_fs_mib".
-disk_layout() {
-    local overlay=$1 root_start
-    extract "$overlay" 0 1 "$t/head.raw"
-    root_start=$(python3 - "$t/head.raw" <<'EOF'
+# gpt IMAGE: prints "esp_start esp_size root_start root_size" in MiB.
+gpt() {
+    extract "$1" 0 1 "$t/head.raw"
+    python3 - "$t/head.raw" <<'EOF'
 import struct, sys, uuid
 d = open(sys.argv[1], "rb").read()
 lba, n, size = struct.unpack_from("<QII", d, 512 + 72)
+parts = {}
 for i in range(n):
     e = d[lba * 512 + i * size: lba * 512 + (i + 1) * size]
-    if str(uuid.UUID(bytes_le=e[:16])) == "4f68bce3-e8cd-4db1-96e7-fbcaf984b709":
-        first, last = struct.unpack_from("<QQ", e, 32)
-        print(first // 2048, (last - first + 1) // 2048)
+    first, last = struct.unpack_from("<QQ", e, 32)
+    parts[str(uuid.UUID(bytes_le=e[:16]))] = (first // 2048, (last - first + 1) // 2048)
+print(*parts["c12a7328-f81f-11d2-ba4b-00a0c93ec93b"], *parts["4f68bce3-e8cd-4db1-96e7-fbcaf984b709"])
 EOF
-    )
-    read -r rs rsize <<<"$root_start"
+}
+
+# disk_layout OVERLAY: "disk_mib root_part_mib root_fs_mib" (GPT and ext4 superblock).
+disk_layout() {
+    local overlay=$1 es esz rs rsize disk_mib
+    read -r es esz rs rsize < <(gpt "$overlay")
     extract "$overlay" "$rs" 1 "$t/sb.raw"
-    local disk_mib
     disk_mib=$(($(qemu-img info --output=json "$overlay" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])') / 1048576))
     python3 - "$t/sb.raw" "$disk_mib" "$rsize" <<'EOF'
 import struct, sys
@@ -100,6 +105,37 @@ hi = struct.unpack_from("<I", sb, 0x150)[0] if incompat & 0x80 else 0
 blocks = (hi << 32) | lo
 print(sys.argv[2], sys.argv[3], blocks * (1024 << log_bs) // 1048576)
 EOF
+}
+
+# The maintenance boot entry, as systemd-boot would start it (its kernel, initrd and
+# options, read from the image's ESP): a root shell on the console although root is
+# locked, where the kernel hook runs against the real, automounted ESP.
+rescue() {
+    local overlay=$t/rescue.qcow2 log=$logs/rescue.serial entry es esz rs rsize rc=0 start
+    local kernel initrd options console
+    echo "== rescue (the maintenance entry; the kernel hook inside the guest)"
+    read -r es esz rs rsize < <(gpt "$img")
+    extract "$img" "$es" "$esz" "$t/esp.raw"
+    entry=$(MTOOLS_SKIP_CHECK=1 mtype -i "$t/esp.raw" ::/loader/entries/patchward-maintenance.conf)
+    kernel=$(awk '$1 == "linux" { print $2 }' <<<"$entry")
+    initrd=$(awk '$1 == "initrd" { print $2 }' <<<"$entry")
+    options=$(sed -n 's/^options *//p' <<<"$entry")
+    MTOOLS_SKIP_CHECK=1 mcopy -n -i "$t/esp.raw" "::$kernel" "$t/vmlinuz"
+    MTOOLS_SKIP_CHECK=1 mcopy -n -i "$t/esp.raw" "::$initrd" "$t/initrd.img"
+    qemu-img create -q -f qcow2 -F qcow2 -b "$img" "$overlay"
+    start=$(now)
+    python3 "$here/serial-shell.py" "$log" "$timeout_healthy" \
+        'echo "RESCUE-SHELL uid=$(id -u)"; /usr/lib/patchward/update-boot && echo HOOK-OK; echo "ESP-FS $(findmnt -n -o FSTYPE /boot/efi | tail -n1)"; systemctl poweroff' \
+        -- qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m "$mem" -M pc \
+        -drive "file=$overlay,format=qcow2,if=virtio,cache=unsafe" -nic none \
+        -display none -monitor none -serial stdio \
+        -kernel "$t/vmlinuz" -initrd "$t/initrd.img" -append "$options" || rc=$?
+    console=$(tr -d '\r' <"$log")
+    if ((rc == 0)); then ok "rescue: booted, shell used, powered off after $(secs "$start" "$(now)") s"; else bad "rescue: qemu exit $rc (124: timeout)"; fi
+    if grep -q 'RESCUE-SHELL uid=0' <<<"$console"; then ok "rescue: root shell without a password (root is locked)"; else bad "rescue: no root shell"; fi
+    if grep -q 'HOOK-OK' <<<"$console"; then ok "rescue: update-boot ran in the guest"; else bad "rescue: update-boot failed in the guest"; fi
+    if grep -q 'ESP-FS vfat' <<<"$console"; then ok "rescue: /boot/efi automounted the ESP"; else bad "rescue: /boot/efi is not the ESP"; fi
+    rm -f "$overlay"
 }
 
 boot() { # MODE
@@ -254,7 +290,9 @@ boot() { # MODE
 }
 
 echo "smoke-test: $(basename "$img") (patchward init: ${has_init:-unknown}), modes: $modes, TCG, ${mem} MiB"
-for m in $modes; do boot "$m"; done
+for m in $modes; do
+    if [[ $m == rescue ]]; then rescue; else boot "$m"; fi
+done
 echo "serial console logs in $logs"
 echo "smoke-test: $passes passed, $fails failed"
 ((fails == 0))
