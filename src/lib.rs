@@ -38,6 +38,8 @@
 //!   metrics, the agent API, apt, and the admin page (`web::admin`: guard, sign-in,
 //!   layout, assets; pages in `web::admin::pages`).
 //! - [`telemetry`]: logging set-up and the Prometheus recorder.
+//! - [`timesync`]: is the system clock NTP-synchronised? (warning in the log and for the
+//!   dashboard).
 //! - [`tls`]: the process's rustls crypto provider (ring), installed before any HTTP client;
 //!   `tls::cert`: the HTTPS certificate (generated self-signed, or the operator's).
 //! - [`hostinfo`]: host name and local addresses (certificate names, printed URLs).
@@ -68,6 +70,7 @@ pub mod rollout;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod timesync;
 pub mod tls;
 pub mod trust;
 pub mod web;

@@ -536,6 +536,8 @@ pub async fn run(
         scheduler.clone(),
         stop_rx.clone(),
     );
+    // Clock synchronisation: a warning at start and hourly while unsynchronised.
+    let clock_monitor = crate::timesync::spawn_monitor(stop_rx.clone());
     let apt_publisher = crate::apt::publish::spawn(publisher, clock.clone(), stop_rx.clone());
     let mut stop_tls = stop_rx.clone();
     let graceful = async move {
@@ -594,6 +596,7 @@ pub async fn run(
     }
     let _ = expiry.await;
     let _ = apt_publisher.await;
+    let _ = clock_monitor.await;
     if let Some(d) = drop_folder {
         d.stop(config.server.shutdown_grace).await;
     }
