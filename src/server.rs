@@ -312,7 +312,9 @@ fn spawn_planner(
             let sched = scheduler.clone();
             let p = plan.clone();
             match db
-                .write(move |tx| crate::rollout::planner::advance(tx, &sched.policy(), Some(&p), now))
+                .write(move |tx| {
+                    crate::rollout::planner::advance(tx, &sched.policy(), Some(&p), now)
+                })
                 .await
             {
                 Ok(changes) => {

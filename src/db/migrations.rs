@@ -565,7 +565,13 @@ mod tests {
             10,
             "8: planner inputs; 9: accounts of the admin page; 10: window entries"
         );
-        for table in ["users", "sessions", "login_attempts", "window_entries", "plan_inputs"] {
+        for table in [
+            "users",
+            "sessions",
+            "login_attempts",
+            "window_entries",
+            "plan_inputs",
+        ] {
             let n: i64 = c
                 .query_row(
                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",

@@ -303,6 +303,9 @@ pub(super) struct DashboardPage {
     pub nav: &'static str,
     pub flash: Option<Flash>,
     pub d: Dashboard,
+    /// The system clock is not NTP-synchronised (`timesync`): windows, deadlines and
+    /// signature expiry depend on it.
+    pub clock_warning: Option<String>,
 }
 
 /// `GET /`
@@ -325,6 +328,7 @@ pub async fn page(State(st): State<AppState>, viewer: Viewer, headers: HeaderMap
                     nav: "dashboard",
                     flash: flash.clone(),
                     d,
+                    clock_warning: crate::timesync::status().warning(),
                 },
                 &flash,
             )
