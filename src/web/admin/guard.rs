@@ -102,8 +102,28 @@ const CSRF_REFUSED: &str = "Refused: the form's security token is missing or out
                             (for example after signing in again elsewhere). Reload the page and \
                             try again.";
 
-/// Reads the body's `csrf` field (urlencoded forms only) and gives the body back.
+/// Reads the body's `csrf` field (urlencoded forms) and gives the body back. A
+/// multipart form (a file upload, which is streamed and never buffered here) carries
+/// it in its action URL's query instead (`?csrf=...`), so an upload works without
+/// JavaScript too.
 async fn body_token(req: Request) -> Result<(Request, Option<String>), Response> {
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("multipart/form-data"))
+        });
+    if is_multipart {
+        let token = req.uri().query().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "csrf")
+                .map(|(_, v)| v.into_owned())
+        });
+        return Ok((req, token));
+    }
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -219,6 +219,21 @@ async fn state_changes_need_token_origin_and_the_admin_role() {
         .send(post(Some(ORIGIN), None, Some(format!("a=1&csrf={csrf}"))))
         .await;
     assert_eq!(ok.status, StatusCode::OK, "the form field works too");
+    // A multipart upload (streamed, never buffered by the guard) carries the token in
+    // its action URL, so it works without JavaScript; a wrong one there is refused.
+    let multipart = |uri: String| {
+        Fixture::request("POST", &uri, Some(&c))
+            .header(header::ORIGIN, ORIGIN)
+            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=x")
+            .body(Body::from("--x--\r\n"))
+            .unwrap()
+    };
+    let ok = f.send(multipart(format!("/t-admin?csrf={csrf}"))).await;
+    assert_eq!(ok.status, StatusCode::OK, "the action URL's token works");
+    let r = f.send(multipart("/t-admin?csrf=nope".into())).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "wrong token in the URL");
+    let r = f.send(multipart("/t-admin".into())).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "multipart without a token");
     for (origin, token, form, why) in [
         (Some(ORIGIN), None, None, "no token"),
         (Some(ORIGIN), Some("0".repeat(64)), None, "wrong token"),

@@ -282,6 +282,9 @@ pub async fn control(
         Err(r) => return r,
     };
     let back = super::patch_href("/rollouts", &key);
+    if field(&form, "action") == "rollback" {
+        return rollback(ctx, viewer, key, field(&form, "reason").to_string(), back).await;
+    }
     let what = match field(&form, "action") {
         "halt" => Control::Halt,
         "resume" => Control::Resume,
@@ -292,7 +295,7 @@ pub async fn control(
                 "rollouts",
                 StatusCode::BAD_REQUEST,
                 "Rollout unchanged",
-                &format!("{other:?} is not an action (halt, resume, abort)"),
+                &format!("{other:?} is not an action (halt, resume, abort, rollback)"),
                 &back,
             );
         }
@@ -326,6 +329,66 @@ pub async fn control(
                 text.push_str(&format!(
                     " Cancelled {} job(s) not yet started.",
                     cancelled.len()
+                ));
+            }
+            done(&back, true, &text)
+        }
+        Err(e) if rollout_status(&e).is_client_error() => error_page(
+            viewer,
+            "rollouts",
+            rollout_status(&e),
+            "Rollout unchanged",
+            &e.to_string(),
+            &back,
+        ),
+        Err(e) => internal(viewer, "rollouts", e),
+    }
+}
+
+/// The `rollback` action of `POST /rollouts/{key}/control`: the same
+/// `approvals::rollback` as `patchward rollout rollback`.
+async fn rollback(ctx: Ctx, viewer: Viewer, key: String, reason: String, back: String) -> Response {
+    if reason.is_empty() {
+        return error_page(
+            viewer,
+            "rollouts",
+            StatusCode::BAD_REQUEST,
+            "Rollout unchanged",
+            "Give a reason: it goes into the audit log.",
+            &back,
+        );
+    }
+    let st = ctx.st.clone();
+    let (now, actor) = (ctx.now, super::actor(&viewer));
+    let k = key.clone();
+    let r = ctx
+        .db
+        .write(move |tx| {
+            let Some(fleet) = st.inner.fleet.as_ref() else {
+                return Err(crate::rollout::RolloutError::Stored(
+                    "the agent API is not running".into(),
+                ));
+            };
+            let signer = &fleet.scheduler.key;
+            crate::rollout::approvals::rollback(tx, now, signer, &k, &actor, &reason)
+        })
+        .await;
+    match r {
+        Ok(out) => {
+            let mut text = format!(
+                "The rollout of {key} is rolled back: {} host(s) get a rollback job at their next check-in.",
+                out.rollback_jobs.len()
+            );
+            if !out.cancelled.is_empty() {
+                text.push_str(&format!(
+                    " Cancelled {} job(s) not yet started.",
+                    out.cancelled.len()
+                ));
+            }
+            if !out.still_running.is_empty() {
+                text.push_str(&format!(
+                    " Still installing: {}; roll back again once they have finished.",
+                    out.still_running.join(", ")
                 ));
             }
             done(&back, true, &text)

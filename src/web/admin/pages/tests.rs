@@ -516,5 +516,36 @@ async fn approve_halt_resume_and_a_window_that_the_scheduler_uses() {
     let (st, body) = get(&app, "/windows/1").await;
     assert_eq!(st, StatusCode::OK);
     assert!(body.contains("value=\"10:00\""), "{body}");
+    // Roll back from the rollout page: no reason is refused and changes nothing; with
+    // one, the rollout ends rolled_back (no host had installed it: no rollback jobs).
+    let (st, _, _) = post(
+        &app,
+        "/rollouts/acme%3ADSA-1%2Fopenssl/control",
+        "action=rollback&reason=",
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let state = || {
+        s.db.read_blocking(|c| crate::db::rollout::rollouts(c, None))
+            .unwrap()[0]
+            .state
+            .clone()
+    };
+    assert_eq!(state(), "active");
+    let (_, page) = get(&app, "/rollouts/acme%3ADSA-1%2Fopenssl").await;
+    assert!(page.contains("value=\"rollback\""), "{page}");
+    let (st, _, _) = post(
+        &app,
+        "/rollouts/acme%3ADSA-1%2Fopenssl/control",
+        "action=rollback&reason=regression",
+    )
+    .await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    assert_eq!(state(), "rolled_back");
+    let last = s.db.read_blocking(|c| crate::audit::recent(c, 1)).unwrap();
+    assert_eq!(
+        format!("{} {}", last[0].actor, last[0].action),
+        "web:admin-user rollout.rolled_back"
+    );
     let _ = s.now;
 }
