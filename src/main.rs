@@ -769,10 +769,7 @@ fn apt_publisher(config: &Config) -> anyhow::Result<patchward::apt::Publisher> {
 fn default_url(config: &Config) -> String {
     let addr = config.server.listen;
     if addr.ip().is_unspecified() {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".into());
-        format!("http://{host}:{}", addr.port())
+        format!("http://{}:{}", patchward::hostinfo::hostname(), addr.port())
     } else {
         format!("http://{addr}")
     }

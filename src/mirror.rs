@@ -360,7 +360,8 @@ impl SourceStatus {
     }
 }
 
-fn bytes_h(b: u64) -> String {
+/// A byte count for people: `512 B`, `3.4 MiB`.
+pub fn bytes_h(b: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
     let mut i = 0;

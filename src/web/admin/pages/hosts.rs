@@ -491,8 +491,9 @@ pub(super) struct TokenCreated {
 
 /// The host part of the address the page was opened with (the URI's authority over
 /// HTTP/2, the `Host` header over HTTP/1.1), without the port, when it is a plain host
-/// name or address; else a placeholder for the operator to fill in.
-fn host_name(uri: &axum::http::Uri, headers: &HeaderMap) -> String {
+/// name or address; else `fallback` (the machine's host name, which the generated
+/// certificate names too).
+fn host_name(uri: &axum::http::Uri, headers: &HeaderMap, fallback: &str) -> String {
     let host = uri
         .authority()
         .map(|a| a.as_str())
@@ -508,7 +509,7 @@ fn host_name(uri: &axum::http::Uri, headers: &HeaderMap) -> String {
             && n.chars()
                 .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
     })
-    .unwrap_or_else(|| "APPLIANCE".into())
+    .unwrap_or_else(|| fallback.to_string())
 }
 
 fn parse_token_form(f: &TokenForm, policy: &Policy) -> Result<fleet::tokens::NewToken, FleetError> {
@@ -590,7 +591,7 @@ pub async fn create_token(
             let fleet = st.inner.fleet.as_ref();
             let command = format!(
                 "patchward-agent enroll --server http://{}:{} --token {} --fingerprint {}",
-                host_name(&uri, &headers),
+                host_name(&uri, &headers, &crate::hostinfo::hostname()),
                 fleet.map_or(8080, |f| f.http_port),
                 token.token,
                 fleet
@@ -638,15 +639,22 @@ mod tests {
         let h = |v: &str| {
             let mut m = HeaderMap::new();
             m.insert(header::HOST, v.parse().unwrap());
-            host_name(&axum::http::Uri::from_static("/hosts/tokens"), &m)
+            host_name(
+                &axum::http::Uri::from_static("/hosts/tokens"),
+                &m,
+                "patchward",
+            )
         };
         // HTTP/2: the authority is in the URI, and there is no Host header.
         let uri: axum::http::Uri = "https://appliance.lan:8443/hosts/tokens".parse().unwrap();
-        assert_eq!(host_name(&uri, &HeaderMap::new()), "appliance.lan");
+        assert_eq!(host_name(&uri, &HeaderMap::new(), "x"), "appliance.lan");
         assert_eq!(h("appliance.lan:8443"), "appliance.lan");
         assert_eq!(h("[fd00::1]:8443"), "[fd00::1]");
         assert_eq!(h("10.0.0.2"), "10.0.0.2");
-        assert_eq!(h("a\"b"), "APPLIANCE");
+        // A name that is not a plain host name or address is never echoed into the
+        // command: the machine's own name stands in.
+        assert_eq!(h("a\"b"), "patchward");
+        assert_eq!(h(""), "patchward");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! bundle is refused with the pipeline's reason and changes nothing. The temporary
 //! file is removed either way; leftovers of a crash are removed by the next upload.
 
+use crate::mirror::bytes_h;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -106,21 +107,6 @@ fn import_line(e: AuditEntry) -> ImportLine {
         outcome,
         text,
         e,
-    }
-}
-
-fn bytes_h(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", U[i])
     }
 }
 

@@ -282,35 +282,36 @@ pub async fn control(
         Err(r) => return r,
     };
     let back = super::patch_href("/rollouts", &key);
-    if field(&form, "action") == "rollback" {
-        return rollback(ctx, viewer, key, field(&form, "reason").to_string(), back).await;
-    }
-    let what = match field(&form, "action") {
-        "halt" => Control::Halt,
-        "resume" => Control::Resume,
-        "abort" => Control::Abort,
+    let unchanged = |viewer: Viewer, why: &str| {
+        error_page(
+            viewer,
+            "rollouts",
+            StatusCode::BAD_REQUEST,
+            "Rollout unchanged",
+            why,
+            &back,
+        )
+    };
+    let action = field(&form, "action");
+    let what = match action {
+        "halt" => Some(Control::Halt),
+        "resume" => Some(Control::Resume),
+        "abort" => Some(Control::Abort),
+        "rollback" => None,
         other => {
-            return error_page(
+            return unchanged(
                 viewer,
-                "rollouts",
-                StatusCode::BAD_REQUEST,
-                "Rollout unchanged",
                 &format!("{other:?} is not an action (halt, resume, abort, rollback)"),
-                &back,
             );
         }
     };
     let reason = field(&form, "reason").to_string();
     if reason.is_empty() {
-        return error_page(
-            viewer,
-            "rollouts",
-            StatusCode::BAD_REQUEST,
-            "Rollout unchanged",
-            "Give a reason: it goes into the audit log.",
-            &back,
-        );
+        return unchanged(viewer, "Give a reason: it goes into the audit log.");
     }
+    let Some(what) = what else {
+        return rollback(ctx, viewer, key, reason, back).await;
+    };
     let (now, actor) = (ctx.now, super::actor(&viewer));
     let k = key.clone();
     let r = ctx
@@ -333,31 +334,13 @@ pub async fn control(
             }
             done(&back, true, &text)
         }
-        Err(e) if rollout_status(&e).is_client_error() => error_page(
-            viewer,
-            "rollouts",
-            rollout_status(&e),
-            "Rollout unchanged",
-            &e.to_string(),
-            &back,
-        ),
-        Err(e) => internal(viewer, "rollouts", e),
+        Err(e) => refused(viewer, e, &back),
     }
 }
 
 /// The `rollback` action of `POST /rollouts/{key}/control`: the same
 /// `approvals::rollback` as `patchward rollout rollback`.
 async fn rollback(ctx: Ctx, viewer: Viewer, key: String, reason: String, back: String) -> Response {
-    if reason.is_empty() {
-        return error_page(
-            viewer,
-            "rollouts",
-            StatusCode::BAD_REQUEST,
-            "Rollout unchanged",
-            "Give a reason: it goes into the audit log.",
-            &back,
-        );
-    }
     let st = ctx.st.clone();
     let (now, actor) = (ctx.now, super::actor(&viewer));
     let k = key.clone();
@@ -393,14 +376,24 @@ async fn rollback(ctx: Ctx, viewer: Viewer, key: String, reason: String, back: S
             }
             done(&back, true, &text)
         }
-        Err(e) if rollout_status(&e).is_client_error() => error_page(
+        Err(e) => refused(viewer, e, &back),
+    }
+}
+
+/// A refused rollout change: its own status and message when the operator can act on
+/// it, else the internal error page.
+fn refused(viewer: Viewer, e: RolloutError, back: &str) -> Response {
+    let status = rollout_status(&e);
+    if status.is_client_error() {
+        error_page(
             viewer,
             "rollouts",
-            rollout_status(&e),
+            status,
             "Rollout unchanged",
             &e.to_string(),
-            &back,
-        ),
-        Err(e) => internal(viewer, "rollouts", e),
+            back,
+        )
+    } else {
+        internal(viewer, "rollouts", e)
     }
 }
