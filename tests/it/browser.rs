@@ -21,6 +21,10 @@ use serde_json::json;
 use crate::jobs::{agent, ok};
 use crate::web_pages::{EVIL, NEW_PW, export, fresh};
 
+/// How long a page may take to show what a step expects. Generous: CI runs this next to
+/// the other integration tests on two cores.
+const WAIT: Duration = Duration::from_secs(30);
+
 /// A chromedriver on a free loopback port, killed on drop.
 struct Driver {
     child: Child,
@@ -94,7 +98,7 @@ impl Browser {
         for _ in 0..3 {
             self.c.goto(&format!("{}{path}", self.base)).await.unwrap();
             let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(3) {
+            while start.elapsed() < Duration::from_secs(5) {
                 let now = self.path().await;
                 if now == want || now != was {
                     return;
@@ -102,7 +106,7 @@ impl Browser {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        panic!("could not open {path} (at {})", self.path().await);
+        self.fail(&format!("could not open {path}")).await
     }
 
     async fn source(&self) -> String {
@@ -113,10 +117,23 @@ impl Browser {
         self.c.current_url().await.unwrap().path().to_string()
     }
 
+    /// Types `text` into the field `css` (cleared first). Retried a few times: a
+    /// WebDriver call can meet an element that a navigation or an htmx swap replaced.
     async fn fill(&self, css: &str, text: &str) {
-        let e = self.c.find(Locator::Css(css)).await.unwrap();
-        e.clear().await.unwrap();
-        e.send_keys(text).await.unwrap();
+        let mut last = String::new();
+        for _ in 0..5 {
+            let typed = async {
+                let e = self.c.find(Locator::Css(css)).await?;
+                e.clear().await?;
+                e.send_keys(text).await
+            };
+            match typed.await {
+                Ok(()) => return,
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        self.fail(&format!("cannot type into {css}: {last}")).await
     }
 
     /// Sets a field's value by script (time and date inputs take typed text in the
@@ -131,14 +148,18 @@ impl Browser {
             .unwrap();
     }
 
+    /// Clicks the element `css`, retried like `fill`.
     async fn click(&self, css: &str) {
-        self.c
-            .find(Locator::Css(css))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        let mut last = String::new();
+        for _ in 0..5 {
+            let clicked = async { self.c.find(Locator::Css(css)).await?.click().await };
+            match clicked.await {
+                Ok(_) => return,
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        self.fail(&format!("cannot click {css}: {last}")).await
     }
 
     /// Waits until the page at `path` has loaded and contains `text`.
@@ -148,12 +169,9 @@ impl Browser {
             if self.path().await == path && self.source().await.contains(text) {
                 return;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "no {text:?} at {path} (at {}):\n{}",
-                self.path().await,
-                self.source().await
-            );
+            if start.elapsed() > WAIT {
+                self.fail(&format!("no {text:?} at {path}")).await;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -162,13 +180,48 @@ impl Browser {
     async fn wait_text(&self, text: &str) {
         let start = Instant::now();
         while !self.source().await.contains(text) {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "no {text:?}:\n{}",
-                self.source().await
-            );
+            if start.elapsed() > WAIT {
+                self.fail(&format!("no {text:?}")).await;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The text of the first element matching `css`, read in one script call: htmx
+    /// swaps parts of the page in place, and an element found by one WebDriver call can
+    /// be gone ("stale") by the next.
+    async fn text_of(&self, css: &str) -> String {
+        let v = self
+            .c
+            .execute(
+                "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap();
+        match v.as_str() {
+            Some(t) => t.trim().to_string(),
+            None => self.fail(&format!("no element {css}")).await,
+        }
+    }
+
+    /// Fails the test with a short message; the page's source goes to a file next to
+    /// the screenshots (a whole page in the panic message would push the message itself
+    /// out of a CI log's tail).
+    async fn fail(&self, what: &str) -> ! {
+        let at = self.path().await;
+        let page = self.source().await;
+        let file = self.shots.join("failed-page.html");
+        let _ = std::fs::write(&file, &page);
+        let _ = self
+            .c
+            .screenshot()
+            .await
+            .map(|png| std::fs::write(self.shots.join("failed-page.png"), png));
+        panic!(
+            "{what} (now at {at}; the page is in {}, with a screenshot next to it)",
+            file.display()
+        );
     }
 
     /// A full-page screenshot (the window is resized to the page's height).
@@ -278,13 +331,7 @@ fn the_admin_page_in_headless_chromium() {
             .await;
         b.wait_for("/hosts/tokens", "patchward-agent enroll").await;
         b.shot("04-token").await;
-        let cmd =
-            b.c.find(Locator::Css("pre.command code"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+        let cmd = b.text_of("pre.command code").await;
         assert!(
             cmd.starts_with("patchward-agent enroll --server http://127.0.0.1:"),
             "{cmd}"
@@ -331,21 +378,12 @@ fn the_admin_page_in_headless_chromium() {
         assert!(b.source().await.contains("<progress"));
 
         // htmx refreshes the rings in place every 5 s.
-        let stamp = || async {
-            b.c.find(Locator::Css("#rings h2 .small"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        };
-        let first = stamp().await;
+        let first = b.text_of("#rings h2 .small").await;
         let start = Instant::now();
-        while stamp().await == first {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "the rings were not refreshed"
-            );
+        while b.text_of("#rings h2 .small").await == first {
+            if start.elapsed() > WAIT {
+                b.fail("the rings were not refreshed").await;
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         b.shot("09-rollout").await;
