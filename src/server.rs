@@ -281,16 +281,26 @@ fn spawn_planner(
             }
             let now = clock.now();
             let sched = scheduler.clone();
+            let started = std::time::Instant::now();
             let built = db
                 .read(move |c| {
                     if !crate::db::rollout::needs_attention(c)? {
                         sched.planner.clear();
-                        return Ok(None);
+                        let hosts = sched.planner.warm(c, &sched.policy())?;
+                        return Ok((hosts, None));
                     }
-                    sched.planner.refresh(c, &sched.policy(), now).map(Some)
+                    let plan = sched.planner.refresh(c, &sched.policy(), now)?;
+                    Ok::<_, crate::rollout::RolloutError>((plan.hosts(), Some(plan)))
                 })
                 .await;
-            let plan = match built {
+            if let Ok((hosts, plan)) = &built {
+                metrics::gauge!("patchward_planner_hosts").set(*hosts as f64);
+                metrics::gauge!("patchward_plan_rollouts")
+                    .set(plan.as_ref().map_or(0, |p| p.patches.len()) as f64);
+                metrics::gauge!("patchward_planner_tick_seconds")
+                    .set(started.elapsed().as_secs_f64());
+            }
+            let plan = match built.map(|(_, plan)| plan) {
                 Ok(Some(plan)) => plan,
                 Ok(None) => continue,
                 Err(e) => {

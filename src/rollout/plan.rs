@@ -198,6 +198,11 @@ impl Plan {
         None
     }
 
+    /// The hosts the plan covers (the planner's index when it was built).
+    pub fn hosts(&self) -> usize {
+        self.hosts.len()
+    }
+
     /// Whether a check-in of `host_id` could be offered a job now, from the plan alone
     /// (no database): the quick test that keeps every other check-in on the read-only
     /// path. A `true` is confirmed or refuted by [`offer`].

@@ -30,6 +30,8 @@ struct IndexState {
     applied: i64,
     /// Whether the first full load happened.
     loaded: bool,
+    /// The input counters (`db::rollout::plan_inputs`) read before the last refresh.
+    inputs: Option<(i64, i64, i64)>,
 }
 
 /// How long a plan is reused while nothing it reads changed: gates also move with time
@@ -61,7 +63,9 @@ impl Planner {
     /// new one built now on `conn` (an operator's approval or halt is seen by the very
     /// next check-in, not a second later). `None` while another thread is rebuilding
     /// (at 10,000 hosts the first build takes seconds): the caller offers nothing this
-    /// time rather than hold the database's one writer waiting.
+    /// time rather than hold the database's one writer waiting. Also `None` before the
+    /// index's first full load, which only the planner task does ([`Planner::warm`]):
+    /// reading every inventory must never happen inside a check-in's transaction.
     pub fn fresh(
         &self,
         conn: &Connection,
@@ -74,22 +78,43 @@ impl Planner {
         {
             return Ok(Some(plan));
         }
+        let st = match self.state.try_lock() {
+            Ok(st) => st,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        };
+        if !st.loaded {
+            return Ok(None);
+        }
+        self.rebuild_locked(st, conn, policy, now).map(Some)
+    }
+
+    /// Whether [`Planner::fresh`] would build a plan now: the index is loaded and no
+    /// rebuild is running. A check-in that finds the plan missing or stale takes the
+    /// write path only then; otherwise it is served without an offer and the planner
+    /// task catches up within a second.
+    pub fn can_plan_inline(&self) -> bool {
         match self.state.try_lock() {
-            Ok(st) => self.rebuild_locked(st, conn, policy, now).map(Some),
-            Err(std::sync::TryLockError::Poisoned(p)) => self
-                .rebuild_locked(p.into_inner(), conn, policy, now)
-                .map(Some),
-            Err(std::sync::TryLockError::WouldBlock) => Ok(None),
+            Ok(st) => st.loaded,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().loaded,
+            Err(std::sync::TryLockError::WouldBlock) => false,
         }
     }
 
-    /// Whether a rebuild is running now (the first one at 10,000 hosts reads every
-    /// inventory and takes seconds).
-    pub fn busy(&self) -> bool {
-        matches!(
-            self.state.try_lock(),
-            Err(std::sync::TryLockError::WouldBlock)
-        )
+    /// Keeps the index current while no rollout needs a plan: applies new hosts,
+    /// revocations and changed inventories when the input counters moved (quiet
+    /// check-ins do not move them), and does the first full load at start-up. So the
+    /// cost of reading every inventory is paid once, by this background task, and
+    /// not when an operator approves a patch with thousands of check-ins waiting.
+    /// Returns the hosts in the index.
+    pub fn warm(&self, conn: &Connection, policy: &Policy) -> Result<usize, RolloutError> {
+        let inputs = crate::db::rollout::plan_inputs(conn)?;
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !(st.loaded && st.inputs == Some(inputs)) {
+            refresh_index(conn, policy, &mut st)?;
+            st.inputs = Some(inputs);
+        }
+        Ok(st.index.len())
     }
 
     /// Drops the plan (no rollout needs attention).
@@ -142,7 +167,9 @@ impl Planner {
         policy: &Policy,
         now: Timestamp,
     ) -> Result<Arc<Plan>, RolloutError> {
+        let inputs = crate::db::rollout::plan_inputs(conn)?;
         refresh_index(conn, policy, &mut st)?;
+        st.inputs = Some(inputs);
         let generation = crate::db::rollout::rollout_generation(conn)?;
         let mut world = World::load_decisions(conn)?;
         world.load_rollout_jobs(conn)?;

@@ -491,3 +491,39 @@ fn a_host_busy_with_a_deployed_job_is_offered_nothing_until_it_ends() {
         .unwrap();
     assert!(offer().is_some(), "not offered once the host was free");
 }
+
+#[test]
+fn a_check_in_never_does_the_first_index_load_the_planner_task_does() {
+    let sim = Sim::new(&[patch("acme/rolled-1", Severity::High, 20)]);
+    let now = t("2026-03-03T01:30:00Z");
+    sim.approve(now, "acme/rolled-1", false);
+    let fresh = || {
+        sim.db
+            .write_blocking(|tx| sim.planner.fresh(tx, &sim.policy, now))
+            .unwrap()
+    };
+    // Before the first load: a check-in's transaction gets no plan and would not try.
+    assert!(fresh().is_none(), "a check-in loaded every inventory");
+    assert!(!sim.planner.can_plan_inline());
+    let hosts = sim
+        .db
+        .read_blocking(|c| sim.planner.warm(c, &sim.policy))
+        .unwrap();
+    assert_eq!(hosts, sim.hosts.len());
+    // Loaded: a check-in may now plan inline (cheap, incremental), e.g. right after an
+    // approval changed the generation.
+    assert!(sim.planner.can_plan_inline());
+    let plan = fresh().expect("a plan once the index is loaded");
+    assert_eq!(plan.hosts(), sim.hosts.len());
+    assert_eq!(plan.patches.len(), 1);
+    // A host revoked afterwards moves the input counters; the next warm-up drops it.
+    let (_, gone) = sim.hosts[2].clone();
+    sim.db
+        .write_blocking(|tx| crate::fleet::hosts::revoke(tx, &gone, now, "test", "test"))
+        .unwrap();
+    let hosts = sim
+        .db
+        .read_blocking(|c| sim.planner.warm(c, &sim.policy))
+        .unwrap();
+    assert_eq!(hosts, sim.hosts.len() - 1);
+}

@@ -138,11 +138,14 @@ pub async fn checkin(State(st): State<AppState>, req: Request) -> Response {
             Some(plan) => match crate::db::rollout::rollout_generation(c) {
                 Ok(g) if g == plan.generation => plan.may_offer(&sched.policy(), &req.host_id, now),
                 // Approvals or rollouts changed since the plan: the write path plans
-                // anew, unless a rebuild is already running (then nothing is offered
-                // this time, so check-ins do not queue on the writer meanwhile).
-                _ => !sched.planner.busy(),
+                // anew, unless a rebuild is running or the index is not loaded yet
+                // (then nothing is offered this time, so check-ins do not queue on
+                // the writer meanwhile; the planner task catches up within a second).
+                _ => sched.planner.can_plan_inline(),
             },
-            None => !sched.planner.busy() && crate::db::rollout::any_active(c).unwrap_or(true),
+            None => {
+                sched.planner.can_plan_inline() && crate::db::rollout::any_active(c).unwrap_or(true)
+            }
         };
         if offerable || !Presence::may_be_quiet(&body) {
             return Checkin::Write(body);
