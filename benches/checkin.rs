@@ -20,15 +20,18 @@
 //!    - `steady, closed loop`: CONNS connections send back to back, digest-only
 //!      inventories (packages unchanged, uptime advanced, no job events), as agents do
 //!      after their first check-in: the maximum rate;
-//!    - `steady, open loop`: RATE check-ins/s offered for RATE_SECS seconds on the same
+//!    - open loop: RATE check-ins/s offered for RATE_SECS seconds on the same
 //!      connections; latency is counted from the scheduled send time (no coordinated
-//!      omission), so this is the figure for "p99 at the target rate".
-//!    - `open loop, rollout active`: the same after a patch that applies to every host
-//!      was approved and the planner's first plan for it is in place (read from the
-//!      server's `patchward_plan_rollouts` gauge; the time to it is printed): the
-//!      rollout is active, the planner rebuilds the plan when its inputs change and at
-//!      least every 10 s, and every check-in consults it: "check-in latency with the
-//!      scheduler on".
+//!      omission), so this is the figure for "p99 at the target rate". Four such
+//!      phases alternate, so that other load on the machine falls on both kinds alike:
+//!      `open loop, quiet` (no rollout); `open loop, rollout active` after a patch that
+//!      applies to every host was approved with the real `patchward approve` and the
+//!      planner's first plan for it is in place (read from the server's
+//!      `patchward_plan_rollouts` gauge; the time to it is printed); quiet again after
+//!      `patchward rollout halt` (the plan is dropped); active again after `resume`.
+//!      With the rollout active the planner rebuilds the plan when its inputs change
+//!      and at least every 10 s, and every check-in consults it: "check-in latency
+//!      with the scheduler on". Both kinds are also reported pooled, with the ratio.
 //! 4. Stops the server (SIGTERM), reports its peak RSS (VmHWM, read just before), and
 //!    checks on the database that every host's `last_seen` is from the last phase.
 //!
@@ -60,7 +63,10 @@ const CONNS: usize = 64;
 /// Requests in the closed-loop phase.
 const STEADY_REQUESTS: usize = 25_000;
 const RATE: usize = 3_000;
-const RATE_SECS: usize = 10;
+/// Seconds of each open-loop phase (four of them).
+const RATE_SECS: usize = 5;
+const QUIET: &str = "open loop, quiet";
+const ACTIVE: &str = "open loop, rollout active";
 const PATH: &str = "/api/agent/v1/checkin";
 
 const BIN: &str = env!("CARGO_BIN_EXE_patchward");
@@ -225,13 +231,19 @@ fn start_rollout(data: &Path, config: &Path) {
     })
     .unwrap();
     drop(db);
-    let out = patchward(data, config)
-        .args(["approve", "acme/bench-1", "--reason", "bench"])
-        .output()
-        .unwrap();
+    cli(
+        data,
+        config,
+        &["approve", "acme/bench-1", "--reason", "bench"],
+    );
+}
+
+/// Runs a `patchward` admin command on the running appliance's data directory.
+fn cli(data: &Path, config: &Path, args: &[&str]) {
+    let out = patchward(data, config).args(args).output().unwrap();
     assert!(
         out.status.success(),
-        "approve: {}",
+        "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -253,14 +265,14 @@ fn metric(addr: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// Waits (at most two minutes) until the server's planner has a plan with a rollout in
-/// it; returns how long that took.
-fn wait_for_plan(addr: &str) -> Duration {
+/// Waits (at most two minutes) until the server's planner has a plan with `rollouts`
+/// rollouts in it; returns how long that took.
+fn wait_for_plan(addr: &str, rollouts: f64) -> Duration {
     let t = Instant::now();
-    while metric(addr, "patchward_plan_rollouts").unwrap_or(0.0) < 1.0 {
+    while metric(addr, "patchward_plan_rollouts").unwrap_or(0.0) != rollouts {
         assert!(
             t.elapsed() < Duration::from_secs(120),
-            "the planner built no plan within two minutes"
+            "the planner's plan did not reach {rollouts} rollouts within two minutes"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -386,15 +398,19 @@ struct Phase {
     secs: f64,
     lat_ms: Vec<f64>,
     failures: usize,
+    /// From the server's counters: check-ins answered on the read-only path, on the
+    /// write path, and plans built inside a check-in.
+    paths: [u64; 3],
 }
 
 impl Phase {
-    fn report(&mut self) {
+    /// Prints the phase's line; returns its p50 and p99 in ms.
+    fn report(&mut self) -> (f64, f64) {
         self.lat_ms.sort_by(f64::total_cmp);
         let q = |p: f64| self.lat_ms[((self.lat_ms.len() - 1) as f64 * p).round() as usize];
         println!(
-            "{:<22} {:>7} req {:>7.2} s {:>8.0} req/s   p50 {:>6.2} ms  p99 {:>6.2} ms  \
-             max {:>7.2} ms  failures {}",
+            "{:<26} {:>6} req {:>6.2} s {:>5.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  \
+             max {:>7.2} ms  failures {}  (quiet/write/inline plans {}/{}/{})",
             self.name,
             self.requests,
             self.secs,
@@ -403,13 +419,38 @@ impl Phase {
             q(0.99),
             q(1.0),
             self.failures,
+            self.paths[0],
+            self.paths[1],
+            self.paths[2],
         );
+        (q(0.50), q(0.99))
     }
 }
 
 /// Runs `reqs` over CONNS connections. With `rate`, request i is due at start + i/rate
 /// and its latency counts from then; without, connections send back to back.
 async fn phase(name: &'static str, addr: &str, reqs: Vec<Vec<u8>>, rate: Option<usize>) -> Phase {
+    let counters = || {
+        [
+            "patchward_checkins_total{path=\"quiet\"}",
+            "patchward_checkins_total{path=\"write\"}",
+            "patchward_plan_inline_builds_total",
+        ]
+        .map(|m| metric(addr, m).unwrap_or(0.0))
+    };
+    let before = counters();
+    let mut p = run_phase(name, addr, reqs, rate).await;
+    let after = counters();
+    p.paths = [0, 1, 2].map(|i| (after[i] - before[i]) as u64);
+    p
+}
+
+async fn run_phase(
+    name: &'static str,
+    addr: &str,
+    reqs: Vec<Vec<u8>>,
+    rate: Option<usize>,
+) -> Phase {
     let n = reqs.len();
     let reqs = Arc::new(reqs);
     let next = Arc::new(AtomicUsize::new(0));
@@ -462,6 +503,7 @@ async fn phase(name: &'static str, addr: &str, reqs: Vec<Vec<u8>>, rate: Option<
         secs: start.elapsed().as_secs_f64(),
         lat_ms,
         failures,
+        paths: [0; 3],
     }
 }
 
@@ -501,32 +543,51 @@ fn main() {
             .collect();
         phases.push(phase("steady, closed loop", &addr, reqs, None).await);
 
-        let reqs: Vec<_> = (0..RATE * RATE_SECS)
-            .map(|i| request(&addr, &hosts[(i * 7) % HOSTS], false))
-            .collect();
+        // Open loop, alternating without and with the scheduler at work, so that the
+        // other load on the machine falls on both alike: quiet; a rollout approved
+        // (from its first plan on); the rollout halted (no plan); resumed.
         let started = Timestamp::now();
-        phases.push(phase("steady, open loop", &addr, reqs, Some(RATE)).await);
+        let mut slot = 0;
+        let mut open_loop = |name: &'static str| {
+            slot += 1;
+            let reqs: Vec<_> = (0..RATE * RATE_SECS)
+                .map(|i| request(&addr, &hosts[(i * 7 + slot) % HOSTS], false))
+                .collect();
+            phase(name, &addr, reqs, Some(RATE))
+        };
+        phases.push(open_loop(QUIET).await);
 
-        // The same with a rollout active (the scheduler's plan covers all hosts).
         println!(
             "planner before the approval: {} hosts in its index, last tick {:.3} s",
             metric(&addr, "patchward_planner_hosts").unwrap_or(-1.0),
             metric(&addr, "patchward_planner_tick_seconds").unwrap_or(-1.0),
         );
         start_rollout(&data, &config);
-        // The phase measures check-ins once the plan is in place (the planner keeps
-        // its fleet index warm, so this is one tick plus the plan's build).
-        let waited = wait_for_plan(&addr);
+        // Measured once the plan is in place (the planner keeps its fleet index warm,
+        // so this is one tick plus the plan's build).
+        let waited = wait_for_plan(&addr, 1.0);
         println!(
             "approval to the first plan: {:.2} s (that tick took {:.3} s)",
             waited.as_secs_f64(),
             metric(&addr, "patchward_planner_tick_seconds").unwrap_or(-1.0),
         );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let reqs: Vec<_> = (0..RATE * RATE_SECS)
-            .map(|i| request(&addr, &hosts[(i * 7 + 3) % HOSTS], false))
-            .collect();
-        phases.push(phase("open loop, rollout active", &addr, reqs, Some(RATE)).await);
+        phases.push(open_loop(ACTIVE).await);
+
+        cli(
+            &data,
+            &config,
+            &["rollout", "halt", "acme/bench-1", "--reason", "bench"],
+        );
+        wait_for_plan(&addr, 0.0);
+        phases.push(open_loop(QUIET).await);
+
+        cli(
+            &data,
+            &config,
+            &["rollout", "resume", "acme/bench-1", "--reason", "bench"],
+        );
+        wait_for_plan(&addr, 1.0);
+        phases.push(open_loop(ACTIVE).await);
         started
     });
     println!(
@@ -536,6 +597,36 @@ fn main() {
     for p in &mut phases {
         p.report();
     }
+    // Both open-loop kinds pooled.
+    let pooled = |name: &'static str| {
+        let mut all = Phase {
+            name,
+            requests: 0,
+            secs: 0.0,
+            lat_ms: vec![],
+            failures: 0,
+            paths: [0; 3],
+        };
+        for p in phases.iter().filter(|p| p.name == name) {
+            all.requests += p.requests;
+            all.secs += p.secs;
+            all.lat_ms.extend(&p.lat_ms);
+            all.failures += p.failures;
+            for i in 0..3 {
+                all.paths[i] += p.paths[i];
+            }
+        }
+        all
+    };
+    println!("pooled:");
+    let (mut quiet, mut active) = (pooled(QUIET), pooled(ACTIVE));
+    let (q50, q99) = quiet.report();
+    let (a50, a99) = active.report();
+    println!(
+        "rollout active / quiet: p50 {:.2}x, p99 {:.2}x (target: within 10 %)",
+        a50 / q50,
+        a99 / q99
+    );
     println!(
         "planner at the end: last tick {:.3} s",
         metric(&addr, "patchward_planner_tick_seconds").unwrap_or(-1.0),

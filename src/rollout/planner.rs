@@ -86,6 +86,7 @@ impl Planner {
         if !st.loaded {
             return Ok(None);
         }
+        metrics::counter!("patchward_plan_inline_builds_total").increment(1);
         self.rebuild_locked(st, conn, policy, now).map(Some)
     }
 

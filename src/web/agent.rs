@@ -171,9 +171,13 @@ pub async fn checkin(State(st): State<AppState>, req: Request) -> Response {
     let body = match decided {
         Checkin::Malformed(why) => return refusal(StatusCode::BAD_REQUEST, why),
         Checkin::Failed(e) => return fleet_error(e),
-        Checkin::Quiet(jobs) => return respond(jobs),
+        Checkin::Quiet(jobs) => {
+            metrics::counter!("patchward_checkins_total", "path" => "quiet").increment(1);
+            return respond(jobs);
+        }
         Checkin::Write(body) => body,
     };
+    metrics::counter!("patchward_checkins_total", "path" => "write").increment(1);
     let host = req.host_id;
     let (p, h) = (fleet.presence.clone(), host.clone());
     let sched = fleet.scheduler.clone();
