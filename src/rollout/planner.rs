@@ -61,9 +61,10 @@ impl Planner {
 
     /// The current plan if it was built from the latest approvals and rollouts, else a
     /// new one built now on `conn` (an operator's approval or halt is seen by the very
-    /// next check-in, not a second later). `None` while another thread is rebuilding
-    /// (at 10,000 hosts the first build takes seconds): the caller offers nothing this
-    /// time rather than hold the database's one writer waiting. Also `None` before the
+    /// next check-in, not a second later; check-ins call this on their reader
+    /// connection, so an approval sends no burst of check-ins to the writer). `None`
+    /// while another thread is rebuilding: the caller offers nothing this time rather
+    /// than wait. Also `None` before the
     /// index's first full load, which only the planner task does ([`Planner::warm`]):
     /// reading every inventory must never happen inside a check-in's transaction.
     pub fn fresh(
@@ -88,18 +89,6 @@ impl Planner {
         }
         metrics::counter!("patchward_plan_inline_builds_total").increment(1);
         self.rebuild_locked(st, conn, policy, now).map(Some)
-    }
-
-    /// Whether [`Planner::fresh`] would build a plan now: the index is loaded and no
-    /// rebuild is running. A check-in that finds the plan missing or stale takes the
-    /// write path only then; otherwise it is served without an offer and the planner
-    /// task catches up within a second.
-    pub fn can_plan_inline(&self) -> bool {
-        match self.state.try_lock() {
-            Ok(st) => st.loaded,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().loaded,
-            Err(std::sync::TryLockError::WouldBlock) => false,
-        }
     }
 
     /// Keeps the index current while no rollout needs a plan: applies new hosts,

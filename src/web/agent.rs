@@ -135,16 +135,27 @@ pub async fn checkin(State(st): State<AppState>, req: Request) -> Response {
         // A check-in the plan could offer a job to is a write; every other unchanged
         // check-in stays on this read-only path, also while rollouts run.
         let offerable = match sched.planner.current() {
-            Some(plan) => match crate::db::rollout::rollout_generation(c) {
-                Ok(g) if g == plan.generation => plan.may_offer(&sched.policy(), &req.host_id, now),
-                // Approvals or rollouts changed since the plan: the write path plans
-                // anew, unless a rebuild is running or the index is not loaded yet
-                // (then nothing is offered this time, so check-ins do not queue on
-                // the writer meanwhile; the planner task catches up within a second).
-                _ => sched.planner.can_plan_inline(),
-            },
-            None => {
-                sched.planner.can_plan_inline() && crate::db::rollout::any_active(c).unwrap_or(true)
+            Some(plan)
+                if crate::db::rollout::rollout_generation(c).ok() == Some(plan.generation) =>
+            {
+                plan.may_offer(&sched.policy(), &req.host_id, now)
+            }
+            // Approvals or rollouts changed since the plan (or no plan yet while a
+            // rollout is active): plan anew here, on this reader, so that an approval
+            // does not send every check-in to the writer. Only one check-in rebuilds;
+            // meanwhile, and before the planner task's first index load, the others
+            // are offered nothing this time.
+            stale => {
+                let active = stale.is_some() || crate::db::rollout::any_active(c).unwrap_or(true);
+                active
+                    && match sched.planner.fresh(c, &sched.policy(), now) {
+                        Ok(Some(plan)) => plan.may_offer(&sched.policy(), &req.host_id, now),
+                        Ok(None) => false,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot plan rollouts; no offer this time");
+                            false
+                        }
+                    }
             }
         };
         if offerable || !Presence::may_be_quiet(&body) {

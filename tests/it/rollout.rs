@@ -60,6 +60,20 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The server's count of check-ins answered on `path` ("quiet": read-only, "write").
+fn checkins(server: &Server, path: &str) -> u64 {
+    let text = crate::support::http()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let name = format!("patchward_checkins_total{{path=\"{path}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name.as_str())?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn state_of(site: &Site, host_id: &str, patch: &str) -> Option<String> {
     jobs(site)
         .into_iter()
@@ -155,7 +169,7 @@ fn approve_pilot_gate_broad_with_explanations_and_the_error_brake() {
     let (p1, p1_id) = enroll("pilot1", &pilot_token);
     let (b1, b1_id) = enroll("broad1", &broad_token);
     let (b2, b2_id) = enroll("broad2", &broad_token);
-    let (_f1, _) = enroll("frozen1", &frozen_token);
+    let (f1, f1_id) = enroll("frozen1", &frozen_token);
 
     // Not approved: nobody is offered anything, and explain says so.
     ok(agent(&p1, &["once"]));
@@ -182,6 +196,11 @@ fn approve_pilot_gate_broad_with_explanations_and_the_error_brake() {
         "not_approved"
     );
 
+    // Check-ins the plan offers nothing stay on the read-only path, also right after
+    // an approval made every plan stale (the check-in replans on its reader).
+    ok(agent(&f1, &["once"]));
+    let writes = || checkins(&server, "write");
+    let (w0, q0) = (writes(), checkins(&server, "quiet"));
     let out = ok(run(site.cmd(&[
         "approve",
         "acme/good-1",
@@ -189,6 +208,14 @@ fn approve_pilot_gate_broad_with_explanations_and_the_error_brake() {
         "tested",
     ])));
     assert!(out.contains("approved for pilot, broad"), "{out}");
+    ok(agent(&f1, &["once"]));
+    assert_eq!(
+        writes(),
+        w0,
+        "a check-in after the approval went to the writer"
+    );
+    assert_eq!(checkins(&server, "quiet"), q0 + 1);
+    assert_eq!(state_of(&site, &f1_id, "acme/good-1"), None);
     // Broad waits for the pilot gate.
     let e = explain(&site, "broad1", "acme/good-1");
     assert_eq!(e["reason"]["code"], "waiting_on_gate", "{e}");
