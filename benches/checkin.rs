@@ -401,6 +401,9 @@ struct Phase {
     /// From the server's counters: check-ins answered on the read-only path, on the
     /// write path, and plans built inside a check-in.
     paths: [u64; 3],
+    /// Plans built during the phase (by the planner task or a check-in) and the
+    /// seconds they took together.
+    builds: (u64, f64),
 }
 
 impl Phase {
@@ -410,7 +413,8 @@ impl Phase {
         let q = |p: f64| self.lat_ms[((self.lat_ms.len() - 1) as f64 * p).round() as usize];
         println!(
             "{:<26} {:>6} req {:>6.2} s {:>5.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  \
-             max {:>7.2} ms  failures {}  (quiet/write/inline plans {}/{}/{})",
+             max {:>7.2} ms  failures {}  (quiet/write/inline plans {}/{}/{}; {} plans built \
+             in {:.0} ms)",
             self.name,
             self.requests,
             self.secs,
@@ -422,6 +426,8 @@ impl Phase {
             self.paths[0],
             self.paths[1],
             self.paths[2],
+            self.builds.0,
+            self.builds.1 * 1000.0,
         );
         (q(0.50), q(0.99))
     }
@@ -435,6 +441,8 @@ async fn phase(name: &'static str, addr: &str, reqs: Vec<Vec<u8>>, rate: Option<
             "patchward_checkins_total{path=\"quiet\"}",
             "patchward_checkins_total{path=\"write\"}",
             "patchward_plan_inline_builds_total",
+            "patchward_plan_build_seconds_count",
+            "patchward_plan_build_seconds_sum",
         ]
         .map(|m| metric(addr, m).unwrap_or(0.0))
     };
@@ -442,6 +450,7 @@ async fn phase(name: &'static str, addr: &str, reqs: Vec<Vec<u8>>, rate: Option<
     let mut p = run_phase(name, addr, reqs, rate).await;
     let after = counters();
     p.paths = [0, 1, 2].map(|i| (after[i] - before[i]) as u64);
+    p.builds = ((after[3] - before[3]) as u64, after[4] - before[4]);
     p
 }
 
@@ -504,6 +513,7 @@ async fn run_phase(
         lat_ms,
         failures,
         paths: [0; 3],
+        builds: (0, 0.0),
     }
 }
 
@@ -606,6 +616,7 @@ fn main() {
             lat_ms: vec![],
             failures: 0,
             paths: [0; 3],
+            builds: (0, 0.0),
         };
         for p in phases.iter().filter(|p| p.name == name) {
             all.requests += p.requests;
@@ -615,6 +626,8 @@ fn main() {
             for i in 0..3 {
                 all.paths[i] += p.paths[i];
             }
+            all.builds.0 += p.builds.0;
+            all.builds.1 += p.builds.1;
         }
         all
     };

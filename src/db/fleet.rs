@@ -180,6 +180,15 @@ pub fn list_hosts(conn: &Connection) -> Result<Vec<HostRow>, DbError> {
     Ok(rows)
 }
 
+/// Every host's id and `last_seen` (revoked hosts included; the caller knows them).
+pub fn hosts_last_seen(conn: &Connection) -> Result<Vec<(String, Option<String>)>, DbError> {
+    let mut st = conn.prepare_cached("SELECT id, last_seen FROM hosts")?;
+    let rows = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 /// Sets `last_seen` on a host that is not revoked; false when none was updated.
 pub fn touch_host(tx: &Transaction<'_>, id: &str, at: &str) -> Result<bool, DbError> {
     let n = tx.execute(

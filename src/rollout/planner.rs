@@ -158,13 +158,24 @@ impl Planner {
         now: Timestamp,
     ) -> Result<Arc<Plan>, RolloutError> {
         let inputs = crate::db::rollout::plan_inputs(conn)?;
-        refresh_index(conn, policy, &mut st)?;
-        st.inputs = Some(inputs);
+        let started = std::time::Instant::now();
+        if st.loaded && st.inputs == Some(inputs) {
+            // Nothing the index holds changed but `last_seen` (quiet check-ins move
+            // no counter): the time-driven rebuild reads just that.
+            for (id, last_seen) in crate::db::fleet::hosts_last_seen(conn)? {
+                st.index
+                    .touch(&id, last_seen.as_deref().and_then(|s| s.parse().ok()));
+            }
+        } else {
+            refresh_index(conn, policy, &mut st)?;
+            st.inputs = Some(inputs);
+        }
         let generation = crate::db::rollout::rollout_generation(conn)?;
         let mut world = World::load_decisions(conn)?;
         world.load_rollout_jobs(conn)?;
         let mut plan = Plan::build(&world, &st.index, policy, now);
         plan.generation = generation;
+        metrics::histogram!("patchward_plan_build_seconds").record(started.elapsed().as_secs_f64());
         let plan = Arc::new(plan);
         drop(st);
         *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan.clone());

@@ -525,3 +525,77 @@ fn a_check_in_never_does_the_first_index_load_the_planner_task_does() {
         .unwrap();
     assert_eq!(hosts, sim.hosts.len() - 1);
 }
+
+#[test]
+fn the_time_driven_rebuild_sees_hosts_checking_in_without_other_changes() {
+    let sim = Sim::new(&[patch("acme/rolled-1", Severity::High, 20)]);
+    // Tuesday 02:30 in Berlin: inside the window.
+    let now = t("2026-03-03T01:30:00Z");
+    sim.approve(now, "acme/rolled-1", false);
+    // Both pilot hosts install it now; they last checked in at enrollment, before.
+    for (_, host) in &sim.hosts[..2] {
+        let job = sim
+            .db
+            .write_blocking(|tx| {
+                crate::fleet::jobs::create(
+                    tx,
+                    now,
+                    &sim.key,
+                    &crate::fleet::jobs::NewJob {
+                        patch: "acme/rolled-1".into(),
+                        host: host.clone(),
+                        not_before: None,
+                        latest_start: None,
+                        health_check: false,
+                        rollback_of: None,
+                    },
+                    "test",
+                )
+            })
+            .unwrap()
+            .0;
+        let events: Vec<JobEvent> = [
+            JobState::Downloading,
+            JobState::Downloaded,
+            JobState::Installing,
+            JobState::Verifying,
+            JobState::Succeeded,
+        ]
+        .into_iter()
+        .map(|state| JobEvent {
+            job_id: job.id.clone(),
+            state,
+            at: now,
+            output: String::new(),
+        })
+        .collect();
+        sim.db
+            .write_blocking(|tx| crate::fleet::jobs::apply_events(tx, host, &events))
+            .unwrap();
+    }
+    // A day later the soak is over, but the pilots have not checked in since.
+    let later = now.checked_add(SignedDuration::from_hours(25)).unwrap();
+    let pilot_gate = |planner: &super::planner::Planner| {
+        let plan = sim
+            .db
+            .read_blocking(|c| planner.rebuild(c, &sim.policy, later))
+            .unwrap();
+        plan.patches[0].plan.steps[0].gate.clone()
+    };
+    let gate = pilot_gate(&sim.planner);
+    assert!(
+        format!("{gate:?}").contains("NotCheckingIn"),
+        "pilot gate before the check-ins: {gate:?}"
+    );
+    // They check in (only `last_seen` moves: no counter the planner watches).
+    let seen = later.checked_sub(SignedDuration::from_mins(10)).unwrap();
+    for (_, host) in &sim.hosts[..2] {
+        sim.db
+            .write_blocking(|tx| crate::db::fleet::set_last_seen(tx, host, &seen.to_string()))
+            .unwrap();
+    }
+    let gate = pilot_gate(&sim.planner);
+    assert_eq!(gate, crate::policy::GateStatus::Passed, "{gate:?}");
+    // The same as a planner that reads everything afresh.
+    assert_eq!(pilot_gate(&super::planner::Planner::new()), gate);
+}
