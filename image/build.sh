@@ -188,7 +188,12 @@ PARTUUID=$esp_guid  /boot/efi  vfat  noauto,x-systemd.automount,x-systemd.idle-t
 EOF
 
 # No identity and no secrets in the image: each machine makes its own at first boot.
-echo uninitialized >"$root/etc/machine-id"
+# An empty /etc/machine-id (machine-id(5)): systemd generates the ID at boot and
+# systemd-machine-id-commit writes it once the root is writable, as with
+# "uninitialized"; but the boot does not count as a "first boot", so systemd does not
+# apply the unit presets (every unit is enabled or masked here, and on the still
+# read-only root that step only failed, after seconds of parsing every unit file).
+: >"$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id" "$root"/etc/ssh/ssh_host_* \
     "$root/var/lib/systemd/random-seed" "$root/var/lib/systemd/credential.secret"
 rm -rf "$root/var/lib/apt/lists/"* "$root/var/cache/apt/"*.bin "$root/var/cache/apt/archives/"*.deb \
