@@ -171,6 +171,16 @@ systemctl --root="$root" mask systemd-firstboot.service 2>/dev/null
 # e2scrub needs LVM snapshots, which the appliance has none of; at boot it only costs.
 systemctl --root="$root" mask e2scrub_reap.service e2scrub_all.timer 2>/dev/null
 systemctl --root="$root" set-default multi-user.target 2>/dev/null
+# Generators for what the appliance does not have: encrypted, verity and integrity
+# volumes, a hibernation image, offline system updates, and partitions found by GPT
+# type (the root and the ESP are in /etc/fstab). Each is a program systemd runs
+# before it loads any unit, at every boot.
+mkdir -p "$root/etc/systemd/system-generators"
+for g in cryptsetup veritysetup integritysetup hibernate-resume system-update gpt-auto; do
+    [[ -e $root/usr/lib/systemd/system-generators/systemd-$g-generator ]] ||
+        die "systemd-$g-generator not found (systemd changed: review this list)"
+    ln -sfn /dev/null "$root/etc/systemd/system-generators/systemd-$g-generator"
+done
 
 echo patchward >"$root/etc/hostname"
 cat >"$root/etc/hosts" <<'EOF'
