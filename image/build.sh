@@ -170,6 +170,15 @@ systemctl --root="$root" disable ssh.service 2>/dev/null || true
 systemctl --root="$root" mask systemd-firstboot.service 2>/dev/null
 # e2scrub needs LVM snapshots, which the appliance has none of; at boot it only costs.
 systemctl --root="$root" mask e2scrub_reap.service e2scrub_all.timer 2>/dev/null
+# Kernel modules and file systems loaded early "just in case", none of which the
+# appliance uses: loop and device-mapper (systemd-repart waits for them, but growing a
+# partition needs neither; /dev/loop-control and /dev/mapper/control still load them
+# on first use), configfs (USB gadgets, SCSI targets) and the FUSE control file system
+# (FUSE itself still loads when /dev/fuse is opened). Each is a modprobe or mount run
+# before sysinit.target.
+systemctl --root="$root" mask modprobe@loop.service modprobe@dm_mod.service \
+    modprobe@configfs.service sys-kernel-config.mount \
+    modprobe@fuse.service sys-fs-fuse-connections.mount 2>/dev/null
 systemctl --root="$root" set-default multi-user.target 2>/dev/null
 # Generators for what the appliance does not have: encrypted, verity and integrity
 # volumes, a hibernation image, offline system updates, and partitions found by GPT
