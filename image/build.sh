@@ -170,7 +170,26 @@ systemctl --root="$root" disable ssh.service 2>/dev/null || true
 systemctl --root="$root" mask systemd-firstboot.service 2>/dev/null
 # e2scrub needs LVM snapshots, which the appliance has none of; at boot it only costs.
 systemctl --root="$root" mask e2scrub_reap.service e2scrub_all.timer 2>/dev/null
+# Kernel modules and file systems loaded early "just in case", none of which the
+# appliance uses: loop and device-mapper (systemd-repart waits for them, but growing a
+# partition needs neither; /dev/loop-control and /dev/mapper/control still load them
+# on first use), configfs (USB gadgets, SCSI targets) and the FUSE control file system
+# (FUSE itself still loads when /dev/fuse is opened). Each is a modprobe or mount run
+# before sysinit.target.
+systemctl --root="$root" mask modprobe@loop.service modprobe@dm_mod.service \
+    modprobe@configfs.service sys-kernel-config.mount \
+    modprobe@fuse.service sys-fs-fuse-connections.mount 2>/dev/null
 systemctl --root="$root" set-default multi-user.target 2>/dev/null
+# Generators for what the appliance does not have: encrypted, verity and integrity
+# volumes, a hibernation image, offline system updates, and partitions found by GPT
+# type (the root and the ESP are in /etc/fstab). Each is a program systemd runs
+# before it loads any unit, at every boot.
+mkdir -p "$root/etc/systemd/system-generators"
+for g in cryptsetup veritysetup integritysetup hibernate-resume system-update gpt-auto; do
+    [[ -e $root/usr/lib/systemd/system-generators/systemd-$g-generator ]] ||
+        die "systemd-$g-generator not found (systemd changed: review this list)"
+    ln -sfn /dev/null "$root/etc/systemd/system-generators/systemd-$g-generator"
+done
 
 echo patchward >"$root/etc/hostname"
 cat >"$root/etc/hosts" <<'EOF'
@@ -188,7 +207,12 @@ PARTUUID=$esp_guid  /boot/efi  vfat  noauto,x-systemd.automount,x-systemd.idle-t
 EOF
 
 # No identity and no secrets in the image: each machine makes its own at first boot.
-echo uninitialized >"$root/etc/machine-id"
+# An empty /etc/machine-id (machine-id(5)): systemd generates the ID at boot and
+# systemd-machine-id-commit writes it once the root is writable, as with
+# "uninitialized"; but the boot does not count as a "first boot", so systemd does not
+# apply the unit presets (every unit is enabled or masked here, and on the still
+# read-only root that step only failed, after seconds of parsing every unit file).
+: >"$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id" "$root"/etc/ssh/ssh_host_* \
     "$root/var/lib/systemd/random-seed" "$root/var/lib/systemd/credential.secret"
 rm -rf "$root/var/lib/apt/lists/"* "$root/var/cache/apt/"*.bin "$root/var/cache/apt/archives/"*.deb \

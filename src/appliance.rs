@@ -207,6 +207,12 @@ impl Appliance {
             _ => None,
         };
         check_data_dir(&dir.root, true)?;
+        // No database yet: a first start, which ends by creating the admin account. Its
+        // password's argon2id hash is most of the CPU time of a first start, so it is
+        // computed on another thread while the database is created and the keys and the
+        // certificate are generated (on a slow first boot the daemon waits for this).
+        let first_admin = (!dir.db().exists())
+            .then(|| std::thread::spawn(crate::auth::users::FirstAdminPassword::generate));
         let db = Db::open(&dir.db(), db_options(config))?;
         fsutil::ensure_dir(&dir.keys(), 0o700).map_err(|source| KeyError::Write {
             path: dir.keys(),
@@ -286,7 +292,15 @@ impl Appliance {
             })?;
         }
         // After the keys' audit entries: the account is the last first-start step.
-        let admin_password = crate::auth::users::ensure_first_admin(&db, now)?;
+        let prepared = match first_admin {
+            Some(handle) => Some(
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+            ),
+            None => None,
+        };
+        let admin_password = crate::auth::users::ensure_first_admin_with(&db, now, prepared)?;
         Ok(Appliance {
             dir,
             db,
@@ -348,6 +362,40 @@ pub fn console_banner(urls: &[String], fingerprint: &str, admin_password: Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_start_creates_an_admin_whose_hash_matches_the_shown_password() {
+        let d = tempfile::tempdir().unwrap();
+        let config = Config::load(
+            None,
+            &crate::config::Overrides {
+                data_dir: Some(d.path().join("data")),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let clock: SharedClock = std::sync::Arc::new(crate::clock::SystemClock);
+        let first = Appliance::init(&config, &clock).unwrap();
+        let pw = first
+            .admin_password
+            .clone()
+            .expect("first start creates the admin");
+        let hash = first
+            .db
+            .read_blocking(|c| {
+                let id = crate::db::users::user_by_name(c, "admin")?
+                    .expect("admin account")
+                    .id;
+                crate::db::users::password_hash(c, id)
+            })
+            .unwrap()
+            .expect("admin password hash");
+        assert!(crate::auth::password::verify(&hash, &pw));
+        drop(first);
+        // A second start creates no account and shows no password.
+        let second = Appliance::init(&config, &clock).unwrap();
+        assert!(second.admin_password.is_none());
+    }
 
     #[test]
     fn console_banner_is_plain_text() {

@@ -71,15 +71,50 @@ fn with_reason(mut details: serde_json::Value, reason: Option<&str>) -> serde_js
     details
 }
 
+/// A generated password for the first admin account and its argon2id hash, made ahead
+/// of [`ensure_first_admin_with`] (the hash is most of a first start's CPU time, so
+/// `Appliance::init` computes it on another thread while it generates the keys).
+pub struct FirstAdminPassword {
+    password: String,
+    hash: String,
+}
+
+impl std::fmt::Debug for FirstAdminPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FirstAdminPassword(..)")
+    }
+}
+
+impl FirstAdminPassword {
+    /// Generates the password and hashes it (CPU-heavy, like [`password::hash`]).
+    pub fn generate() -> Result<Self, AuthError> {
+        let password = password::generate();
+        let hash = password::hash(&password).map_err(AuthError::Hash)?;
+        Ok(FirstAdminPassword { password, hash })
+    }
+}
+
 /// At first start (no account at all): creates `admin` with a generated password that
 /// must be changed at first sign-in, and returns that password so it can be shown once.
 /// `None` when accounts exist already.
 pub fn ensure_first_admin(db: &Db, now: Timestamp) -> Result<Option<String>, AuthError> {
+    ensure_first_admin_with(db, now, None)
+}
+
+/// [`ensure_first_admin`] with a password made beforehand; without one (`None`), or when
+/// accounts exist already, it behaves the same (and the prepared password is dropped).
+pub fn ensure_first_admin_with(
+    db: &Db,
+    now: Timestamp,
+    prepared: Option<FirstAdminPassword>,
+) -> Result<Option<String>, AuthError> {
     if db.read_blocking(q::count_users)? > 0 {
         return Ok(None);
     }
-    let pw = password::generate();
-    let hash = password::hash(&pw).map_err(AuthError::Hash)?;
+    let FirstAdminPassword { password: pw, hash } = match prepared {
+        Some(p) => p,
+        None => FirstAdminPassword::generate()?,
+    };
     db.write_blocking(|tx| {
         // Another process may have won the race since the read above.
         if q::count_users(tx)? > 0 {
