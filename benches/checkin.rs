@@ -126,6 +126,37 @@ fn vm_hwm_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// The server's process id, for its CPU time per phase.
+static SERVER_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// CLOCK_MONOTONIC in seconds: the clock `perf record -k CLOCK_MONOTONIC` stamps
+/// samples with, so a profile of the server can be cut by phase (`perf script --time`).
+fn monotonic_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// CPU seconds (user + system) the server process has used so far.
+fn server_cpu_s() -> f64 {
+    let pid = SERVER_PID.load(Ordering::Relaxed);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and stime are
+    // the 12th and 13th, in clock ticks.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    f.get(11)
+        .zip(f.get(12))
+        .map_or(0.0, |(u, s)| (u + s) / ticks)
+}
+
 /// The package list of host `n`: a common base, with every 50th package at a
 /// host-specific version (hosts are patched at different times).
 fn packages(n: usize) -> Vec<Package> {
@@ -404,6 +435,8 @@ struct Phase {
     /// Plans built during the phase (by the planner task or a check-in) and the
     /// seconds they took together.
     builds: (u64, f64),
+    /// CPU seconds the server used during the phase.
+    cpu_s: f64,
 }
 
 impl Phase {
@@ -413,8 +446,8 @@ impl Phase {
         let q = |p: f64| self.lat_ms[((self.lat_ms.len() - 1) as f64 * p).round() as usize];
         println!(
             "{:<26} {:>6} req {:>6.2} s {:>5.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  \
-             max {:>7.2} ms  failures {}  (quiet/write/inline plans {}/{}/{}; {} plans built \
-             in {:.0} ms)",
+             max {:>7.2} ms  failures {}  server CPU {:.1} µs/req  (quiet/write/inline plans \
+             {}/{}/{}; {} plans built in {:.0} ms)",
             self.name,
             self.requests,
             self.secs,
@@ -423,6 +456,7 @@ impl Phase {
             q(0.99),
             q(1.0),
             self.failures,
+            self.cpu_s * 1e6 / self.requests as f64,
             self.paths[0],
             self.paths[1],
             self.paths[2],
@@ -447,7 +481,14 @@ async fn phase(name: &'static str, addr: &str, reqs: Vec<Vec<u8>>, rate: Option<
         .map(|m| metric(addr, m).unwrap_or(0.0))
     };
     let before = counters();
+    let cpu = server_cpu_s();
+    let t0 = monotonic_s();
     let mut p = run_phase(name, addr, reqs, rate).await;
+    p.cpu_s = server_cpu_s() - cpu;
+    println!(
+        "phase {name:?}: CLOCK_MONOTONIC {t0:.3} to {:.3}",
+        monotonic_s()
+    );
     let after = counters();
     p.paths = [0, 1, 2].map(|i| (after[i] - before[i]) as u64);
     p.builds = ((after[3] - before[3]) as u64, after[4] - before[4]);
@@ -514,6 +555,7 @@ async fn run_phase(
         failures,
         paths: [0; 3],
         builds: (0, 0.0),
+        cpu_s: 0.0,
     }
 }
 
@@ -538,6 +580,7 @@ fn main() {
 
     let (server, addr) = serve(&data, &config);
     let pid = server.id();
+    SERVER_PID.store(pid, Ordering::Relaxed);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -617,6 +660,7 @@ fn main() {
             failures: 0,
             paths: [0; 3],
             builds: (0, 0.0),
+            cpu_s: 0.0,
         };
         for p in phases.iter().filter(|p| p.name == name) {
             all.requests += p.requests;
@@ -626,6 +670,7 @@ fn main() {
             for i in 0..3 {
                 all.paths[i] += p.paths[i];
             }
+            all.cpu_s += p.cpu_s;
             all.builds.0 += p.builds.0;
             all.builds.1 += p.builds.1;
         }
@@ -636,9 +681,11 @@ fn main() {
     let (q50, q99) = quiet.report();
     let (a50, a99) = active.report();
     println!(
-        "rollout active / quiet: p50 {:.2}x, p99 {:.2}x (target: within 10 %)",
+        "rollout active / quiet: p50 {:.2}x, p99 {:.2}x, server CPU per check-in {:.2}x \
+         (target: within 10 %)",
         a50 / q50,
-        a99 / q99
+        a99 / q99,
+        (active.cpu_s / active.requests as f64) / (quiet.cpu_s / quiet.requests as f64)
     );
     println!(
         "planner at the end: last tick {:.3} s",

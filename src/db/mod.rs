@@ -56,6 +56,14 @@ struct Inner {
     writer: Mutex<Connection>,
     // Idle reader connections; a reader is taken, used, and put back.
     readers: Mutex<Vec<Connection>>,
+    /// At most `opts.readers` async reads at once: the rest wait here, on the
+    /// executor, instead of each taking a blocking thread and opening a connection of
+    /// its own (which costs a schema parse). Without the bound, a burst of check-ins
+    /// made more threads and connections, which made the burst last longer.
+    read_permits: Arc<tokio::sync::Semaphore>,
+    /// One async write at a time reaches the blocking pool; the others queue here
+    /// rather than as threads blocked on the writer's mutex.
+    write_permit: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Db {
@@ -98,6 +106,8 @@ impl Db {
         let db = Db {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
+                read_permits: Arc::new(tokio::sync::Semaphore::new(opts.readers.max(1))),
+                write_permit: Arc::new(tokio::sync::Semaphore::new(1)),
                 opts,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
@@ -180,10 +190,15 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        let permit = self.inner.write_permit.clone().acquire_owned().await;
         let db = self.clone();
-        tokio::task::spawn_blocking(move || db.write_blocking(f))
-            .await
-            .map_err(|e| E::from(DbError::Worker(e.to_string())))?
+        tokio::task::spawn_blocking(move || {
+            // Held until the transaction ends, even if the caller stops waiting.
+            let _permit = permit;
+            db.write_blocking(f)
+        })
+        .await
+        .map_err(|e| E::from(DbError::Worker(e.to_string())))?
     }
 
     /// [`Db::read_blocking`] on tokio's blocking pool.
@@ -195,10 +210,14 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        let permit = self.inner.read_permits.clone().acquire_owned().await;
         let db = self.clone();
-        tokio::task::spawn_blocking(move || db.read_blocking(f))
-            .await
-            .map_err(|e| E::from(DbError::Worker(e.to_string())))?
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            db.read_blocking(f)
+        })
+        .await
+        .map_err(|e| E::from(DbError::Worker(e.to_string())))?
     }
 
     /// A cheap liveness check used by `/healthz` and the systemd watchdog: the file can
@@ -233,6 +252,46 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn async_reads_are_bounded_by_the_pool_and_reuse_its_connections() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DbOptions {
+            readers: 2,
+            ..DbOptions::default()
+        };
+        let db = Db::open(&dir.path().join("t.db"), opts).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (now, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for _ in 0..12 {
+                let (db, now, max) = (db.clone(), now.clone(), max.clone());
+                tasks.push(tokio::spawn(async move {
+                    db.read(move |c| {
+                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        max.fetch_max(n, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(30));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                            .map_err(DbError::from)
+                    })
+                    .await
+                }));
+            }
+            for t in tasks {
+                assert_eq!(t.await.unwrap().unwrap(), 1);
+            }
+        });
+        assert_eq!(max.load(Ordering::SeqCst), 2, "reads at once");
+        // No connection was opened beyond the pool's two.
+        assert_eq!(db.inner.readers.lock().unwrap().len(), 2);
+    }
 
     #[test]
     fn open_migrate_reopen() {
