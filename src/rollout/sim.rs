@@ -186,6 +186,52 @@ impl Sim {
         }
     }
 
+    /// Creates a job for `patch` on `host` directly (as `deploy` does); returns its id.
+    fn deploy(&self, now: Timestamp, patch: &str, host: &str) -> String {
+        self.db
+            .write_blocking(|tx| {
+                crate::fleet::jobs::create(
+                    tx,
+                    now,
+                    &self.key,
+                    &crate::fleet::jobs::NewJob {
+                        patch: patch.into(),
+                        host: host.into(),
+                        not_before: None,
+                        latest_start: None,
+                        health_check: false,
+                        rollback_of: None,
+                    },
+                    "test",
+                )
+            })
+            .unwrap()
+            .0
+            .id
+    }
+
+    /// The host reports the job through every step to success at `at`.
+    fn succeed(&self, at: Timestamp, host: &str, job: &str) {
+        let events: Vec<JobEvent> = [
+            JobState::Downloading,
+            JobState::Downloaded,
+            JobState::Installing,
+            JobState::Verifying,
+            JobState::Succeeded,
+        ]
+        .into_iter()
+        .map(|state| JobEvent {
+            job_id: job.to_string(),
+            state,
+            at,
+            output: String::new(),
+        })
+        .collect();
+        self.db
+            .write_blocking(|tx| crate::fleet::jobs::apply_events(tx, host, &events))
+            .unwrap();
+    }
+
     fn decide(&self, now: Timestamp, id: &str, d: Decision) {
         self.db
             .write_blocking(|tx| approvals::decide(tx, now, &self.policy, id, &d, "sim", "sim"))
@@ -444,26 +490,7 @@ fn a_host_busy_with_a_deployed_job_is_offered_nothing_until_it_ends() {
     // Tuesday 02:30 in Berlin: inside the window.
     let now = t("2026-03-03T01:30:00Z");
     let (_, p1) = sim.hosts[0].clone();
-    let deployed = sim
-        .db
-        .write_blocking(|tx| {
-            crate::fleet::jobs::create(
-                tx,
-                now,
-                &sim.key,
-                &crate::fleet::jobs::NewJob {
-                    patch: "acme/manual-1".into(),
-                    host: p1.clone(),
-                    not_before: None,
-                    latest_start: None,
-                    health_check: false,
-                    rollback_of: None,
-                },
-                "test",
-            )
-        })
-        .unwrap()
-        .0;
+    let deployed = sim.deploy(now, "acme/manual-1", &p1);
     sim.approve(now, "acme/rolled-1", false);
     let offer = || {
         sim.db
@@ -471,24 +498,7 @@ fn a_host_busy_with_a_deployed_job_is_offered_nothing_until_it_ends() {
             .unwrap()
     };
     assert_eq!(offer(), None, "offered while the deployed job is open");
-    let done: Vec<JobEvent> = [
-        JobState::Downloading,
-        JobState::Downloaded,
-        JobState::Installing,
-        JobState::Verifying,
-        JobState::Succeeded,
-    ]
-    .into_iter()
-    .map(|state| JobEvent {
-        job_id: deployed.id.clone(),
-        state,
-        at: now,
-        output: String::new(),
-    })
-    .collect();
-    sim.db
-        .write_blocking(|tx| crate::fleet::jobs::apply_events(tx, &p1, &done))
-        .unwrap();
+    sim.succeed(now, &p1, &deployed);
     assert!(offer().is_some(), "not offered once the host was free");
 }
 
@@ -534,44 +544,8 @@ fn the_time_driven_rebuild_sees_hosts_checking_in_without_other_changes() {
     sim.approve(now, "acme/rolled-1", false);
     // Both pilot hosts install it now; they last checked in at enrollment, before.
     for (_, host) in &sim.hosts[..2] {
-        let job = sim
-            .db
-            .write_blocking(|tx| {
-                crate::fleet::jobs::create(
-                    tx,
-                    now,
-                    &sim.key,
-                    &crate::fleet::jobs::NewJob {
-                        patch: "acme/rolled-1".into(),
-                        host: host.clone(),
-                        not_before: None,
-                        latest_start: None,
-                        health_check: false,
-                        rollback_of: None,
-                    },
-                    "test",
-                )
-            })
-            .unwrap()
-            .0;
-        let events: Vec<JobEvent> = [
-            JobState::Downloading,
-            JobState::Downloaded,
-            JobState::Installing,
-            JobState::Verifying,
-            JobState::Succeeded,
-        ]
-        .into_iter()
-        .map(|state| JobEvent {
-            job_id: job.id.clone(),
-            state,
-            at: now,
-            output: String::new(),
-        })
-        .collect();
-        sim.db
-            .write_blocking(|tx| crate::fleet::jobs::apply_events(tx, host, &events))
-            .unwrap();
+        let job = sim.deploy(now, "acme/rolled-1", host);
+        sim.succeed(now, host, &job);
     }
     // A day later the soak is over, but the pilots have not checked in since.
     let later = now.checked_add(SignedDuration::from_hours(25)).unwrap();
