@@ -64,9 +64,9 @@ impl Planner {
     /// next check-in, not a second later; check-ins call this on their reader
     /// connection, so an approval sends no burst of check-ins to the writer). `None`
     /// while another thread is rebuilding: the caller offers nothing this time rather
-    /// than wait. Also `None` before the
-    /// index's first full load, which only the planner task does ([`Planner::warm`]):
-    /// reading every inventory must never happen inside a check-in's transaction.
+    /// than wait. Also `None` before the index's first full load, which only the
+    /// planner task does ([`Planner::warm`]): reading every inventory must never happen
+    /// inside a check-in.
     pub fn fresh(
         &self,
         conn: &Connection,
