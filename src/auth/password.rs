@@ -73,6 +73,29 @@ pub fn verify(hash: &str, password: &str) -> bool {
     }
 }
 
+/// The argon2id PHC string of a password this appliance generated itself (the first
+/// admin's, shown once on the console), with a light cost: 1 MiB and 1 pass.
+///
+/// Key stretching protects passwords a person chose, which can be guessed; it adds
+/// nothing to a secret of about 140 random bits ([`generate`]), which no search can
+/// reach with any per-guess cost. The light cost matters on the appliance's first boot:
+/// with the full parameters the hash was 85% of `patchward init`'s CPU (callgrind),
+/// about 2 s under emulation while everything else was starting. The password only lives until the first sign-in, which
+/// must replace it; the chosen one is hashed by [`hash`] with the full parameters.
+/// [`verify`] reads the parameters from the PHC string, so both kinds verify alike.
+pub fn hash_generated(password: &str) -> Result<String, String> {
+    let params = argon2::Params::new(GENERATED_M_COST_KIB, 1, 1, None)
+        .map_err(|e| format!("cannot hash the password: {e}"))?;
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("cannot hash the password: {e}"))
+}
+
+/// Memory cost (KiB) of [`hash_generated`].
+const GENERATED_M_COST_KIB: u32 = 1024;
+
 /// A hash to verify against when the account does not exist, so a wrong name costs as
 /// much time as a wrong password and timing does not reveal which names exist.
 pub fn dummy_hash() -> &'static str {
@@ -96,6 +119,29 @@ mod tests {
         assert!(!verify(&a, ""));
         assert!(!verify("not a phc string", "correct horse battery"));
         assert!(!verify(dummy_hash(), "correct horse battery"));
+    }
+
+    #[test]
+    fn generated_passwords_get_a_light_hash_that_verifies_like_any_other() {
+        let pw = generate();
+        let light = hash_generated(&pw).unwrap();
+        assert!(
+            light.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"),
+            "{light}"
+        );
+        assert_ne!(
+            light,
+            hash_generated(&pw).unwrap(),
+            "a fresh salt each time"
+        );
+        assert!(verify(&light, &pw));
+        assert!(!verify(&light, &generate()));
+        // A password a person chooses still gets the full cost.
+        assert!(
+            hash(&pw)
+                .unwrap()
+                .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
+        );
     }
 
     #[test]

@@ -86,10 +86,11 @@ impl std::fmt::Debug for FirstAdminPassword {
 }
 
 impl FirstAdminPassword {
-    /// Generates the password and hashes it (CPU-heavy, like [`password::hash`]).
+    /// Generates the password and hashes it ([`password::hash_generated`]: a random
+    /// password valid until the first sign-in gets the light cost).
     pub fn generate() -> Result<Self, AuthError> {
         let password = password::generate();
-        let hash = password::hash(&password).map_err(AuthError::Hash)?;
+        let hash = password::hash_generated(&password).map_err(AuthError::Hash)?;
         Ok(FirstAdminPassword { password, hash })
     }
 }
