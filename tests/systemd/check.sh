@@ -97,6 +97,14 @@ require "$APPLIANCE" 'WatchdogSec=.+'
 require "$APPLIANCE" 'User=patchward'
 require "$APPLIANCE" 'ExecStart=/usr/bin/patchward .*serve'
 forbid "$APPLIANCE" 'DynamicUser=(yes|true|on|1)' "the admin CLI shares the database"
+# Without the default dependencies (boot time), the unit must still stop at shutdown,
+# start after the file systems and patchward-init, and stop before the network.
+require "$APPLIANCE" 'DefaultDependencies=no'
+require "$APPLIANCE" 'Conflicts=shutdown\.target'
+require "$APPLIANCE" 'Before=shutdown\.target'
+require "$APPLIANCE" 'After=local-fs\.target( .+)?'
+require "$APPLIANCE" 'After=(.+ )?patchward-init\.service( .+)?'
+require "$APPLIANCE" 'After=(.+ )?systemd-networkd\.service( .+)?'
 require "$AGENT" 'ExecStart=/usr/bin/patchward-agent run'
 require "$INIT" 'Before=patchward\.service getty-pre\.target( .+)?'
 require "$INIT" 'Type=oneshot'
