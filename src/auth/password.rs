@@ -52,8 +52,13 @@ pub fn check_new(password: &str) -> Result<(), String> {
 /// The argon2id PHC string of `password` with a fresh random salt. CPU-heavy (tens of
 /// milliseconds): call it on a blocking thread from async code.
 pub fn hash(password: &str) -> Result<String, String> {
+    hash_with(&Argon2::default(), password)
+}
+
+/// The PHC string of `password` under `argon` with a fresh random salt.
+fn hash_with(argon: &Argon2<'_>, password: &str) -> Result<String, String> {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Argon2::default()
+    argon
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| format!("cannot hash the password: {e}"))
@@ -80,17 +85,15 @@ pub fn verify(hash: &str, password: &str) -> bool {
 /// nothing to a secret of about 140 random bits ([`generate`]), which no search can
 /// reach with any per-guess cost. The light cost matters on the appliance's first boot:
 /// with the full parameters the hash was 85% of `patchward init`'s CPU (callgrind),
-/// about 2 s under emulation while everything else was starting. The password only lives until the first sign-in, which
-/// must replace it; the chosen one is hashed by [`hash`] with the full parameters.
-/// [`verify`] reads the parameters from the PHC string, so both kinds verify alike.
+/// about 2 s under emulation while everything else was starting. The password only
+/// lives until the first sign-in, which must replace it; the chosen one is hashed by
+/// [`hash`] with the full parameters. [`verify`] reads the parameters from the PHC
+/// string, so both kinds verify alike.
 pub fn hash_generated(password: &str) -> Result<String, String> {
     let params = argon2::Params::new(GENERATED_M_COST_KIB, 1, 1, None)
         .map_err(|e| format!("cannot hash the password: {e}"))?;
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| format!("cannot hash the password: {e}"))
+    let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    hash_with(&argon, password)
 }
 
 /// Memory cost (KiB) of [`hash_generated`].
