@@ -107,6 +107,33 @@ impl Control {
     }
 }
 
+/// The file name Debian's pools give a package: `package_version_arch.deb` with the
+/// epoch dropped (`1:2.38.1-5` is stored as `2.38.1-5`) and any character outside
+/// `[A-Za-z0-9.+~_-]` as `_`. `apt-get download` writes the epoch as `%3a` instead, a
+/// name that is not a safe file name; the pool name comes from the control data alone,
+/// so a package has one name however its file was called.
+pub fn pool_file_name(package: &str, version: &str, arch: &str) -> String {
+    let version = version.split_once(':').map_or(version, |(_, v)| v);
+    format!("{package}_{version}_{arch}.deb")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".+~_-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Control {
+    /// [`pool_file_name`] from this stanza's `Package`, `Version` and `Architecture`.
+    pub fn pool_file_name(&self) -> Result<String, DebError> {
+        let (p, v, a) = self.identity()?;
+        Ok(pool_file_name(p, v, a))
+    }
+}
+
 /// Reads the control stanza of the `.deb` at `path`.
 pub fn read_control(path: &Path) -> Result<Control, DebError> {
     read_control_from(std::fs::File::open(path)?)

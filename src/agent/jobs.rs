@@ -41,7 +41,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::apt;
-use super::script::{self, Limits};
+use super::archive::{self, Limits};
+use super::script;
+use super::step_env::JobFiles;
 use super::{AgentError, AgentState, io_err};
 use crate::feed::catalog::{ArtifactFormat, InstallMethod};
 use crate::fleet::jobs::{JobEvent, JobState, Ticket};
@@ -521,8 +523,13 @@ impl Drop for Workdir {
 
 /// How a job's steps are carried out.
 enum Backend {
-    /// The archive's `backup`, `install`, `verify`, `rollback` executables.
-    Script(Workdir),
+    /// The archive's `backup`, `install`, `verify`, `rollback` executables, run with
+    /// the job's files and environment.
+    Script {
+        work: Workdir,
+        contents: archive::Contents,
+        files: JobFiles,
+    },
     /// apt with the pinned versions; `before` is what was installed before the job.
     Apt {
         pins: Vec<apt::Pin>,
@@ -531,13 +538,6 @@ enum Backend {
 }
 
 impl Runner<'_> {
-    fn env(t: &Ticket) -> [(&'static str, &str); 2] {
-        [
-            ("PATCHWARD_JOB_ID", t.job_id.as_str()),
-            ("PATCHWARD_PATCH_ID", t.patch_id.as_str()),
-        ]
-    }
-
     /// Runs one step command, journaling its process before waiting for it.
     fn step_command(
         journal: &mut Journal,
@@ -566,7 +566,7 @@ impl Runner<'_> {
     /// Whether the backend has a `step` (`backup`, `rollback`).
     fn has_step(backend: &Backend, step: &str) -> bool {
         match backend {
-            Backend::Script(work) => work.0.join(step).is_file(),
+            Backend::Script { contents, .. } => contents.has(step),
             Backend::Apt { before, .. } => step == "rollback" && !before.is_empty(),
         }
     }
@@ -579,11 +579,11 @@ impl Runner<'_> {
         step: &str,
     ) -> Result<script::StepResult, AgentError> {
         match backend {
-            Backend::Script(work) => Self::step_command(
+            Backend::Script { work, files, .. } => Self::step_command(
                 journal,
                 t,
                 step,
-                script::step_command(&work.0, step, &Self::env(t)),
+                script::step_command(&work.0, step, &files.vars(step)),
             ),
             Backend::Apt { pins, .. } if step == "install" => {
                 let u = Self::step_command(journal, t, step, apt::update_command())?;
@@ -662,7 +662,7 @@ impl Runner<'_> {
         t: &Ticket,
     ) -> Result<Result<Backend, String>, AgentError> {
         Ok(match t.method {
-            InstallMethod::Script => self.unpack(t).map(Backend::Script),
+            InstallMethod::Script => self.unpack(t),
             InstallMethod::Apt if t.health_check => Err(
                 "the patch's class requires an application health check, which only a \
                  `script` patch can carry (its `health` executable); nothing was installed. \
@@ -708,7 +708,9 @@ impl Runner<'_> {
         })
     }
 
-    fn unpack(&self, t: &Ticket) -> Result<Workdir, String> {
+    /// Unpacks the ticket's script archive (checked as `feed add` checks it) and lays
+    /// out the job's artifacts for its steps.
+    fn unpack(&self, t: &Ticket) -> Result<Backend, String> {
         let archive = self.cached(t, ArtifactFormat::Script)?;
         let path = match archive.as_slice() {
             [one] => one,
@@ -721,21 +723,25 @@ impl Runner<'_> {
         if work.0.exists() {
             std::fs::remove_dir_all(&work.0).map_err(|e| e.to_string())?;
         }
-        script::extract(path, &work.0, Limits::default())
+        let contents = archive::extract(path, &work.0, Limits::default())
             .map_err(|e| format!("unsafe or unreadable archive: {e}"))?;
-        for needed in ["install", "verify"] {
-            if !work.0.join(needed).is_file() {
-                return Err(format!("the archive has no `{needed}` executable"));
-            }
-        }
-        if t.health_check && !work.0.join("health").is_file() {
+        contents
+            .require_steps(&["install", "verify"])
+            .and_then(|()| contents.check_present_steps())
+            .map_err(|e| e.to_string())?;
+        if t.health_check && !contents.has("health") {
             return Err(
                 "the patch's class requires an application health check, but the archive \
                  has no `health` executable"
                     .into(),
             );
         }
-        Ok(work)
+        let files = JobFiles::create(&work_root, &artifacts_dir(self.dir), t)?;
+        Ok(Backend::Script {
+            work,
+            contents,
+            files,
+        })
     }
 
     /// Runs a verified, newly offered ticket to a final (or `reboot_pending`) state,

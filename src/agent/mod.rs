@@ -6,9 +6,11 @@
 //! `fleet::signing`.
 
 pub mod apt;
+pub mod archive;
 pub mod inventory;
 pub mod jobs;
 pub mod script;
+pub mod step_env;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;

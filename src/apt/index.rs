@@ -113,21 +113,11 @@ impl PackageEntry {
 }
 
 /// Where a package lives in a ring repository: `pool/main/<aa>/<sha256>/<name>`, with
-/// `<name>` = `package_version_arch.deb` (epoch dropped, as in Debian's pools; any
-/// character outside `[A-Za-z0-9.+~_-]` becomes `_`). The web handler serves the blob by
-/// the hash alone; the name is for people reading apt's output.
+/// `<name>` = [`crate::deb::pool_file_name`] (epoch dropped, as in Debian's pools). The
+/// web handler serves the blob by the hash alone; the name is for people reading apt's
+/// output.
 pub fn pool_filename(sha256: &str, package: &str, version: &str, arch: &str) -> String {
-    let version = version.split_once(':').map_or(version, |(_, v)| v);
-    let name: String = format!("{package}_{version}_{arch}.deb")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || ".+~_-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let name = crate::deb::pool_file_name(package, version, arch);
     format!(
         "pool/{COMPONENT}/{}/{sha256}/{name}",
         &sha256[..2.min(sha256.len())]

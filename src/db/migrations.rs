@@ -475,6 +475,8 @@ mod tests {
             host_id: host.into(),
             feed: "f".into(),
             patch_id: "p".into(),
+            title: String::new(),
+            kind: None,
             artifacts: blobs
                 .iter()
                 .map(|b| Artifact {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::{FleetError, invalid};
 use crate::audit::{self, NewEntry};
 use crate::db::jobs::{self as q, JobRow};
-use crate::feed::catalog::{Artifact, InstallMethod, PatchEntry};
+use crate::feed::catalog::{Artifact, InstallMethod, PatchEntry, PatchKind};
 use crate::trust::dsse::Envelope;
 use crate::trust::keys::Ed25519Key;
 
@@ -136,6 +136,12 @@ pub struct Ticket {
     pub host_id: String,
     pub feed: String,
     pub patch_id: String,
+    /// The patch's catalog title and kind, for the steps' environment
+    /// (`agent::step_env`). Absent from tickets issued before they were added.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<PatchKind>,
     pub artifacts: Vec<Artifact>,
     pub method: InstallMethod,
     pub not_before: Option<Timestamp>,
@@ -308,6 +314,8 @@ pub fn create(
         host_id: host.id.clone(),
         feed: feed.clone(),
         patch_id: entry.id.clone(),
+        title: entry.title.clone(),
+        kind: Some(entry.kind),
         artifacts: entry.artifacts.clone(),
         method: entry.install,
         not_before: req.not_before,
@@ -580,6 +588,8 @@ mod tests {
             host_id: host.into(),
             feed: "f".into(),
             patch_id: "p".into(),
+            title: String::new(),
+            kind: None,
             artifacts: vec![],
             method: InstallMethod::Script,
             not_before: None,
