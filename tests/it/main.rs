@@ -16,6 +16,7 @@ mod import_crash;
 mod jobs;
 mod lifecycle;
 mod rollout;
+mod scripts;
 mod serve;
 mod support;
 mod sync;

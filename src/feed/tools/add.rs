@@ -159,10 +159,11 @@ fn check_contents(
         .iter()
         .filter(|a| a.format == ArtifactFormat::Script)
         .count();
-    if src.install == InstallMethod::Script && scripts != 1 {
+    // The agent runs the one archive of a script patch; with two it refuses the job.
+    if src.install == InstallMethod::Script && scripts > 1 {
         return Err(FeedError::Artifacts(format!(
-            "an `install = \"script\"` patch needs exactly one artifact of format \"script\" \
-             (the .tar.zst of its steps); this one has {scripts}"
+            "an `install = \"script\"` patch has one artifact of format \"script\" (the \
+             .tar.zst of its steps); this one has {scripts}"
         )));
     }
     let mut names = Vec::new();

@@ -226,20 +226,19 @@ fn script_archives_are_checked_with_the_agents_rules_before_anything_is_stored()
         );
         assert_eq!(stored(&f), before, "{name}");
     }
-    // A script patch needs its archive: a lone firmware file is refused.
-    let fw = bad("fw.bin", b"image".to_vec());
+    // A script patch has one archive: the agent would refuse a job with two.
+    let second = bad("second.tar.zst", fs::read(&good).unwrap());
     let p = patch_toml(
         tmp.path(),
-        "nofw",
+        "two",
         "script",
         "application",
-        &[("fw.bin", "firmware")],
+        &[("good.tar.zst", "script"), ("second.tar.zst", "script")],
     );
-    let e = add_patch(&f, &p, &[fw]).unwrap_err().to_string();
-    assert!(
-        e.contains("exactly one artifact of format \"script\""),
-        "{e}"
-    );
+    let e = add_patch(&f, &p, &[good.clone(), second])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("this one has 2"), "{e}");
     assert_eq!(stored(&f), before);
     // A catalog problem found after hashing leaves no staged blob behind either.
     let other = bad(
