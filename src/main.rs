@@ -332,7 +332,8 @@ enum AuditCmd {
         /// The note's text.
         #[arg(long)]
         message: String,
-        /// Who is writing (default: the invoking user).
+        /// On whose behalf (recorded as `cli:ACCOUNT for NAME`; the account is always
+        /// the invoking one).
         #[arg(long)]
         actor: Option<String>,
         /// What the note is about.
@@ -368,11 +369,9 @@ fn load_config(cli: &Cli, listen: Option<String>) -> anyhow::Result<Config> {
     )?)
 }
 
+/// The audit actor: the real account, from the kernel's view (see `auth::actor`).
 fn invoking_user() -> String {
-    let name = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("cli:{name}")
+    patchward::auth::actor::cli_actor()
 }
 
 fn main() -> ExitCode {
@@ -1034,7 +1033,11 @@ fn audit_cmd(cli: &Cli, cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
             if message.trim().is_empty() {
                 anyhow::bail!("--message must not be empty");
             }
-            let actor = actor.clone().unwrap_or_else(invoking_user);
+            // A name given with --actor is recorded beside the real caller, never instead.
+            let actor = match actor {
+                Some(name) => format!("{} for {name}", invoking_user()),
+                None => invoking_user(),
+            };
             let now = SystemClock.now();
             let seq = db.write_blocking(|tx| {
                 audit::append(

@@ -6,7 +6,10 @@
 //!   expiry, the cookie.
 //! - [`throttle`]: the pure lockout decision from recent failures.
 //! - [`users`]: the audited operations the CLI and the web page share.
+//! - [`actor`]: who runs the CLI (`cli:NAME`), from the kernel's view, not the
+//!   environment.
 
+pub mod actor;
 pub mod cli;
 pub mod password;
 mod role;

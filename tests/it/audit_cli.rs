@@ -73,3 +73,58 @@ fn empty_note_is_refused_and_nothing_is_written() {
     }));
     assert_eq!(before, after);
 }
+
+/// The actors of the audit entries, oldest first.
+fn actors(data: &std::path::Path) -> Vec<String> {
+    let out = run({
+        let mut c = patchward(data);
+        c.args(["audit", "list", "--json"]);
+        c
+    });
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut a: Vec<(i64, String)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_i64().unwrap(),
+                e["actor"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    a.sort();
+    a.into_iter().map(|(_, s)| s).collect()
+}
+
+#[test]
+fn the_cli_actor_comes_from_the_kernel_not_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    drop(Server::start(&data));
+    // This test process and the CLI it starts share their ancestors, so both find
+    // the same account (the real uid's, or for root the caller that became root).
+    let me = format!("cli:{}", patchward::auth::actor::invoking_account());
+    for (args, want) in [
+        (&["audit", "note", "--message", "first"][..], me.clone()),
+        (
+            &["audit", "note", "--message", "for", "--actor", "alice"][..],
+            format!("{me} for alice"),
+        ),
+    ] {
+        let out = run({
+            let mut c = patchward(&data);
+            c.args(args)
+                .env("USER", "mallory")
+                .env("LOGNAME", "mallory")
+                .env("SUDO_USER", "mallory")
+                .env("SUDO_UID", "4242");
+            c
+        });
+        assert!(out.status.success(), "{}", stderr(&out));
+        let got = actors(&data);
+        assert_eq!(got.last(), Some(&want), "{got:?}");
+        assert!(got.iter().all(|a| !a.contains("mallory")), "{got:?}");
+    }
+}

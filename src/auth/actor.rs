@@ -1,0 +1,162 @@
+//! Who runs the CLI, as the audit log records it (`cli:NAME`), from the kernel's view
+//! of the process, never from the environment: `USER`, `LOGNAME` and `SUDO_USER` are
+//! whatever the caller set them to.
+//!
+//! - Run by an account other than root: that account (the real uid's name).
+//! - Run as root: the account that started the root session, when there is one. The
+//!   kernel keeps it in the process tree: `sudo`, `su`, `doas` and `pkexec` are started
+//!   by the caller's own shell, so walking up the parents (`/proc/<pid>/status`: `PPid`
+//!   and the real `Uid`) while they are root, the first non-root process is the
+//!   caller's. A root login, a systemd unit or a cron job has no such ancestor and is
+//!   recorded as `root`.
+//!
+//! `/proc/self/loginuid` was the other candidate and is not used: it names the account
+//! that logged in, not the one that ran sudo after `su - bob`, and it is unset in
+//! containers and on systems without pam_loginuid. An account name that cannot be
+//! found (no passwd entry) is recorded as `uid N`. A root caller can still hide behind
+//! a detached process (then it is `root`), but no one can name another account.
+
+use std::ffi::CStr;
+
+/// The audit actor of this CLI process: `cli:NAME`.
+pub fn cli_actor() -> String {
+    format!("cli:{}", invoking_account())
+}
+
+/// The account running this process, or for root the account that became root.
+pub fn invoking_account() -> String {
+    let uid = rustix::process::getuid().as_raw();
+    let caller = if uid == 0 {
+        let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
+        first_non_root_ancestor(parent, proc_status).unwrap_or(0)
+    } else {
+        uid
+    };
+    account_name(caller)
+}
+
+/// How far up the process tree the walk goes (a tree is never this deep in practice;
+/// the bound only keeps a cycle in a fake or racing `/proc` from looping).
+const MAX_DEPTH: usize = 64;
+
+/// Starting at `pid` and walking up the parents, the real uid of the first process
+/// that is not root; `None` when the walk reaches the top (pid 1, or a process whose
+/// parent is outside this pid namespace) with only root processes. `status` gives a
+/// process's (parent pid, real uid).
+pub fn first_non_root_ancestor(
+    mut pid: u32,
+    status: impl Fn(u32) -> Option<(u32, u32)>,
+) -> Option<u32> {
+    for _ in 0..MAX_DEPTH {
+        if pid == 0 {
+            return None;
+        }
+        let (ppid, ruid) = status(pid)?;
+        if ruid != 0 {
+            return Some(ruid);
+        }
+        if pid == 1 {
+            return None;
+        }
+        pid = ppid;
+    }
+    None
+}
+
+/// (parent pid, real uid) of `pid` from `/proc/<pid>/status`.
+fn proc_status(pid: u32) -> Option<(u32, u32)> {
+    parse_status(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// (parent pid, real uid) from the text of a `/proc/<pid>/status` file.
+pub fn parse_status(text: &str) -> Option<(u32, u32)> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse::<u32>().ok())
+    };
+    // `Uid:` holds the real, effective, saved and file-system uids: the real one first.
+    Some((field("PPid:")?, field("Uid:")?))
+}
+
+/// The passwd name of `uid`, or `uid N` when it has none.
+pub fn account_name(uid: u32) -> String {
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0u8; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    loop {
+        // SAFETY: every pointer is valid for the call and `buf` outlives `pwd`'s use.
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < (1 << 20) {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        break;
+    }
+    if found.is_null() || pwd.pw_name.is_null() {
+        return format!("uid {uid}");
+    }
+    // SAFETY: getpwuid_r succeeded, so `pw_name` points to a NUL-terminated string
+    // inside `buf`, which is still alive.
+    let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+    match name.to_str() {
+        Ok(n) if !n.is_empty() => n.to_string(),
+        _ => format!("uid {uid}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn the_first_non_root_ancestor_is_the_caller() {
+        // 1 (root) <- 500 sshd (root) <- 600 bash (alice, 1000) <- 700 sudo (root) <- 800
+        let tree: HashMap<u32, (u32, u32)> = [
+            (1, (0, 0)),
+            (500, (1, 0)),
+            (600, (500, 1000)),
+            (700, (600, 0)),
+            (800, (700, 0)),
+        ]
+        .into();
+        let status = |p: u32| tree.get(&p).copied();
+        assert_eq!(first_non_root_ancestor(800, status), Some(1000));
+        // A root login: only root up to pid 1.
+        assert_eq!(first_non_root_ancestor(500, status), None);
+        // A parent that vanished (or is outside the pid namespace).
+        assert_eq!(first_non_root_ancestor(900, status), None);
+        assert_eq!(first_non_root_ancestor(0, status), None);
+        // A cycle in a racing /proc ends.
+        let cycle = |p: u32| Some((p + 1 - 2 * (p % 2), 0));
+        assert_eq!(first_non_root_ancestor(10, cycle), None);
+    }
+
+    #[test]
+    fn status_files_are_read_by_their_real_uid() {
+        let text = "Name:\tsudo\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t7\nPid:\t7\n\
+                    PPid:\t6\nTracerPid:\t0\nUid:\t1000\t0\t0\t0\nGid:\t1000\t0\t0\t0\n";
+        assert_eq!(parse_status(text), Some((6, 1000)));
+        assert_eq!(parse_status("Name:\tx\n"), None);
+        let me = std::process::id();
+        let (_, ruid) = proc_status(me).unwrap();
+        assert_eq!(ruid, rustix::process::getuid().as_raw());
+    }
+
+    #[test]
+    fn account_names_come_from_the_passwd_database() {
+        assert_eq!(account_name(0), "root");
+        // No passwd entry: the uid itself.
+        assert_eq!(account_name(3_999_999_999), "uid 3999999999");
+    }
+}
