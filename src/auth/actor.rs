@@ -2,19 +2,22 @@
 //! of the process, never from the environment: `USER`, `LOGNAME` and `SUDO_USER` are
 //! whatever the caller set them to.
 //!
-//! - Run by an account other than root: that account (the real uid's name).
-//! - Run as root: the account that started the root session, when there is one. The
-//!   kernel keeps it in the process tree: `sudo`, `su`, `doas` and `pkexec` are started
-//!   by the caller's own shell, so walking up the parents (`/proc/<pid>/status`: `PPid`
-//!   and the real `Uid`) while they are root, the first non-root process is the
-//!   caller's. A root login, a systemd unit or a cron job has no such ancestor and is
-//!   recorded as `root`.
+//! - The account is the real uid's (its passwd name).
+//! - When the process was started through `sudo`, `su`, `doas` or `pkexec`, the caller
+//!   is recorded too, as `alice (as root)` or `alice (as patchward)` for
+//!   `sudo -u patchward`. The kernel keeps the caller in the process tree: those tools
+//!   are started by the caller's own shell, and only a root process can start one of
+//!   another account. So the parents are walked up (`/proc/<pid>/status`: `PPid` and
+//!   the real `Uid`) past root and this process's own account; the first other
+//!   account is the caller. A root login, a systemd unit or a cron job has no such
+//!   ancestor and is recorded as the account alone.
 //!
 //! `/proc/self/loginuid` was the other candidate and is not used: it names the account
 //! that logged in, not the one that ran sudo after `su - bob`, and it is unset in
-//! containers and on systems without pam_loginuid. An account name that cannot be
-//! found (no passwd entry) is recorded as `uid N`. A root caller can still hide behind
-//! a detached process (then it is `root`), but no one can name another account.
+//! containers and on systems without pam_loginuid. An account that has no passwd
+//! entry is recorded as `uid N`. A root caller can still hide behind a detached process
+//! (then it is recorded as `root`), but no caller can name another account: no
+//! environment variable is read, and a process cannot choose its parents' uids.
 
 use std::ffi::CStr;
 
@@ -23,16 +26,15 @@ pub fn cli_actor() -> String {
     format!("cli:{}", invoking_account())
 }
 
-/// The account running this process, or for root the account that became root.
+/// The account running this process, with the caller that started it through a
+/// change of account (`alice (as root)`), see the module comment.
 pub fn invoking_account() -> String {
     let uid = rustix::process::getuid().as_raw();
-    let caller = if uid == 0 {
-        let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
-        first_non_root_ancestor(parent, proc_status).unwrap_or(0)
-    } else {
-        uid
-    };
-    account_name(caller)
+    let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
+    match caller(uid, parent, proc_status) {
+        Some(c) => format!("{} (as {})", account_name(c), account_name(uid)),
+        None => account_name(uid),
+    }
 }
 
 /// How far up the process tree the walk goes (a tree is never this deep in practice;
@@ -40,19 +42,16 @@ pub fn invoking_account() -> String {
 const MAX_DEPTH: usize = 64;
 
 /// Starting at `pid` and walking up the parents, the real uid of the first process
-/// that is not root; `None` when the walk reaches the top (pid 1, or a process whose
-/// parent is outside this pid namespace) with only root processes. `status` gives a
+/// that is neither root nor `uid`; `None` when the walk reaches the top (pid 1, or a
+/// process whose parent is outside this pid namespace) without one. `status` gives a
 /// process's (parent pid, real uid).
-pub fn first_non_root_ancestor(
-    mut pid: u32,
-    status: impl Fn(u32) -> Option<(u32, u32)>,
-) -> Option<u32> {
+pub fn caller(uid: u32, mut pid: u32, status: impl Fn(u32) -> Option<(u32, u32)>) -> Option<u32> {
     for _ in 0..MAX_DEPTH {
         if pid == 0 {
             return None;
         }
         let (ppid, ruid) = status(pid)?;
-        if ruid != 0 {
+        if ruid != 0 && ruid != uid {
             return Some(ruid);
         }
         if pid == 1 {
@@ -120,26 +119,34 @@ mod tests {
     use std::collections::HashMap;
 
     #[test]
-    fn the_first_non_root_ancestor_is_the_caller() {
-        // 1 (root) <- 500 sshd (root) <- 600 bash (alice, 1000) <- 700 sudo (root) <- 800
+    fn the_caller_is_the_first_ancestor_of_another_account() {
+        // 1 systemd (root) <- 500 sshd (root) <- 600 bash (alice, 1000) <- 700 sudo
+        // (root) <- 800 patchward (root); 810 patchward (999) for `sudo -u patchward`;
+        // 900 a shell of the service account 999 under 500, 910 its patchward.
         let tree: HashMap<u32, (u32, u32)> = [
             (1, (0, 0)),
             (500, (1, 0)),
             (600, (500, 1000)),
             (700, (600, 0)),
             (800, (700, 0)),
+            (810, (700, 999)),
+            (900, (500, 999)),
+            (910, (900, 999)),
         ]
         .into();
         let status = |p: u32| tree.get(&p).copied();
-        assert_eq!(first_non_root_ancestor(800, status), Some(1000));
+        assert_eq!(caller(0, 700, status), Some(1000));
+        assert_eq!(caller(999, 700, status), Some(1000));
+        // The service account's own shell: no change of account.
+        assert_eq!(caller(999, 900, status), None);
         // A root login: only root up to pid 1.
-        assert_eq!(first_non_root_ancestor(500, status), None);
+        assert_eq!(caller(0, 500, status), None);
         // A parent that vanished (or is outside the pid namespace).
-        assert_eq!(first_non_root_ancestor(900, status), None);
-        assert_eq!(first_non_root_ancestor(0, status), None);
+        assert_eq!(caller(0, 4000, status), None);
+        assert_eq!(caller(0, 0, status), None);
         // A cycle in a racing /proc ends.
         let cycle = |p: u32| Some((p + 1 - 2 * (p % 2), 0));
-        assert_eq!(first_non_root_ancestor(10, cycle), None);
+        assert_eq!(caller(0, 10, cycle), None);
     }
 
     #[test]
