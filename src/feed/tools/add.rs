@@ -250,7 +250,7 @@ fn match_artifacts(
     let given: Vec<(&PathBuf, Vec<String>)> = files.iter().map(|f| (f, names_of(f))).collect();
     let answers = |names: &[String], a: &ArtifactSource| {
         names.first() == Some(&a.name)
-            || (a.format == ArtifactFormat::Deb && names.iter().any(|n| *n == a.name))
+            || (a.format == ArtifactFormat::Deb && names.contains(&a.name))
     };
     let mut out = Vec::new();
     for a in wanted {
