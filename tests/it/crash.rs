@@ -94,7 +94,11 @@ fn sigkill_during_audited_writes_never_breaks_the_chain_or_the_database() {
         let v: serde_json::Value = serde_json::from_str(&details).unwrap();
         if action == "note" {
             notes += 1;
-            assert!(actor.starts_with('w'));
+            // `--actor wN` is recorded beside the real caller: `cli:ACCOUNT for wN`.
+            assert!(
+                actor.starts_with("cli:") && actor.contains(" for w"),
+                "{actor}"
+            );
             let msg = v["message"].as_str().unwrap();
             assert!(msg.starts_with("round ") && msg.contains(" note "), "{msg}");
         }
