@@ -543,7 +543,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for j in &rows {
                     println!(
                         "{:<20} {:<20} {:<32} {:<16} {}",
-                        j.id, j.host_id, j.patch_id, j.state, j.updated_at
+                        j.id, j.hostname, j.patch_id, j.state, j.updated_at
                     );
                 }
             }
@@ -594,7 +594,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Windows(cmd) => {
             let config = load_config(&cli, None)?;
             let db = Appliance::open_existing(&config)?;
-            patchward::rollout::cli::windows(&db, &config, SystemClock.now(), cmd)?;
+            patchward::rollout::cli::window_entries(
+                &db,
+                &config,
+                SystemClock.now(),
+                cmd,
+                &invoking_user(),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain(a) => {

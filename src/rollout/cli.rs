@@ -12,6 +12,7 @@ use super::engine;
 use super::{RolloutError, World};
 use crate::config::Config;
 use crate::db::Db;
+use crate::fleet::standing::Standing;
 use crate::policy::approval::Decision;
 use crate::policy::{Approval, Urgency};
 
@@ -63,16 +64,23 @@ pub struct DeferArgs {
 /// `patchward rollout ...`.
 #[derive(Debug, Subcommand)]
 pub enum RolloutCmd {
-    /// Rollouts with their state and per-ring progress.
+    /// Rollouts in progress (active or halted) with their per-ring progress.
     List {
         #[arg(long)]
         json: bool,
+        /// Also the finished ones (completed, aborted, superseded, rolled back).
+        #[arg(long)]
+        all: bool,
     },
-    /// One rollout: its approval, each ring's hosts and gate.
+    /// One rollout: its approval, each ring's gate and its hosts by state, by name.
     Show {
         patch: String,
         #[arg(long)]
         json: bool,
+        /// Only hosts in this state, all of them: failed, rolled_back,
+        /// awaiting_reboot, running, installed, not_started.
+        #[arg(long)]
+        state: Option<String>,
     },
     /// Stop new offers until resumed.
     Halt {
@@ -103,9 +111,71 @@ pub enum RolloutCmd {
     },
 }
 
+/// `patchward windows add`: one entry, with the Windows page's fields.
+#[derive(Debug, Args)]
+pub struct WindowAddArgs {
+    /// The window set (of `[policy.windows]`) it is added to.
+    #[arg(long)]
+    pub set: String,
+    /// weekly | monthly | once | blackout
+    #[arg(long)]
+    pub kind: String,
+    /// Only for expedited patches (the set's emergency window).
+    #[arg(long)]
+    pub emergency: bool,
+    /// Weekly: days, comma-separated (mon,tue,...,sun).
+    #[arg(long, value_delimiter = ',')]
+    pub days: Vec<String>,
+    /// Weekly and monthly: the local start time (22:00); once: date and time
+    /// (2026-12-27T08:00), in the set's time zone.
+    #[arg(long, default_value = "")]
+    pub start: String,
+    /// How long it lasts: 4h, 90m, "1d 2h".
+    #[arg(long, default_value = "")]
+    pub duration: String,
+    /// Monthly: which weekday of the month, 1-4, or -1 for the last.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub nth: String,
+    /// Monthly: mon ... sun.
+    #[arg(long, default_value = "")]
+    pub weekday: String,
+    /// Monthly: days after (or before, negative) that weekday, -28..28.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub offset_days: String,
+    /// Blackout: from this local date and time (2026-12-20T00:00).
+    #[arg(long, default_value = "")]
+    pub from: String,
+    /// Blackout: until this local date and time.
+    #[arg(long, default_value = "")]
+    pub until: String,
+    /// Blackout: why (shown with it).
+    #[arg(long, default_value = "")]
+    pub note: String,
+    /// Why, for the audit log.
+    #[arg(long)]
+    pub reason: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `patchward windows ...`.
 #[derive(Debug, Subcommand)]
 pub enum WindowsCmd {
+    /// Adds a window entry (as the Windows page does, checked and audited).
+    Add(WindowAddArgs),
+    /// Removes a window entry added on the page or with `windows add` (audited).
+    Remove {
+        /// The entry's id (`windows list`).
+        id: i64,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// The window entries added on the page or with `windows add`, with any problem.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
     /// The next openings of a ring's maintenance windows, in their local time.
     Next {
         #[arg(long)]
@@ -234,15 +304,39 @@ pub fn defer(
     decide(db, config, now, &a.patch, decision, actor, &a.reason)
 }
 
-/// One ring's line in `rollout list|show`.
+/// One ring's line in `rollout list|show`. The counts come from
+/// [`crate::fleet::jobs::JobState::standing`], the same reading as the host page.
 #[derive(Debug, serde::Serialize)]
 pub struct RingView {
     pub ring: String,
     pub hosts: usize,
     pub succeeded: usize,
     pub in_progress: usize,
+    /// Installed and verified, waiting for the host's reboot (`reboot_pending`).
+    pub awaiting_reboot: usize,
+    /// Failed or rolled back.
     pub failed: usize,
     pub gate: crate::policy::GateStatus,
+    /// The ring's hosts by name with their state (failed first, not started last).
+    pub members: Vec<MemberView>,
+}
+
+impl RingView {
+    /// Hosts of the ring with no job for the patch yet.
+    pub fn not_started(&self) -> usize {
+        self.hosts
+            .saturating_sub(self.succeeded + self.in_progress + self.awaiting_reboot + self.failed)
+    }
+}
+
+/// One host of a ring in `rollout show` (and the rollout page's drill-down).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberView {
+    pub id: String,
+    pub hostname: String,
+    pub state: Standing,
+    /// Its latest job for the patch (none when not started).
+    pub job: Option<String>,
 }
 
 /// One rollout in `rollout list|show`.
@@ -254,6 +348,8 @@ pub struct RolloutView {
     pub note: String,
     pub approval: Approval,
     pub started_at: String,
+    /// When every host of every approved ring had the patch (state `completed`).
+    pub completed_at: Option<String>,
     pub rings: Vec<RingView>,
 }
 
@@ -265,7 +361,6 @@ pub fn views(
     now: Timestamp,
     only: Option<&str>,
 ) -> Result<Vec<RolloutView>, RolloutError> {
-    use crate::policy::gate::HostOutcome;
     let mut out = Vec::new();
     for p in &world.patches {
         let Some(r) = world.rollout(p) else { continue };
@@ -279,32 +374,35 @@ pub fn views(
         };
         let mut rv = Vec::new();
         for ring in &rings {
+            let members = engine::ring_hosts(world, policy, p, ring);
             let res = engine::ring_results(world, policy, p, ring);
-            let base = policy
-                .rings
+            let rules = engine::rules_for(policy, p, ring, expedited);
+            let count = |s: &[Standing]| members.iter().filter(|h| s.contains(&h.standing)).count();
+            let mut list: Vec<MemberView> = members
                 .iter()
-                .find(|x| &x.name == ring)
-                .map(|x| x.gate.clone())
-                .unwrap_or_default();
-            let rules = policy
-                .classes
-                .get(p.entry.kind)
-                .gate_rules(&base, expedited);
-            let count = |f: &dyn Fn(&HostOutcome) -> bool| {
-                res.hosts.iter().filter(|h| f(&h.outcome)).count()
-            };
+                .map(|h| MemberView {
+                    id: h.id.to_string(),
+                    hostname: h.host.hostname.clone(),
+                    state: h.standing,
+                    job: h
+                        .job
+                        .filter(|_| h.standing != Standing::NotStarted)
+                        .map(|j| j.id.clone()),
+                })
+                .collect();
+            let order = |s: Standing| Standing::ALL.iter().position(|x| *x == s);
+            list.sort_by(|a, b| {
+                (order(a.state), &a.hostname, &a.id).cmp(&(order(b.state), &b.hostname, &b.id))
+            });
             rv.push(RingView {
                 ring: ring.clone(),
-                hosts: res.hosts.len(),
-                succeeded: count(&|o| matches!(o, HostOutcome::Succeeded { .. })),
-                in_progress: count(&|o| matches!(o, HostOutcome::InProgress { .. })),
-                failed: count(&|o| {
-                    matches!(
-                        o,
-                        HostOutcome::Failed { .. } | HostOutcome::RolledBack { .. }
-                    )
-                }),
+                hosts: members.len(),
+                succeeded: count(&[Standing::Installed]),
+                in_progress: count(&[Standing::Running]),
+                awaiting_reboot: count(&[Standing::AwaitingReboot]),
+                failed: count(&[Standing::Failed, Standing::RolledBack]),
                 gate: crate::policy::gate(&res, &rules, now),
+                members: list,
             });
         }
         out.push(RolloutView {
@@ -314,17 +412,41 @@ pub fn views(
             note: r.note.clone(),
             approval,
             started_at: r.started_at.clone(),
+            completed_at: (r.state == "completed").then(|| r.updated_at.clone()),
             rings: rv,
         });
     }
     Ok(out)
 }
 
-fn gate_text(g: &crate::policy::GateStatus) -> String {
+/// A gate reason as a person reads it: hosts by name (ids stay in the JSON).
+pub fn reason_text(r: &crate::policy::gate::GateReason, name: &dyn Fn(&str) -> String) -> String {
+    use crate::policy::gate::GateReason;
+    let names = |hosts: &[String]| hosts.iter().map(|h| name(h)).collect::<Vec<_>>().join(", ");
+    match r {
+        GateReason::NotCheckingIn { hosts } => {
+            format!("not checking in since success: {}", names(hosts))
+        }
+        GateReason::RolledBack { hosts } => format!("rolled back on {}", names(hosts)),
+        other => other.to_string(),
+    }
+}
+
+/// A host id's name in `world` (the id itself for a host that is gone).
+pub fn host_name(world: &World) -> impl Fn(&str) -> String + '_ {
+    |id: &str| {
+        world
+            .hosts
+            .get(id)
+            .map_or_else(|| id.to_string(), |h| h.hostname.clone())
+    }
+}
+
+fn gate_text(g: &crate::policy::GateStatus, name: &dyn Fn(&str) -> String) -> String {
     use crate::policy::GateStatus;
     let list = |r: &[crate::policy::gate::GateReason]| {
         r.iter()
-            .map(ToString::to_string)
+            .map(|x| reason_text(x, name))
             .collect::<Vec<_>>()
             .join("; ")
     };
@@ -333,6 +455,78 @@ fn gate_text(g: &crate::policy::GateStatus) -> String {
         GateStatus::Waiting { reasons } => format!("waiting: {}", list(reasons)),
         GateStatus::Halted { reasons } => format!("HALTED: {}", list(reasons)),
     }
+}
+
+/// How many host names `rollout show` prints per state before "and N more".
+const NAMES_SHOWN: usize = 50;
+
+/// `rollout list|show` as text; `show` also lists each ring's hosts by state (only
+/// those in `state` when given, then all of them).
+pub(crate) fn print_views(
+    v: &[RolloutView],
+    world: &World,
+    show: bool,
+    state: Option<Standing>,
+) -> String {
+    let name = host_name(world);
+    let mut s = String::new();
+    for r in v {
+        let _ = writeln!(s, "{}  {}  ({})", r.patch, r.state, r.note);
+        if let Some(at) = &r.completed_at {
+            let _ = writeln!(
+                s,
+                "  completed at {at}: every host of every approved ring has it"
+            );
+        }
+        for ring in &r.rings {
+            let _ = writeln!(
+                s,
+                "  {:<10} {:>3} hosts  {:>3} ok  {:>3} running  {:>3} waiting for reboot  {:>3} failed  {:>3} not started  {}",
+                ring.ring,
+                ring.hosts,
+                ring.succeeded,
+                ring.in_progress,
+                ring.awaiting_reboot,
+                ring.failed,
+                ring.not_started(),
+                gate_text(&ring.gate, &name)
+            );
+            if !show {
+                continue;
+            }
+            for st in Standing::ALL {
+                if state.is_some_and(|x| x != st) {
+                    continue;
+                }
+                let of: Vec<&MemberView> = ring.members.iter().filter(|m| m.state == st).collect();
+                if of.is_empty() {
+                    continue;
+                }
+                let cap = if state.is_some() {
+                    of.len()
+                } else {
+                    NAMES_SHOWN
+                };
+                let mut names: Vec<String> = of
+                    .iter()
+                    .take(cap)
+                    .map(|m| match &m.job {
+                        Some(j) => format!("{} (job {j})", m.hostname),
+                        None => m.hostname.clone(),
+                    })
+                    .collect();
+                if of.len() > cap {
+                    names.push(format!(
+                        "and {} more (--state {} lists them all)",
+                        of.len() - cap,
+                        st.as_str()
+                    ));
+                }
+                let _ = writeln!(s, "    {}: {}", st.label(), names.join(", "));
+            }
+        }
+    }
+    s
 }
 
 /// `rollout list|show|halt|resume|abort|rollback`.
@@ -392,50 +586,213 @@ pub fn rollout(
             }
             Ok(())
         }
-        RolloutCmd::List { json } | RolloutCmd::Show { json, .. } => {
+        RolloutCmd::List { json, all } => {
             let world = db.read_blocking(World::load)?;
-            let only = match cmd {
-                RolloutCmd::Show { patch, .. } => Some(world.find_patch(patch)?.key()),
-                _ => None,
-            };
-            let v = views(&world, &config.policy, now, only.as_deref())?;
-            if let (Some(k), true) = (&only, v.is_empty()) {
-                return Err(RolloutError::NoRollout(k.clone()));
+            let mut v = views(&world, &config.policy, now, None)?;
+            let finished = v.iter().filter(|r| !unfinished(&r.state)).count();
+            if !*all {
+                v.retain(|r| unfinished(&r.state));
             }
             if *json {
-                let text = if only.is_some() {
-                    serde_json::to_string_pretty(&v[0])
-                } else {
-                    serde_json::to_string_pretty(&v)
-                };
-                println!("{}", text.map_err(|e| RolloutError::Stored(e.to_string()))?);
+                let text = serde_json::to_string_pretty(&v)
+                    .map_err(|e| RolloutError::Stored(e.to_string()))?;
+                println!("{text}");
                 return Ok(());
             }
-            let mut s = String::new();
-            for r in &v {
-                let _ = writeln!(s, "{}  {}  ({})", r.patch, r.state, r.note);
-                for ring in &r.rings {
-                    let _ = writeln!(
-                        s,
-                        "  {:<10} {:>3} hosts  {:>3} ok  {:>3} running  {:>3} failed  {}",
-                        ring.ring,
-                        ring.hosts,
-                        ring.succeeded,
-                        ring.in_progress,
-                        ring.failed,
-                        gate_text(&ring.gate)
-                    );
-                }
-            }
-            if v.is_empty() {
+            let mut s = print_views(&v, &world, false, None);
+            if v.is_empty() && finished == 0 {
                 s.push_str(
                     "no rollouts; approve a patch to start one (`patchward approve PATCH`)\n",
+                );
+            } else if !*all && finished > 0 {
+                let _ = writeln!(
+                    s,
+                    "{finished} finished rollout(s) (completed, aborted, superseded, rolled back) not shown; --all lists them"
                 );
             }
             print!("{s}");
             Ok(())
         }
+        RolloutCmd::Show { patch, json, state } => {
+            let state = match state.as_deref() {
+                None => None,
+                Some(x) => Some(
+                    Standing::ALL
+                        .into_iter()
+                        .find(|s| s.as_str() == x)
+                        .ok_or_else(|| {
+                            RolloutError::Fleet(crate::fleet::FleetError::Invalid {
+                                field: "--state".into(),
+                                reason: format!(
+                                    "{x:?} is not a host state (one of: {})",
+                                    Standing::ALL.map(Standing::as_str).join(", ")
+                                ),
+                            })
+                        })?,
+                ),
+            };
+            let world = db.read_blocking(World::load)?;
+            let key = world.find_patch(patch)?.key();
+            let mut v = views(&world, &config.policy, now, Some(&key))?;
+            if v.is_empty() {
+                return Err(RolloutError::NoRollout(key));
+            }
+            if let Some(st) = state {
+                for ring in &mut v[0].rings {
+                    ring.members.retain(|m| m.state == st);
+                }
+            }
+            if *json {
+                let text = serde_json::to_string_pretty(&v[0])
+                    .map_err(|e| RolloutError::Stored(e.to_string()))?;
+                println!("{text}");
+                return Ok(());
+            }
+            print!("{}", print_views(&v, &world, true, state));
+            Ok(())
+        }
     }
+}
+
+/// Whether a rollout state is still in progress (`active` or `halted`); the others
+/// (`completed`, `aborted`, `superseded`, `rolled_back`) are finished.
+pub fn unfinished(state: &str) -> bool {
+    matches!(state, "active" | "halted")
+}
+
+/// One entry in `windows list --json`.
+#[derive(Debug, serde::Serialize)]
+struct EntryJson<'a> {
+    id: i64,
+    set: &'a str,
+    kind: &'a str,
+    emergency: bool,
+    /// The entry in the configuration file's TOML syntax.
+    spec: &'a str,
+    created_at: &'a str,
+    created_by: &'a str,
+    updated_at: &'a str,
+    updated_by: &'a str,
+    /// Why the entry is left out of the effective policy, if it is.
+    problem: Option<&'a str>,
+}
+
+/// `windows add|remove|list`: the same `rollout::windows` functions as the Windows page,
+/// checked against the effective policy and audited with `actor`. A running server
+/// uses a change from its next minute tick.
+pub fn window_entries(
+    db: &Db,
+    config: &Config,
+    now: Timestamp,
+    cmd: &WindowsCmd,
+    actor: &str,
+) -> Result<(), RolloutError> {
+    match cmd {
+        WindowsCmd::Add(a) => {
+            let input = super::windows::WindowInput {
+                set: a.set.clone(),
+                kind: a.kind.clone(),
+                emergency: a.emergency,
+                days: a.days.clone(),
+                start: a.start.clone(),
+                duration: a.duration.clone(),
+                nth: a.nth.clone(),
+                weekday: a.weekday.clone(),
+                offset_days: a.offset_days.clone(),
+                from: a.from.clone(),
+                until: a.until.clone(),
+                note: a.note.clone(),
+            };
+            if a.reason.trim().is_empty() {
+                return Err(reason_required());
+            }
+            let id = db.write_blocking(|tx| {
+                super::windows::add(tx, now, &config.policy, &input, actor, a.reason.trim())
+            })?;
+            if a.json {
+                println!("{}", serde_json::json!({ "id": id, "set": a.set.trim() }));
+                return Ok(());
+            }
+            println!(
+                "window entry {id} added to the set {}; a running server uses it within a minute",
+                a.set.trim()
+            );
+            let policy = db
+                .read_blocking(|c| super::windows::effective(c, &config.policy))?
+                .policy;
+            if let Some(ws) = policy.windows.get(a.set.trim()) {
+                for o in super::windows::next_local(ws, now, 1, Urgency::Normal) {
+                    println!(
+                        "  the set's next opening: {} -> {}  ({})",
+                        o.start, o.end, o.length
+                    );
+                }
+            }
+            Ok(())
+        }
+        WindowsCmd::Remove { id, reason } => {
+            if reason.trim().is_empty() {
+                return Err(reason_required());
+            }
+            db.write_blocking(|tx| super::windows::remove(tx, now, *id, actor, reason.trim()))?;
+            println!("window entry {id} removed; a running server stops using it within a minute");
+            Ok(())
+        }
+        WindowsCmd::List { json } => {
+            let l = db.read_blocking(|c| super::windows::effective(c, &config.policy))?;
+            if *json {
+                let v: Vec<EntryJson<'_>> = l
+                    .entries
+                    .iter()
+                    .map(|e| EntryJson {
+                        id: e.row.id,
+                        set: &e.row.window_set,
+                        kind: &e.row.kind,
+                        emergency: e.row.emergency,
+                        spec: &e.row.spec,
+                        created_at: &e.row.created_at,
+                        created_by: &e.row.created_by,
+                        updated_at: &e.row.updated_at,
+                        updated_by: &e.row.updated_by,
+                        problem: e.problem.as_deref(),
+                    })
+                    .collect();
+                let text = serde_json::to_string_pretty(&v)
+                    .map_err(|e| RolloutError::Stored(e.to_string()))?;
+                println!("{text}");
+                return Ok(());
+            }
+            if l.entries.is_empty() {
+                println!(
+                    "no window entries; the configuration's [policy.windows] apply (`patchward windows add` adds one)"
+                );
+            }
+            for e in &l.entries {
+                let spec = e.row.spec.trim().replace('\n', ", ");
+                println!(
+                    "{:>4}  {:<12} {:<9}{} {spec}  (by {} at {})",
+                    e.row.id,
+                    e.row.window_set,
+                    e.row.kind,
+                    if e.row.emergency { " emergency" } else { "" },
+                    e.row.updated_by,
+                    e.row.updated_at
+                );
+                if let Some(p) = &e.problem {
+                    println!("      left out: {p}");
+                }
+            }
+            Ok(())
+        }
+        WindowsCmd::Next { .. } => windows(db, config, now, cmd),
+    }
+}
+
+fn reason_required() -> RolloutError {
+    RolloutError::Window(super::windows::WindowError::Invalid {
+        field: "--reason".into(),
+        reason: "give a reason; it goes into the audit log".into(),
+    })
 }
 
 /// `windows next`: the configured windows with those added on the web page.
@@ -449,7 +806,10 @@ pub fn windows(
         ring,
         count,
         expedited,
-    } = cmd;
+    } = cmd
+    else {
+        return Err(RolloutError::Stored("not `windows next`".into()));
+    };
     let policy = db
         .read_blocking(|c| super::windows::effective(c, &config.policy))?
         .policy;
