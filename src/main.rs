@@ -138,7 +138,7 @@ enum Command {
     Rollout(patchward::rollout::cli::RolloutCmd),
     /// Maintenance windows.
     #[command(subcommand)]
-    Windows(patchward::rollout::cli::WindowsCmd),
+    Windows(patchward::rollout::windows_cli::WindowsCmd),
     /// Why a host has (not yet) been offered a patch.
     Explain(patchward::rollout::cli::ExplainArgs),
     /// MSP-side tools that build and publish a signed feed (never on the appliance's data).
@@ -594,7 +594,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Windows(cmd) => {
             let config = load_config(&cli, None)?;
             let db = Appliance::open_existing(&config)?;
-            patchward::rollout::cli::window_entries(
+            patchward::rollout::windows_cli::window_entries(
                 &db,
                 &config,
                 SystemClock.now(),

@@ -437,7 +437,7 @@ pub fn brake_note(
     let name = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
     let text: Vec<String> = reasons
         .iter()
-        .map(|r| super::cli::reason_text(r, &name))
+        .map(|r| super::views::reason_text(r, &name))
         .collect();
     Ok(format!("error brake in ring {ring}: {}", text.join("; ")))
 }

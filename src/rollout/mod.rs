@@ -24,7 +24,9 @@ pub mod engine;
 pub mod fleet_index;
 pub mod plan;
 pub mod planner;
+pub mod views;
 pub mod windows;
+pub mod windows_cli;
 
 use std::collections::{BTreeMap, BTreeSet};
 

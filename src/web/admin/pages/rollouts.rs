@@ -1,5 +1,5 @@
 //! `/rollouts`: every rollout with per-ring progress and gate status (the same
-//! `rollout::cli::views` as `patchward rollout list|show`), and halt / resume / abort
+//! `rollout::views::views` as `patchward rollout list|show`), and halt / resume / abort
 //! through `rollout::approvals::control`. The rings' section of a rollout's page is
 //! also served alone (`/rollouts/{key}/rings`), which htmx polls every 5 s to update
 //! it in place; without JavaScript the page shows the same section and a reload
@@ -19,7 +19,7 @@ use crate::policy::gate::GateReason;
 use crate::policy::{Approval, GateStatus, Policy};
 use crate::rollout::RolloutError;
 use crate::rollout::approvals::Control;
-use crate::rollout::cli::{MemberView, RingView, RolloutView};
+use crate::rollout::views::{MemberView, RingView, RolloutView};
 use crate::web::AppState;
 use crate::web::admin::{AdminViewer, Viewer};
 
@@ -90,7 +90,7 @@ fn reason_text(r: &GateReason, now: Timestamp, name: &dyn Fn(&str) -> String) ->
         GateReason::TooManyFailures { failures, limit } => {
             format!("{failures} failures, more than the brake allows ({limit})")
         }
-        other => crate::rollout::cli::reason_text(other, name),
+        other => crate::rollout::views::reason_text(other, name),
     }
 }
 
@@ -129,7 +129,7 @@ fn lines(
                         gate,
                         reasons: reasons
                             .iter()
-                            .map(|x| reason_text(x, now, &crate::rollout::cli::host_name(world)))
+                            .map(|x| reason_text(x, now, &crate::rollout::views::host_name(world)))
                             .collect(),
                         rules: rules.unwrap_or_default(),
                         v: r,
@@ -158,13 +158,13 @@ pub(super) fn load(
         Some(k) => Some(world.find_patch(k)?.key()),
         None => None,
     };
-    let mut v = crate::rollout::cli::views(&world, policy, now, only.as_deref())?;
+    let mut v = crate::rollout::views::views(&world, policy, now, only.as_deref())?;
     if let (Some(k), true) = (&only, v.is_empty()) {
         return Err(RolloutError::NoRollout(k.clone()));
     }
     // Rollouts in progress first, then the finished ones; newest first in each.
     v.sort_by(|a, b| {
-        let finished = |r: &RolloutView| !crate::rollout::cli::unfinished(&r.state);
+        let finished = |r: &RolloutView| !crate::rollout::views::unfinished(&r.state);
         (finished(a), &b.started_at).cmp(&(finished(b), &a.started_at))
     });
     Ok(lines(v, &world, policy, now))

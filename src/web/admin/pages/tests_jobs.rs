@@ -120,7 +120,7 @@ async fn a_job_waiting_for_its_reboot_reads_the_same_everywhere() {
     assert!(dash.contains("0 · 0 · 1 · 0 of"), "{dash}");
     // `rollout show` and its JSON.
     let world = s.db.read_blocking(crate::rollout::World::load).unwrap();
-    let v = crate::rollout::cli::views(
+    let v = crate::rollout::views::views(
         &world,
         &Policy::default(),
         s.now,
@@ -133,7 +133,7 @@ async fn a_job_waiting_for_its_reboot_reads_the_same_everywhere() {
     assert_eq!(json["rings"][0]["in_progress"], 0);
     assert_eq!(json["rings"][0]["members"][0]["state"], "awaiting_reboot");
     assert_eq!(json["rings"][0]["members"][0]["id"], "h-1");
-    let text = crate::rollout::cli::print_views(&v, &world, true, None);
+    let text = crate::rollout::views::print_views(&v, &world, true, None);
     assert!(
         text.contains("0 running    1 waiting for reboot")
             && text.contains("waiting for reboot: web1 (job j-reboot)"),
@@ -270,13 +270,13 @@ async fn a_rollout_every_host_has_is_completed_and_reopens_for_a_new_host() {
         "{page}"
     );
     let world = s.db.read_blocking(crate::rollout::World::load).unwrap();
-    let v = crate::rollout::cli::views(&world, &Policy::default(), s.now, None).unwrap();
+    let v = crate::rollout::views::views(&world, &Policy::default(), s.now, None).unwrap();
     assert_eq!(
         v[0].completed_at.as_deref(),
         Some(s.now.to_string().as_str())
     );
     assert!(
-        !crate::rollout::cli::unfinished(&v[0].state),
+        !crate::rollout::views::unfinished(&v[0].state),
         "`rollout list` shows it"
     );
     // A host that enrolls into a ring later and needs the patch reopens it.
