@@ -9,8 +9,6 @@
 //! at a check-in and creates at most one job, for the most urgent patch that may start
 //! now, with the window's `latest_start` in its ticket. A host runs one job at a time.
 
-use std::collections::BTreeSet;
-
 use jiff::Timestamp;
 use rusqlite::Transaction;
 use serde::Serialize;
@@ -407,15 +405,6 @@ pub fn evaluate(world: &World, policy: &Policy, host: &Host, p: &Patch, now: Tim
     }
 }
 
-/// The host's unfinished job, if any (one job at a time).
-fn busy_with(world: &World, host: &str) -> Option<(String, String)> {
-    world.jobs.iter().find_map(|((feed, id), jobs)| {
-        jobs.iter()
-            .find(|j| j.host_id == host && JobState::parse(&j.state).is_some_and(JobState::is_open))
-            .map(|j| (j.id.clone(), format!("{feed}:{id}")))
-    })
-}
-
 /// The rollout's note when its error brake fires, naming hosts by their names (the
 /// audit entry's details keep the ids).
 pub fn brake_note(
@@ -549,92 +538,4 @@ pub fn offer(
     Ok(Some(row.id))
 }
 
-/// One line of `patchward explain`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Explanation {
-    pub feed: String,
-    pub patch: String,
-    pub title: String,
-    #[serde(flatten)]
-    pub verdict: Verdict,
-    /// The SLA deadline, when one applies, and whether it has passed uninstalled.
-    pub sla: Option<crate::policy::SlaStatus>,
-    /// The verdict as a sentence.
-    pub sentence: String,
-}
-
-fn sentence(v: &Verdict) -> String {
-    match v {
-        Verdict::Offer {
-            ring, latest_start, ..
-        } => format!(
-            "will be offered at the host's next check-in (ring {ring}; it must start by {latest_start})"
-        ),
-        Verdict::Job { id, state } => format!("job {id} is {state}"),
-        Verdict::Installed { job } => format!("installed (job {job})"),
-        Verdict::Blocked { reason } => format!("not yet: {reason}"),
-    }
-}
-
-/// Why each patch (or only `patch`) is or is not offered to `host_id`, as of `now`.
-/// Patches that do not apply to the host are listed only when asked for by name.
-pub fn explain(
-    world: &World,
-    policy: &Policy,
-    host_id: &str,
-    patch: Option<&Patch>,
-    now: Timestamp,
-) -> Vec<Explanation> {
-    let Some(host) = world.hosts.get(host_id) else {
-        return vec![];
-    };
-    let busy = busy_with(world, host_id);
-    let picked: Vec<&Patch> = match patch {
-        Some(p) => vec![p],
-        None => world
-            .patches
-            .iter()
-            .filter(|p| applicability(&p.entry, &host.facts).is_ok())
-            .collect(),
-    };
-    let installed: BTreeSet<String> = world.installed_on(host_id);
-    picked
-        .into_iter()
-        .map(|p| {
-            let mut verdict = evaluate(world, policy, host, p, now);
-            if let (Verdict::Offer { .. }, Some((job, patch))) = (&verdict, &busy) {
-                verdict = Verdict::Blocked {
-                    reason: Reason::HostBusy {
-                        job: job.clone(),
-                        patch: patch.clone(),
-                    },
-                };
-            }
-            let installed_at = world
-                .jobs_of(p)
-                .iter()
-                .find(|j| j.host_id == host_id && j.state == "succeeded")
-                .map(|j| ts(&j.updated_at));
-            let sla = if policy.classes.get(p.entry.kind).sla {
-                crate::policy::sla::status(&p.entry, p.kev_due, installed_at, &policy.sla, now)
-            } else {
-                None
-            };
-            let mut s = sentence(&verdict);
-            if let Some(st) = &sla
-                && st.overdue
-                && !installed.contains(&p.entry.id)
-            {
-                s.push_str(&format!("; overdue since {}", st.due));
-            }
-            Explanation {
-                feed: p.feed.clone(),
-                patch: p.entry.id.clone(),
-                title: p.entry.title.clone(),
-                verdict,
-                sla,
-                sentence: s,
-            }
-        })
-        .collect()
-}
+pub use super::explain::{Explanation, explain};

@@ -21,6 +21,7 @@ pub mod approvals;
 pub mod apt_sync;
 pub mod cli;
 pub mod engine;
+pub mod explain;
 pub mod fleet_index;
 pub mod plan;
 pub mod planner;

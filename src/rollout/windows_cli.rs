@@ -61,7 +61,7 @@ pub struct WindowAddArgs {
 #[derive(Debug, Subcommand)]
 pub enum WindowsCmd {
     /// Adds a window entry (as the Windows page does, checked and audited).
-    Add(WindowAddArgs),
+    Add(Box<WindowAddArgs>),
     /// Removes a window entry added on the page or with `windows add` (audited).
     Remove {
         /// The entry's id (`windows list`).
