@@ -138,7 +138,7 @@ enum Command {
     Rollout(patchward::rollout::cli::RolloutCmd),
     /// Maintenance windows.
     #[command(subcommand)]
-    Windows(patchward::rollout::cli::WindowsCmd),
+    Windows(patchward::rollout::windows_cli::WindowsCmd),
     /// Why a host has (not yet) been offered a patch.
     Explain(patchward::rollout::cli::ExplainArgs),
     /// MSP-side tools that build and publish a signed feed (never on the appliance's data).
@@ -542,7 +542,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for j in &rows {
                     println!(
                         "{:<20} {:<20} {:<32} {:<16} {}",
-                        j.id, j.host_id, j.patch_id, j.state, j.updated_at
+                        j.id, j.hostname, j.patch_id, j.state, j.updated_at
                     );
                 }
             }
@@ -593,7 +593,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Windows(cmd) => {
             let config = load_config(&cli, None)?;
             let db = Appliance::open_existing(&config)?;
-            patchward::rollout::cli::windows(&db, &config, SystemClock.now(), cmd)?;
+            patchward::rollout::windows_cli::window_entries(
+                &db,
+                &config,
+                SystemClock.now(),
+                cmd,
+                &invoking_user(),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain(a) => {

@@ -286,21 +286,41 @@ fn spawn_planner(
                 .read(move |c| {
                     if !crate::db::rollout::needs_attention(c)? {
                         sched.planner.clear();
-                        let hosts = sched.planner.warm(c, &sched.policy())?;
-                        return Ok((hosts, None));
+                        let (hosts, reopen) = sched.planner.warm(c, &sched.policy(), now)?;
+                        return Ok((hosts, None, reopen));
                     }
                     let plan = sched.planner.refresh(c, &sched.policy(), now)?;
-                    Ok::<_, crate::rollout::RolloutError>((plan.hosts(), Some(plan)))
+                    Ok::<_, crate::rollout::RolloutError>((plan.hosts(), Some(plan), vec![]))
                 })
                 .await;
-            if let Ok((hosts, plan)) = &built {
+            if let Ok((_, _, reopen)) = &built
+                && !reopen.is_empty()
+            {
+                // Completed rollouts a host needs again (the plan of active ones
+                // carries its own, acted on below).
+                let reopen = reopen.clone();
+                match db
+                    .write(move |tx| {
+                        crate::rollout::planner::complete_and_reopen(tx, &[], &reopen, now)
+                    })
+                    .await
+                {
+                    Ok(changes) => {
+                        for c in changes {
+                            tracing::info!(change = %c, "rollouts advanced");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot reopen rollouts"),
+                }
+            }
+            if let Ok((hosts, plan, _)) = &built {
                 metrics::gauge!("patchward_planner_hosts").set(*hosts as f64);
                 metrics::gauge!("patchward_plan_rollouts")
                     .set(plan.as_ref().map_or(0, |p| p.patches.len()) as f64);
                 metrics::gauge!("patchward_planner_tick_seconds")
                     .set(started.elapsed().as_secs_f64());
             }
-            let plan = match built.map(|(_, plan)| plan) {
+            let plan = match built.map(|(_, plan, _)| plan) {
                 Ok(Some(plan)) => plan,
                 Ok(None) => continue,
                 Err(e) => {
@@ -315,7 +335,12 @@ fn spawn_planner(
                     .map(|pp| (pp.patch.key(), plan.apt_rings(&pp.patch)))
                     .collect::<Vec<_>>()
             );
-            let braked = plan.patches.iter().any(|pp| pp.plan.halted.is_some());
+            // A brake, a finished rollout or one to reopen is acted on at once.
+            let braked = plan
+                .patches
+                .iter()
+                .any(|pp| pp.plan.halted.is_some() || pp.finished())
+                || !plan.reopen.is_empty();
             if !braked && acted.as_deref() == Some(fingerprint.as_str()) {
                 continue;
             }

@@ -107,15 +107,30 @@ pub fn any_active(conn: &Connection) -> Result<bool, DbError> {
         .is_some())
 }
 
+/// Whether any rollout is completed (the planner then checks, when the fleet changed,
+/// whether a host needs one of them again).
+pub fn any_completed(conn: &Connection) -> Result<bool, DbError> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM rollouts WHERE state = 'completed' LIMIT 1",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
 /// Whether the periodic rollout work has anything to do: a rollout is active, or one
-/// that is not still has packages in an apt ring (to be withdrawn).
+/// that is not still has packages in an apt ring (to be withdrawn). A completed
+/// rollout keeps its packages in the rings it reached, so it needs nothing.
 pub fn needs_attention(conn: &Connection) -> Result<bool, DbError> {
     Ok(conn
         .query_row(
             "SELECT 1 FROM rollouts r
              WHERE r.state = 'active'
-                OR EXISTS (SELECT 1 FROM apt_ring_packages a
-                           WHERE a.feed = r.feed AND a.patch_id = r.patch_id)
+                OR (r.state <> 'completed'
+                    AND EXISTS (SELECT 1 FROM apt_ring_packages a
+                                WHERE a.feed = r.feed AND a.patch_id = r.patch_id))
              LIMIT 1",
             [],
             |_| Ok(()),

@@ -145,6 +145,13 @@ fn job_line(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobLine> {
     })
 }
 
+/// One job with its host's name and its patch's title.
+pub fn job(conn: &Connection, id: &str) -> Result<Option<JobLine>, DbError> {
+    Ok(conn
+        .query_row(&format!("{JOB_LINE} WHERE j.id = ?1"), [id], job_line)
+        .optional()?)
+}
+
 /// The newest failed jobs (failed, rolled back, rollback failed), newest first.
 pub fn recent_failures(conn: &Connection, limit: u32) -> Result<Vec<JobLine>, DbError> {
     let mut st = conn.prepare_cached(&format!(

@@ -271,6 +271,8 @@ pub fn find_patch(conn: &Connection, needle: &str) -> Result<(String, PatchEntry
 pub struct JobSummary {
     pub id: String,
     pub host_id: String,
+    /// The host's name, which the text listing shows (the id stays in the JSON).
+    pub hostname: String,
     pub feed: String,
     pub patch_id: String,
     pub state: String,
@@ -369,9 +371,15 @@ pub fn list(conn: &Connection, host: Option<&str>) -> Result<Vec<JobSummary>, Fl
         Some(h) => Some(super::hosts::find(conn, h)?.id),
         None => None,
     };
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
     q::list_jobs(conn, host_id.as_deref())?
         .into_iter()
         .map(|j| {
+            if !names.contains_key(&j.host_id) {
+                let name = crate::db::fleet::host(conn, &j.host_id)?
+                    .map_or_else(|| j.host_id.clone(), |h| h.hostname);
+                names.insert(j.host_id.clone(), name);
+            }
             let events = q::events(conn, &j.id)?
                 .into_iter()
                 .filter_map(|(_, state, at, output)| {
@@ -385,6 +393,7 @@ pub fn list(conn: &Connection, host: Option<&str>) -> Result<Vec<JobSummary>, Fl
                 .collect();
             Ok(JobSummary {
                 id: j.id,
+                hostname: names[&j.host_id].clone(),
                 host_id: j.host_id,
                 feed: j.feed,
                 patch_id: j.patch_id,

@@ -8,8 +8,10 @@
 
 pub mod hosts;
 pub mod inventory;
+pub mod job_detail;
 pub mod jobs;
 pub mod signing;
+pub mod standing;
 pub mod tokens;
 
 use std::collections::BTreeMap;

@@ -337,7 +337,13 @@ pub fn rollback(
                 )?;
                 out.cancelled.push(j.id.clone());
             }
-            Some(JobState::Succeeded | JobState::RebootPending) => {
+            Some(s)
+                if matches!(
+                    s.standing(),
+                    crate::fleet::standing::Standing::Installed
+                        | crate::fleet::standing::Standing::AwaitingReboot
+                ) =>
+            {
                 let req = crate::fleet::jobs::NewJob {
                     patch: p.key(),
                     host: host.to_string(),

@@ -33,7 +33,8 @@ fn wanted(world: &World, policy: &Policy, p: &Patch, now: Timestamp) -> Option<B
     // put there by hand (audited) stays until someone withdraws it.
     let state = Some(world.rollout(p)?.state.as_str());
     match (state, world.approval(p).effective(now)) {
-        (Some("halted"), Approval::Approved { .. }) => None,
+        // A completed rollout keeps the rings it reached: every host there has it.
+        (Some("halted" | "completed"), Approval::Approved { .. }) => None,
         (Some("active"), Approval::Approved { rings, expedite }) => {
             let steps: Vec<_> = rings
                 .iter()

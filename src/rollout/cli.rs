@@ -1,5 +1,6 @@
-//! The admin commands for approvals, rollouts, windows and explanations
-//! (`patchward approve|decline|defer|expedite|rollout|windows|explain`). Parsing is
+//! The admin commands for approvals, rollouts and explanations
+//! (`patchward approve|decline|defer|expedite|rollout|explain`; `windows` is in
+//! `windows_cli`, what `rollout list|show` prints in `views`). Parsing is
 //! clap's; every command opens the appliance's database, calls `rollout`, and prints.
 
 use std::fmt::Write as _;
@@ -9,11 +10,13 @@ use jiff::Timestamp;
 
 use super::approvals::{self, Control, Decided};
 use super::engine;
+use super::views::{print_views, unfinished, views};
 use super::{RolloutError, World};
 use crate::config::Config;
 use crate::db::Db;
+use crate::fleet::standing::Standing;
+use crate::policy::Approval;
 use crate::policy::approval::Decision;
-use crate::policy::{Approval, Urgency};
 
 /// `patchward approve`.
 #[derive(Debug, Args)]
@@ -63,16 +66,23 @@ pub struct DeferArgs {
 /// `patchward rollout ...`.
 #[derive(Debug, Subcommand)]
 pub enum RolloutCmd {
-    /// Rollouts with their state and per-ring progress.
+    /// Rollouts in progress (active or halted) with their per-ring progress.
     List {
         #[arg(long)]
         json: bool,
+        /// Also the finished ones (completed, aborted, superseded, rolled back).
+        #[arg(long)]
+        all: bool,
     },
-    /// One rollout: its approval, each ring's hosts and gate.
+    /// One rollout: its approval, each ring's gate and its hosts by state, by name.
     Show {
         patch: String,
         #[arg(long)]
         json: bool,
+        /// Only hosts in this state, all of them: failed, rolled_back,
+        /// awaiting_reboot, running, installed, not_started.
+        #[arg(long)]
+        state: Option<String>,
     },
     /// Stop new offers until resumed.
     Halt {
@@ -100,21 +110,6 @@ pub enum RolloutCmd {
         reason: String,
         #[arg(long)]
         json: bool,
-    },
-}
-
-/// `patchward windows ...`.
-#[derive(Debug, Subcommand)]
-pub enum WindowsCmd {
-    /// The next openings of a ring's maintenance windows, in their local time.
-    Next {
-        #[arg(long)]
-        ring: String,
-        #[arg(long, default_value_t = 5)]
-        count: usize,
-        /// Include the emergency window (as an expedited patch may use it).
-        #[arg(long)]
-        expedited: bool,
     },
 }
 
@@ -234,107 +229,6 @@ pub fn defer(
     decide(db, config, now, &a.patch, decision, actor, &a.reason)
 }
 
-/// One ring's line in `rollout list|show`.
-#[derive(Debug, serde::Serialize)]
-pub struct RingView {
-    pub ring: String,
-    pub hosts: usize,
-    pub succeeded: usize,
-    pub in_progress: usize,
-    pub failed: usize,
-    pub gate: crate::policy::GateStatus,
-}
-
-/// One rollout in `rollout list|show`.
-#[derive(Debug, serde::Serialize)]
-pub struct RolloutView {
-    pub patch: String,
-    pub title: String,
-    pub state: String,
-    pub note: String,
-    pub approval: Approval,
-    pub started_at: String,
-    pub rings: Vec<RingView>,
-}
-
-/// Every rollout (only `only`, a `FEED:ID`, when given) with each approved ring's
-/// progress and gate: what `rollout list|show` prints and the web page shows.
-pub fn views(
-    world: &World,
-    policy: &crate::policy::Policy,
-    now: Timestamp,
-    only: Option<&str>,
-) -> Result<Vec<RolloutView>, RolloutError> {
-    use crate::policy::gate::HostOutcome;
-    let mut out = Vec::new();
-    for p in &world.patches {
-        let Some(r) = world.rollout(p) else { continue };
-        if only.is_some_and(|k| k != p.key()) {
-            continue;
-        }
-        let approval = world.approval(p);
-        let (rings, expedited) = match approval.effective(now) {
-            Approval::Approved { rings, expedite } => (rings, expedite.is_some()),
-            _ => (vec![], false),
-        };
-        let mut rv = Vec::new();
-        for ring in &rings {
-            let res = engine::ring_results(world, policy, p, ring);
-            let base = policy
-                .rings
-                .iter()
-                .find(|x| &x.name == ring)
-                .map(|x| x.gate.clone())
-                .unwrap_or_default();
-            let rules = policy
-                .classes
-                .get(p.entry.kind)
-                .gate_rules(&base, expedited);
-            let count = |f: &dyn Fn(&HostOutcome) -> bool| {
-                res.hosts.iter().filter(|h| f(&h.outcome)).count()
-            };
-            rv.push(RingView {
-                ring: ring.clone(),
-                hosts: res.hosts.len(),
-                succeeded: count(&|o| matches!(o, HostOutcome::Succeeded { .. })),
-                in_progress: count(&|o| matches!(o, HostOutcome::InProgress { .. })),
-                failed: count(&|o| {
-                    matches!(
-                        o,
-                        HostOutcome::Failed { .. } | HostOutcome::RolledBack { .. }
-                    )
-                }),
-                gate: crate::policy::gate(&res, &rules, now),
-            });
-        }
-        out.push(RolloutView {
-            patch: p.key(),
-            title: p.entry.title.clone(),
-            state: r.state.clone(),
-            note: r.note.clone(),
-            approval,
-            started_at: r.started_at.clone(),
-            rings: rv,
-        });
-    }
-    Ok(out)
-}
-
-fn gate_text(g: &crate::policy::GateStatus) -> String {
-    use crate::policy::GateStatus;
-    let list = |r: &[crate::policy::gate::GateReason]| {
-        r.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    match g {
-        GateStatus::Passed => "gate passed".into(),
-        GateStatus::Waiting { reasons } => format!("waiting: {}", list(reasons)),
-        GateStatus::Halted { reasons } => format!("HALTED: {}", list(reasons)),
-    }
-}
-
 /// `rollout list|show|halt|resume|abort|rollback`.
 pub fn rollout(
     db: &Db,
@@ -392,95 +286,72 @@ pub fn rollout(
             }
             Ok(())
         }
-        RolloutCmd::List { json } | RolloutCmd::Show { json, .. } => {
+        RolloutCmd::List { json, all } => {
             let world = db.read_blocking(World::load)?;
-            let only = match cmd {
-                RolloutCmd::Show { patch, .. } => Some(world.find_patch(patch)?.key()),
-                _ => None,
-            };
-            let v = views(&world, &config.policy, now, only.as_deref())?;
-            if let (Some(k), true) = (&only, v.is_empty()) {
-                return Err(RolloutError::NoRollout(k.clone()));
+            let mut v = views(&world, &config.policy, now, None)?;
+            let finished = v.iter().filter(|r| !unfinished(&r.state)).count();
+            if !*all {
+                v.retain(|r| unfinished(&r.state));
             }
             if *json {
-                let text = if only.is_some() {
-                    serde_json::to_string_pretty(&v[0])
-                } else {
-                    serde_json::to_string_pretty(&v)
-                };
-                println!("{}", text.map_err(|e| RolloutError::Stored(e.to_string()))?);
+                let text = serde_json::to_string_pretty(&v)
+                    .map_err(|e| RolloutError::Stored(e.to_string()))?;
+                println!("{text}");
                 return Ok(());
             }
-            let mut s = String::new();
-            for r in &v {
-                let _ = writeln!(s, "{}  {}  ({})", r.patch, r.state, r.note);
-                for ring in &r.rings {
-                    let _ = writeln!(
-                        s,
-                        "  {:<10} {:>3} hosts  {:>3} ok  {:>3} running  {:>3} failed  {}",
-                        ring.ring,
-                        ring.hosts,
-                        ring.succeeded,
-                        ring.in_progress,
-                        ring.failed,
-                        gate_text(&ring.gate)
-                    );
-                }
-            }
-            if v.is_empty() {
+            let mut s = print_views(&v, &world, false, None);
+            if v.is_empty() && finished == 0 {
                 s.push_str(
                     "no rollouts; approve a patch to start one (`patchward approve PATCH`)\n",
+                );
+            } else if !*all && finished > 0 {
+                let _ = writeln!(
+                    s,
+                    "{finished} finished rollout(s) (completed, aborted, superseded, rolled back) not shown; --all lists them"
                 );
             }
             print!("{s}");
             Ok(())
         }
+        RolloutCmd::Show { patch, json, state } => {
+            let state = match state.as_deref() {
+                None => None,
+                Some(x) => Some(
+                    Standing::ALL
+                        .into_iter()
+                        .find(|s| s.as_str() == x)
+                        .ok_or_else(|| {
+                            RolloutError::Fleet(crate::fleet::FleetError::Invalid {
+                                field: "--state".into(),
+                                reason: format!(
+                                    "{x:?} is not a host state (one of: {})",
+                                    Standing::ALL.map(Standing::as_str).join(", ")
+                                ),
+                            })
+                        })?,
+                ),
+            };
+            let world = db.read_blocking(World::load)?;
+            let key = world.find_patch(patch)?.key();
+            let mut v = views(&world, &config.policy, now, Some(&key))?;
+            if v.is_empty() {
+                return Err(RolloutError::NoRollout(key));
+            }
+            if let Some(st) = state {
+                for ring in &mut v[0].rings {
+                    ring.members.retain(|m| m.state == st);
+                }
+            }
+            if *json {
+                let text = serde_json::to_string_pretty(&v[0])
+                    .map_err(|e| RolloutError::Stored(e.to_string()))?;
+                println!("{text}");
+                return Ok(());
+            }
+            print!("{}", print_views(&v, &world, true, state));
+            Ok(())
+        }
     }
-}
-
-/// `windows next`: the configured windows with those added on the web page.
-pub fn windows(
-    db: &Db,
-    config: &Config,
-    now: Timestamp,
-    cmd: &WindowsCmd,
-) -> Result<(), RolloutError> {
-    let WindowsCmd::Next {
-        ring,
-        count,
-        expedited,
-    } = cmd;
-    let policy = db
-        .read_blocking(|c| super::windows::effective(c, &config.policy))?
-        .policy;
-    let Some(r) = policy.rings.iter().find(|r| &r.name == ring) else {
-        return Err(RolloutError::Fleet(crate::fleet::FleetError::Invalid {
-            field: "ring".into(),
-            reason: format!(
-                "{ring:?} is not a configured ring (rings: {})",
-                policy.ring_names().join(", ")
-            ),
-        }));
-    };
-    let ws = policy
-        .windows
-        .get(&r.windows)
-        .ok_or_else(|| RolloutError::Stored(format!("window set {} is missing", r.windows)))?;
-    let urgency = if *expedited {
-        Urgency::Expedited
-    } else {
-        Urgency::Normal
-    };
-    let openings = super::windows::next_local(ws, now, *count, urgency);
-    let tz_name = ws.tz.iana_name().unwrap_or("UTC");
-    println!("ring {ring}: window set {} ({tz_name})", r.windows);
-    if openings.is_empty() {
-        println!("  no opening within the next three years");
-    }
-    for o in openings {
-        println!("  {} -> {}  ({})", o.start, o.end, o.length);
-    }
-    Ok(())
 }
 
 /// `explain`.

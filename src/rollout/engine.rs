@@ -9,8 +9,6 @@
 //! at a check-in and creates at most one job, for the most urgent patch that may start
 //! now, with the window's `latest_start` in its ticket. A host runs one job at a time.
 
-use std::collections::BTreeSet;
-
 use jiff::Timestamp;
 use rusqlite::Transaction;
 use serde::Serialize;
@@ -18,7 +16,9 @@ use serde::Serialize;
 use super::{Host, Patch, RolloutError, World};
 use crate::audit::{self, NewEntry};
 use crate::db::rollout as q;
+use crate::db::rollout::JobBrief;
 use crate::fleet::jobs::{JobState, NewJob};
+use crate::fleet::standing::Standing;
 use crate::policy::deps::{DepGraph, host_queue};
 use crate::policy::gate::{GateRules, HostOutcome, HostResult, RingResults};
 use crate::policy::{Approval, Policy, StartCheck, WhyNot, applicability, may_start, plan_rollout};
@@ -32,6 +32,9 @@ pub enum Reason {
     RolloutAborted { note: String },
     /// An operator halted the rollout (not the error brake).
     RolloutHaltedByOperator { note: String },
+    /// Every host of the approved rings had it; the planner reopens the rollout for a
+    /// host that needs it since (about a second after it sees the change).
+    RolloutCompleted { at: String },
     /// The host is busy with another job.
     HostBusy { job: String, patch: String },
     /// A reason from `policy` (carries its own `code`).
@@ -47,6 +50,10 @@ impl std::fmt::Display for Reason {
             Reason::RolloutHaltedByOperator { note } => {
                 write!(f, "the rollout is halted: {note}")
             }
+            Reason::RolloutCompleted { at } => write!(
+                f,
+                "the rollout completed at {at}; it reopens for a host of its rings that still needs it"
+            ),
             Reason::HostBusy { job, patch } => {
                 write!(
                     f,
@@ -87,14 +94,19 @@ pub enum Verdict {
     },
 }
 
-/// How a ring's host did with a patch, from its latest job.
-fn outcome(state: &str, created: Timestamp, updated: Timestamp) -> Option<HostOutcome> {
-    Some(match JobState::parse(state)? {
-        JobState::Expired | JobState::Cancelled => HostOutcome::Pending,
-        JobState::Succeeded => HostOutcome::Succeeded { at: updated },
-        JobState::RolledBack => HostOutcome::RolledBack { at: updated },
-        JobState::Failed | JobState::RollbackFailed => HostOutcome::Failed { at: updated },
-        _ => HostOutcome::InProgress { since: created },
+/// How a ring's host did with a patch, from its latest job (`None`: no job that counts,
+/// it expired or was cancelled). The exact scheduler and the fleet planner both read
+/// jobs through this, and it reads states only through [`JobState::standing`]. The
+/// gate takes a job that waits for its reboot as still in progress: it is no success
+/// until the host has rebooted and verified, and it keeps its place in the ring's
+/// `max_parallel` meanwhile.
+pub(crate) fn outcome(state: &str, created: Timestamp, updated: Timestamp) -> Option<HostOutcome> {
+    Some(match Standing::of(state)? {
+        Standing::NotStarted => return None,
+        Standing::Running | Standing::AwaitingReboot => HostOutcome::InProgress { since: created },
+        Standing::Installed => HostOutcome::Succeeded { at: updated },
+        Standing::RolledBack => HostOutcome::RolledBack { at: updated },
+        Standing::Failed => HostOutcome::Failed { at: updated },
     })
 }
 
@@ -102,9 +114,26 @@ fn ts(s: &str) -> Timestamp {
     s.parse().unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-/// The ring's hosts the patch applies to, with their outcomes. Failures that ended
-/// before the rollout's `acknowledged_at` (an operator resumed after them) are left out.
-pub fn ring_results(world: &World, policy: &Policy, p: &Patch, ring: &str) -> RingResults {
+/// One host of a ring that counts for a patch, with its latest job.
+#[derive(Debug, Clone)]
+pub struct RingHost<'w> {
+    pub id: &'w str,
+    pub host: &'w Host,
+    pub job: Option<&'w JobBrief>,
+    /// `NotStarted` when it has no job that counts.
+    pub standing: Standing,
+    pub outcome: HostOutcome,
+}
+
+/// The ring's hosts the patch applies to (or that have a job for it), with their latest
+/// jobs. Failures that ended before the rollout's `acknowledged_at` (an operator resumed
+/// after them) are left out.
+pub fn ring_hosts<'w>(
+    world: &'w World,
+    policy: &Policy,
+    p: &Patch,
+    ring: &str,
+) -> Vec<RingHost<'w>> {
     let ack = world
         .rollout(p)
         .and_then(|r| r.acknowledged_at.as_deref())
@@ -134,15 +163,35 @@ pub fn ring_results(world: &World, policy: &Policy, p: &Patch, ring: &str) -> Ri
         if acknowledged {
             continue;
         }
-        hosts.push(HostResult {
-            host: id.clone(),
+        hosts.push(RingHost {
+            id,
+            host: h,
+            job: latest,
+            standing: if out == HostOutcome::Pending {
+                Standing::NotStarted
+            } else {
+                latest
+                    .and_then(|j| Standing::of(&j.state))
+                    .unwrap_or(Standing::NotStarted)
+            },
             outcome: out,
-            last_checkin: h.last_seen,
         });
     }
+    hosts
+}
+
+/// The ring's hosts the patch applies to, with their outcomes (see [`ring_hosts`]).
+pub fn ring_results(world: &World, policy: &Policy, p: &Patch, ring: &str) -> RingResults {
     RingResults {
         ring: ring.to_string(),
-        hosts,
+        hosts: ring_hosts(world, policy, p, ring)
+            .into_iter()
+            .map(|h| HostResult {
+                host: h.id.to_string(),
+                outcome: h.outcome,
+                last_checkin: h.host.last_seen,
+            })
+            .collect(),
         unlisted_pending: 0,
     }
 }
@@ -236,6 +285,13 @@ pub fn evaluate(world: &World, policy: &Policy, host: &Host, p: &Patch, now: Tim
     }
     match world.rollout(p).map(|r| (r.state.as_str(), r.note.clone())) {
         Some(("active", _)) => {}
+        Some(("completed", _)) => {
+            let at = world
+                .rollout(p)
+                .map(|r| r.updated_at.clone())
+                .unwrap_or_default();
+            return blocked(Reason::RolloutCompleted { at });
+        }
         Some(("aborted" | "superseded" | "rolled_back", note)) => {
             return blocked(Reason::RolloutAborted { note });
         }
@@ -349,13 +405,30 @@ pub fn evaluate(world: &World, policy: &Policy, host: &Host, p: &Patch, now: Tim
     }
 }
 
-/// The host's unfinished job, if any (one job at a time).
-fn busy_with(world: &World, host: &str) -> Option<(String, String)> {
-    world.jobs.iter().find_map(|((feed, id), jobs)| {
-        jobs.iter()
-            .find(|j| j.host_id == host && JobState::parse(&j.state).is_some_and(JobState::is_open))
-            .map(|j| (j.id.clone(), format!("{feed}:{id}")))
-    })
+/// The rollout's note when its error brake fires, naming hosts by their names (the
+/// audit entry's details keep the ids).
+pub fn brake_note(
+    conn: &rusqlite::Connection,
+    ring: &str,
+    reasons: &[crate::policy::gate::GateReason],
+) -> Result<String, RolloutError> {
+    let mut names = std::collections::BTreeMap::new();
+    for r in reasons {
+        use crate::policy::gate::GateReason;
+        if let GateReason::NotCheckingIn { hosts } | GateReason::RolledBack { hosts } = r {
+            for h in hosts {
+                let name =
+                    crate::db::fleet::host(conn, h)?.map_or_else(|| h.clone(), |x| x.hostname);
+                names.insert(h.clone(), name);
+            }
+        }
+    }
+    let name = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
+    let text: Vec<String> = reasons
+        .iter()
+        .map(|r| super::views::reason_text(r, &name))
+        .collect();
+    Ok(format!("error brake in ring {ring}: {}", text.join("; ")))
 }
 
 /// Halts every active rollout whose error brake is on (audited). Returns their keys.
@@ -376,8 +449,7 @@ pub fn apply_brakes(
         let Some((ring, reasons)) = brake(world, policy, &p, now) else {
             continue;
         };
-        let text: Vec<String> = reasons.iter().map(ToString::to_string).collect();
-        let note = format!("error brake in ring {ring}: {}", text.join("; "));
+        let note = brake_note(tx, &ring, &reasons)?;
         let at = now.to_string();
         q::put_rollout(tx, &p.feed, &p.entry.id, "halted", &at, &note)?;
         audit::append(
@@ -466,92 +538,4 @@ pub fn offer(
     Ok(Some(row.id))
 }
 
-/// One line of `patchward explain`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Explanation {
-    pub feed: String,
-    pub patch: String,
-    pub title: String,
-    #[serde(flatten)]
-    pub verdict: Verdict,
-    /// The SLA deadline, when one applies, and whether it has passed uninstalled.
-    pub sla: Option<crate::policy::SlaStatus>,
-    /// The verdict as a sentence.
-    pub sentence: String,
-}
-
-fn sentence(v: &Verdict) -> String {
-    match v {
-        Verdict::Offer {
-            ring, latest_start, ..
-        } => format!(
-            "will be offered at the host's next check-in (ring {ring}; it must start by {latest_start})"
-        ),
-        Verdict::Job { id, state } => format!("job {id} is {state}"),
-        Verdict::Installed { job } => format!("installed (job {job})"),
-        Verdict::Blocked { reason } => format!("not yet: {reason}"),
-    }
-}
-
-/// Why each patch (or only `patch`) is or is not offered to `host_id`, as of `now`.
-/// Patches that do not apply to the host are listed only when asked for by name.
-pub fn explain(
-    world: &World,
-    policy: &Policy,
-    host_id: &str,
-    patch: Option<&Patch>,
-    now: Timestamp,
-) -> Vec<Explanation> {
-    let Some(host) = world.hosts.get(host_id) else {
-        return vec![];
-    };
-    let busy = busy_with(world, host_id);
-    let picked: Vec<&Patch> = match patch {
-        Some(p) => vec![p],
-        None => world
-            .patches
-            .iter()
-            .filter(|p| applicability(&p.entry, &host.facts).is_ok())
-            .collect(),
-    };
-    let installed: BTreeSet<String> = world.installed_on(host_id);
-    picked
-        .into_iter()
-        .map(|p| {
-            let mut verdict = evaluate(world, policy, host, p, now);
-            if let (Verdict::Offer { .. }, Some((job, patch))) = (&verdict, &busy) {
-                verdict = Verdict::Blocked {
-                    reason: Reason::HostBusy {
-                        job: job.clone(),
-                        patch: patch.clone(),
-                    },
-                };
-            }
-            let installed_at = world
-                .jobs_of(p)
-                .iter()
-                .find(|j| j.host_id == host_id && j.state == "succeeded")
-                .map(|j| ts(&j.updated_at));
-            let sla = if policy.classes.get(p.entry.kind).sla {
-                crate::policy::sla::status(&p.entry, p.kev_due, installed_at, &policy.sla, now)
-            } else {
-                None
-            };
-            let mut s = sentence(&verdict);
-            if let Some(st) = &sla
-                && st.overdue
-                && !installed.contains(&p.entry.id)
-            {
-                s.push_str(&format!("; overdue since {}", st.due));
-            }
-            Explanation {
-                feed: p.feed.clone(),
-                patch: p.entry.id.clone(),
-                title: p.entry.title.clone(),
-                verdict,
-                sla,
-                sentence: s,
-            }
-        })
-        .collect()
-}
+pub use super::explain::{Explanation, explain};

@@ -9,7 +9,9 @@
 //!   reasons ("why not yet?") without creating anything.
 //! - Rollout states: `active` (offers are made), `halted` (the error brake fired or an
 //!   operator halted it: no new offers), `aborted` (no new offers ever; offered jobs
-//!   are cancelled), `superseded` (a newer approved patch replaces it).
+//!   are cancelled), `superseded` (a newer approved patch replaces it), `completed`
+//!   (every host of every approved ring has it; reopened to `active` when a host of
+//!   those rings needs it later).
 //!
 //! Everything reads a [`World`]: a snapshot of the catalogs, approvals, rollouts, hosts
 //! and jobs taken inside the caller's transaction, so an offer is decided on the same
@@ -19,10 +21,13 @@ pub mod approvals;
 pub mod apt_sync;
 pub mod cli;
 pub mod engine;
+pub mod explain;
 pub mod fleet_index;
 pub mod plan;
 pub mod planner;
+pub mod views;
 pub mod windows;
+pub mod windows_cli;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -56,6 +61,8 @@ pub enum RolloutError {
     Audit(#[from] crate::error::AuditError),
     #[error("stored data is malformed: {0}")]
     Stored(String),
+    #[error(transparent)]
+    Window(#[from] windows::WindowError),
 }
 
 impl From<rusqlite::Error> for RolloutError {

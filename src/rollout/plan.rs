@@ -48,6 +48,47 @@ pub struct PatchPlan {
     waiting: Vec<Vec<usize>>,
 }
 
+impl PatchPlan {
+    /// Whether every host of every approved ring has the patch: each listed host
+    /// succeeded and none is left waiting for an offer. Nothing more can happen, so the
+    /// rollout is `completed` rather than `active` with a soak that ends tomorrow.
+    /// Hosts whose failure an operator acknowledged (resume) are not waited for: they
+    /// are never offered the patch again on their own. Rings with no host the patch
+    /// applies to have nothing to wait for.
+    pub fn finished(&self) -> bool {
+        self.results.iter().all(|r| {
+            r.unlisted_pending == 0
+                && r.hosts
+                    .iter()
+                    .all(|h| matches!(h.outcome, HostOutcome::Succeeded { .. }))
+        })
+    }
+
+    /// How many hosts of the approved rings have the patch.
+    pub fn installed(&self) -> usize {
+        self.results
+            .iter()
+            .flat_map(|r| &r.hosts)
+            .filter(|h| matches!(h.outcome, HostOutcome::Succeeded { .. }))
+            .count()
+    }
+
+    /// How many hosts of the approved rings still need it (not offered, or offered and
+    /// not finished).
+    pub fn needing(&self) -> usize {
+        self.results
+            .iter()
+            .map(|r| {
+                r.unlisted_pending
+                    + r.hosts
+                        .iter()
+                        .filter(|h| !matches!(h.outcome, HostOutcome::Succeeded { .. }))
+                        .count()
+            })
+            .sum()
+    }
+}
+
 /// The fleet-wide plan.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -60,6 +101,9 @@ pub struct Plan {
     deps: DepGraph,
     /// Per host: the patch ids it has installed (a job succeeded).
     installed: HashMap<String, BTreeSet<String>>,
+    /// Completed rollouts that a host of an approved ring needs again (it enrolled,
+    /// moved into the ring, or its job expired): the planner reopens them.
+    pub reopen: Vec<PatchPlan>,
     /// Hosts with an unfinished job (one job at a time).
     busy: BTreeSet<String>,
     /// Every host of the index: its position and its facts without packages (ring
@@ -68,24 +112,10 @@ pub struct Plan {
 }
 
 /// How a ring's host did with a patch, from its latest job (`None`: no job that
-/// counts, e.g. expired or cancelled).
+/// counts, e.g. expired or cancelled); the same reading as the exact scheduler's.
 fn outcome(j: &JobBrief) -> Option<HostOutcome> {
     let at = |s: &str| s.parse().unwrap_or(Timestamp::UNIX_EPOCH);
-    Some(match JobState::parse(&j.state)? {
-        JobState::Expired | JobState::Cancelled => return None,
-        JobState::Succeeded => HostOutcome::Succeeded {
-            at: at(&j.updated_at),
-        },
-        JobState::RolledBack => HostOutcome::RolledBack {
-            at: at(&j.updated_at),
-        },
-        JobState::Failed | JobState::RollbackFailed => HostOutcome::Failed {
-            at: at(&j.updated_at),
-        },
-        _ => HostOutcome::InProgress {
-            since: at(&j.created_at),
-        },
-    })
+    super::engine::outcome(&j.state, at(&j.created_at), at(&j.updated_at))
 }
 
 impl Plan {
@@ -118,6 +148,7 @@ impl Plan {
             .filter(|p| world.rollout(p).is_some_and(|r| r.state == "active"))
             .filter_map(|p| plan_patch(world, index, policy, p, now))
             .collect();
+        let reopen = Self::reopen(world, index, policy, now);
         patches.sort_by(|a, b| {
             let u = |x: &PatchPlan| crate::policy::sla::priority(&x.patch.entry, x.patch.kev);
             u(b).cmp(&u(a))
@@ -130,11 +161,29 @@ impl Plan {
             built_at: now,
             generation: 0,
             patches,
+            reopen,
             deps,
             installed,
             busy,
             hosts,
         }
+    }
+
+    /// The completed rollouts of `world` that are no longer finished on `index`: a
+    /// host of an approved ring lacks the patch (see [`PatchPlan::finished`]).
+    pub fn reopen(
+        world: &World,
+        index: &FleetIndex,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Vec<PatchPlan> {
+        world
+            .patches
+            .iter()
+            .filter(|p| world.rollout(p).is_some_and(|r| r.state == "completed"))
+            .filter_map(|p| plan_patch(world, index, policy, p, now))
+            .filter(|pp| !pp.finished())
+            .collect()
     }
 
     /// The first (most urgent) patch the host may be offered now according to the

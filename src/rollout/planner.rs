@@ -97,14 +97,29 @@ impl Planner {
     /// cost of reading every inventory is paid once, by this background task, and
     /// not when an operator approves a patch with thousands of check-ins waiting.
     /// Returns the hosts in the index.
-    pub fn warm(&self, conn: &Connection, policy: &Policy) -> Result<usize, RolloutError> {
+    ///
+    /// When the index moved it also returns the completed rollouts that a host needs
+    /// again (a new host of an approved ring, an expired job): the caller reopens them
+    /// ([`complete_and_reopen`]). Only then, so a quiet fleet costs nothing more.
+    pub fn warm(
+        &self,
+        conn: &Connection,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Result<(usize, Vec<super::plan::PatchPlan>), RolloutError> {
         let inputs = crate::db::rollout::plan_inputs(conn)?;
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reopen = Vec::new();
         if !(st.loaded && st.inputs == Some(inputs)) {
             refresh_index(conn, policy, &mut st)?;
             st.inputs = Some(inputs);
+            if crate::db::rollout::any_completed(conn)? {
+                let mut world = World::load_decisions(conn)?;
+                world.load_rollout_jobs(conn)?;
+                reopen = Plan::reopen(&world, &st.index, policy, now);
+            }
         }
-        Ok(st.index.len())
+        Ok((st.index.len(), reopen))
     }
 
     /// Drops the plan (no rollout needs attention).
@@ -244,8 +259,68 @@ fn refresh_index(
     Ok(())
 }
 
-/// Acts on a plan: halts the rollouts whose error brake fired (audited) and brings the
-/// apt rings in line. Returns one line per change.
+/// Whether the rollout of `p` is in `state` in this transaction (an operator may have
+/// acted since the plan was built).
+fn still(tx: &Transaction<'_>, p: &super::Patch, state: &str) -> Result<bool, RolloutError> {
+    Ok(crate::db::rollout::rollout(tx, &p.feed, &p.entry.id)?.is_some_and(|r| r.state == state))
+}
+
+/// Marks the planned active rollouts that are finished `completed` (every host of every
+/// approved ring has the patch) and reopens the completed ones in `reopen` (a host of an
+/// approved ring needs it again), both audited. Returns one line per change.
+pub fn complete_and_reopen(
+    tx: &Transaction<'_>,
+    finished: &[&super::plan::PatchPlan],
+    reopen: &[super::plan::PatchPlan],
+    now: Timestamp,
+) -> Result<Vec<String>, RolloutError> {
+    let mut changes = Vec::new();
+    let at = now.to_string();
+    let mut put = |p: &super::Patch, state: &str, action: &str, note: String, details| {
+        crate::db::rollout::put_rollout(tx, &p.feed, &p.entry.id, state, &at, &note)?;
+        audit::append(
+            tx,
+            now,
+            &NewEntry {
+                actor: "patchward",
+                action,
+                subject: &p.key(),
+                details,
+            },
+        )?;
+        changes.push(format!("{} {note}", p.key()));
+        Ok::<_, RolloutError>(())
+    };
+    for pp in finished {
+        if !still(tx, &pp.patch, "active")? {
+            continue;
+        }
+        let note = format!(
+            "completed: every host of {} has it ({} hosts)",
+            pp.rings.join(", "),
+            pp.installed()
+        );
+        let details = serde_json::json!({ "rings": pp.rings, "hosts": pp.installed() });
+        put(&pp.patch, "completed", "rollout.completed", note, details)?;
+    }
+    for pp in reopen {
+        if !still(tx, &pp.patch, "completed")? {
+            continue;
+        }
+        let note = format!(
+            "reopened: {} host(s) of {} need it",
+            pp.needing(),
+            pp.rings.join(", ")
+        );
+        let details = serde_json::json!({ "rings": pp.rings, "hosts": pp.needing() });
+        put(&pp.patch, "active", "rollout.reopened", note, details)?;
+    }
+    Ok(changes)
+}
+
+/// Acts on a plan: halts the rollouts whose error brake fired (audited), completes the
+/// finished ones and reopens completed ones that a host needs again, and brings the apt
+/// rings in line. Returns one line per change.
 pub fn advance(
     tx: &Transaction<'_>,
     policy: &Policy,
@@ -253,6 +328,14 @@ pub fn advance(
     now: Timestamp,
 ) -> Result<Vec<String>, RolloutError> {
     let mut changes = Vec::new();
+    if let Some(plan) = plan {
+        let finished: Vec<_> = plan
+            .patches
+            .iter()
+            .filter(|pp| pp.plan.halted.is_none() && pp.finished())
+            .collect();
+        changes.extend(complete_and_reopen(tx, &finished, &plan.reopen, now)?);
+    }
     for pp in plan.map_or(&[][..], |p| p.patches.as_slice()) {
         let Some(ring) = &pp.plan.halted else {
             continue;
@@ -275,8 +358,7 @@ pub fn advance(
                 _ => None,
             })
             .unwrap_or_default();
-        let text: Vec<String> = reasons.iter().map(ToString::to_string).collect();
-        let note = format!("error brake in ring {ring}: {}", text.join("; "));
+        let note = super::engine::brake_note(tx, ring, &reasons)?;
         crate::db::rollout::put_rollout(
             tx,
             &p.feed,

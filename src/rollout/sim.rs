@@ -516,7 +516,7 @@ fn a_check_in_never_does_the_first_index_load_the_planner_task_does() {
     assert!(fresh().is_none(), "a check-in loaded every inventory");
     let hosts = sim
         .db
-        .read_blocking(|c| sim.planner.warm(c, &sim.policy))
+        .read_blocking(|c| sim.planner.warm(c, &sim.policy, now).map(|(n, _)| n))
         .unwrap();
     assert_eq!(hosts, sim.hosts.len());
     // Loaded: a check-in may now plan inline (cheap, incremental), e.g. right after an
@@ -531,7 +531,7 @@ fn a_check_in_never_does_the_first_index_load_the_planner_task_does() {
         .unwrap();
     let hosts = sim
         .db
-        .read_blocking(|c| sim.planner.warm(c, &sim.policy))
+        .read_blocking(|c| sim.planner.warm(c, &sim.policy, now).map(|(n, _)| n))
         .unwrap();
     assert_eq!(hosts, sim.hosts.len() - 1);
 }

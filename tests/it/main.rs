@@ -23,3 +23,4 @@ mod sync;
 mod upstream;
 mod web_pages;
 mod web_security;
+mod windows_cli;

@@ -321,7 +321,10 @@ fn approve_pilot_gate_broad_with_explanations_and_the_error_brake() {
     }
     let e = explain(&site, "broad1", "acme/good-1");
     assert_eq!(e["state"], "rolled_back", "{e}");
+    // Finished rollouts are listed with --all only.
     let listed = ok(run(site.cmd(&["rollout", "list"])));
+    assert!(!listed.contains("acme:acme/good-1"), "{listed}");
+    let listed = ok(run(site.cmd(&["rollout", "list", "--all"])));
     assert!(listed.contains("acme:acme/good-1  rolled_back"), "{listed}");
     let audit = ok(run(site.cmd(&["audit", "list", "--json"])));
     assert!(audit.contains("rollout.rolled_back"), "{audit}");

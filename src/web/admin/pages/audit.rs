@@ -68,6 +68,29 @@ pub(super) struct Line {
     pub when: String,
     /// The details as `key: value` pairs (values as compact JSON, strings bare).
     pub details: Vec<(String, String)>,
+    /// A subject that is a host or a job, as a person reads it (the id on hover).
+    pub subject: Option<Subject>,
+}
+
+/// A host or job subject by name, with its page.
+pub(super) struct Subject {
+    pub text: String,
+    pub href: String,
+}
+
+/// Names a subject that is a host id (its host name) or a job id (the job on its
+/// host's name); other subjects (patches, windows, tokens) read as they are.
+fn subject(c: &rusqlite::Connection, id: &str) -> Result<Option<Subject>, crate::error::DbError> {
+    if let Some(h) = crate::db::fleet::host(c, id)? {
+        return Ok(Some(Subject {
+            text: h.hostname,
+            href: format!("/hosts/{}", super::enc(id)),
+        }));
+    }
+    Ok(crate::db::views::job(c, id)?.map(|j| Subject {
+        text: format!("job on {} ({})", j.hostname, j.patch_id),
+        href: format!("/jobs/{}", super::enc(id)),
+    }))
 }
 
 fn details(json: &str) -> Vec<(String, String)> {
@@ -124,6 +147,11 @@ pub async fn page(
                 crate::audit::search(c, &filter, pager.offset() as u64, PER_PAGE as u32)?;
             let actors = crate::audit::actors(c)?;
             let verify = crate::audit::verify(c)?;
+            let subjects = entries
+                .iter()
+                .map(|e| subject(c, &e.subject))
+                .collect::<Result<Vec<_>, _>>()?;
+            let entries: Vec<_> = entries.into_iter().zip(subjects).collect();
             Ok::<_, crate::error::AuditError>((entries, pager, actors, verify))
         })
         .await;
@@ -136,9 +164,10 @@ pub async fn page(
             };
             let lines = entries
                 .into_iter()
-                .map(|e| Line {
+                .map(|(e, subject)| Line {
                     when: super::when(&e.at),
                     details: details(&e.details),
+                    subject,
                     e,
                 })
                 .collect();

@@ -19,7 +19,7 @@ use super::hosts::all_hosts;
 use super::{Ctx, Flash, ago, internal, show};
 use crate::db::views::{self, JobLine};
 use crate::feed::catalog::{PatchKind, Severity};
-use crate::fleet::jobs::JobState;
+use crate::fleet::standing::Standing;
 use crate::policy::{Approval, Policy};
 use crate::rollout::World;
 use crate::web::admin::Viewer;
@@ -62,6 +62,8 @@ pub(super) struct RingCount {
     pub hosts: usize,
     pub succeeded: u64,
     pub running: u64,
+    /// Installed and verified, waiting for the host's reboot.
+    pub awaiting_reboot: u64,
     pub failed: u64,
 }
 
@@ -106,20 +108,30 @@ pub(super) struct Dashboard {
     pub failures: Vec<JobLine>,
 }
 
-fn count_jobs(counts: &BTreeMap<(Option<String>, String), u64>, ring: &str) -> (u64, u64, u64) {
-    let (mut ok, mut running, mut failed) = (0, 0, 0);
+/// A ring's job counts, read through the one reading of job states
+/// (`JobState::standing`) that the rollout pages and the host page share.
+fn count_jobs(counts: &BTreeMap<(Option<String>, String), u64>, ring: &str) -> RingCount {
+    let mut c = RingCount {
+        ring: ring.to_string(),
+        hosts: 0,
+        succeeded: 0,
+        running: 0,
+        awaiting_reboot: 0,
+        failed: 0,
+    };
     for ((r, state), n) in counts {
         if r.as_deref() != Some(ring) {
             continue;
         }
-        match JobState::parse(state) {
-            Some(JobState::Succeeded) => ok += n,
-            Some(JobState::Failed | JobState::RolledBack | JobState::RollbackFailed) => failed += n,
-            Some(s) if s.is_open() => running += n,
-            _ => {}
+        match Standing::of(state) {
+            Some(Standing::Installed) => c.succeeded += n,
+            Some(Standing::Failed | Standing::RolledBack) => c.failed += n,
+            Some(Standing::Running) => c.running += n,
+            Some(Standing::AwaitingReboot) => c.awaiting_reboot += n,
+            Some(Standing::NotStarted) | None => {}
         }
     }
-    (ok, running, failed)
+    c
 }
 
 pub(super) fn load(
@@ -240,15 +252,9 @@ pub(super) fn load(
             note: r.note.clone(),
             rings: rings
                 .iter()
-                .map(|ring| {
-                    let (succeeded, running, failed) = count_jobs(&counts, ring);
-                    RingCount {
-                        ring: ring.clone(),
-                        hosts: ring_sizes.get(ring).copied().unwrap_or(0),
-                        succeeded,
-                        running,
-                        failed,
-                    }
+                .map(|ring| RingCount {
+                    hosts: ring_sizes.get(ring).copied().unwrap_or(0),
+                    ..count_jobs(&counts, ring)
                 })
                 .collect(),
         });

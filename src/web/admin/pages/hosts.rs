@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::{Ctx, Flash, PER_PAGE, Pager, ago, done, error_page, internal, query_string, show};
 use crate::db::views::{self, HostExtra, JobLine};
+use crate::fleet::standing::Standing;
 use crate::fleet::{self, FleetError, Labels, POLL_SECONDS, STALE_AFTER_POLLS};
 use crate::policy::Policy;
 use crate::rollout::engine::{Explanation, Verdict};
@@ -261,9 +262,25 @@ pub(super) struct Pending {
     pub overdue: bool,
 }
 
+/// Whether the host must reboot: its own report, or a job of it waiting for the
+/// reboot (`reboot_pending`, read through `JobState::standing` like the rollout counts).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Reboot {
+    /// The jobs that wait for the host's reboot.
+    pub jobs: Vec<String>,
+}
+
+impl Reboot {
+    /// `reported`: the inventory's `reboot_required`.
+    pub fn required(&self, reported: &bool) -> bool {
+        *reported || !self.jobs.is_empty()
+    }
+}
+
 /// One host's page data.
 pub(super) struct HostPage {
     pub detail: fleet::hosts::HostDetail,
+    pub reboot: Reboot,
     pub ring: Option<String>,
     pub stale: bool,
     pub jobs: Vec<JobLine>,
@@ -298,6 +315,13 @@ pub(super) fn load_host(
     let ring = crate::policy::rings::ring_of(&policy.rings, &s.id, s.ring.as_deref(), &s.labels)
         .map(|r| r.name.clone());
     let jobs = views::jobs_of_host(conn, &s.id, 50)?;
+    let reboot = Reboot {
+        jobs: crate::db::rollout::jobs_of_host(conn, &s.id)?
+            .into_iter()
+            .filter(|j| Standing::of(&j.state) == Some(Standing::AwaitingReboot))
+            .map(|j| j.id)
+            .collect(),
+    };
     let world = super::world::world(conn, db)?;
     let lines: Vec<Explanation> = crate::rollout::engine::explain(&world, policy, &s.id, None, now);
     let mut pending: Vec<Pending> = lines
@@ -316,6 +340,7 @@ pub(super) fn load_host(
     let pending_total = pending.len();
     pending.truncate(PENDING_SHOWN);
     Ok(HostPage {
+        reboot,
         pending_total,
         stale: s.stale,
         ring,

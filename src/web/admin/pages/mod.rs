@@ -16,6 +16,7 @@
 mod audit;
 mod dashboard;
 mod hosts;
+mod jobs;
 mod mirror;
 mod patches;
 mod rollouts;
@@ -24,6 +25,8 @@ mod world;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_jobs;
 
 use std::sync::Arc;
 
@@ -46,6 +49,7 @@ pub fn routes() -> Router<AppState> {
         .route("/hosts/tokens", post(hosts::create_token))
         .route("/hosts/{id}", get(hosts::detail))
         .route("/hosts/{id}/revoke", post(hosts::revoke))
+        .route("/jobs/{id}", get(jobs::detail))
         .route("/patches", get(patches::list))
         .route("/patches/{key}", get(patches::detail))
         .route("/patches/{key}/decide", post(patches::decide))

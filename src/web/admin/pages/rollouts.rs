@@ -1,5 +1,5 @@
 //! `/rollouts`: every rollout with per-ring progress and gate status (the same
-//! `rollout::cli::views` as `patchward rollout list|show`), and halt / resume / abort
+//! `rollout::views::views` as `patchward rollout list|show`), and halt / resume / abort
 //! through `rollout::approvals::control`. The rings' section of a rollout's page is
 //! also served alone (`/rollouts/{key}/rings`), which htmx polls every 5 s to update
 //! it in place; without JavaScript the page shows the same section and a reload
@@ -14,11 +14,12 @@ use jiff::Timestamp;
 
 use super::patches::{approval_text, field, rollout_status};
 use super::{Ctx, Flash, ago, done, error_page, internal, show};
+use crate::fleet::standing::Standing;
 use crate::policy::gate::GateReason;
 use crate::policy::{Approval, GateStatus, Policy};
 use crate::rollout::RolloutError;
 use crate::rollout::approvals::Control;
-use crate::rollout::cli::{RingView, RolloutView};
+use crate::rollout::views::{MemberView, RingView, RolloutView};
 use crate::web::AppState;
 use crate::web::admin::{AdminViewer, Viewer};
 
@@ -31,11 +32,35 @@ pub(super) struct RingLine {
     pub rules: String,
 }
 
+/// The ring's hosts in one state, for the drill-down (at most [`MEMBERS_SHOWN`]).
+pub(super) struct MemberGroup {
+    pub state: Standing,
+    pub total: usize,
+    pub hosts: Vec<MemberView>,
+}
+
+/// How many hosts of one state a rollout page lists per ring.
+const MEMBERS_SHOWN: usize = 200;
+
 impl RingLine {
     pub fn pending(&self) -> usize {
-        self.v
-            .hosts
-            .saturating_sub(self.v.succeeded + self.v.in_progress + self.v.failed)
+        self.v.not_started()
+    }
+
+    /// The ring's hosts by state (failed first), each group with its host names.
+    pub fn groups(&self) -> Vec<MemberGroup> {
+        Standing::ALL
+            .into_iter()
+            .filter_map(|st| {
+                let of: Vec<&MemberView> =
+                    self.v.members.iter().filter(|m| m.state == st).collect();
+                (!of.is_empty()).then(|| MemberGroup {
+                    state: st,
+                    total: of.len(),
+                    hosts: of.into_iter().take(MEMBERS_SHOWN).cloned().collect(),
+                })
+            })
+            .collect()
     }
 
     pub fn percent(&self) -> usize {
@@ -52,7 +77,7 @@ pub(super) struct RolloutLine {
     pub rings: Vec<RingLine>,
 }
 
-fn reason_text(r: &GateReason, now: Timestamp) -> String {
+fn reason_text(r: &GateReason, now: Timestamp, name: &dyn Fn(&str) -> String) -> String {
     match r {
         GateReason::Soaking { until } => {
             format!(
@@ -65,7 +90,7 @@ fn reason_text(r: &GateReason, now: Timestamp) -> String {
         GateReason::TooManyFailures { failures, limit } => {
             format!("{failures} failures, more than the brake allows ({limit})")
         }
-        other => other.to_string(),
+        other => crate::rollout::views::reason_text(other, name),
     }
 }
 
@@ -102,7 +127,10 @@ fn lines(
                     });
                     RingLine {
                         gate,
-                        reasons: reasons.iter().map(|x| reason_text(x, now)).collect(),
+                        reasons: reasons
+                            .iter()
+                            .map(|x| reason_text(x, now, &crate::rollout::views::host_name(world)))
+                            .collect(),
                         rules: rules.unwrap_or_default(),
                         v: r,
                     }
@@ -130,11 +158,15 @@ pub(super) fn load(
         Some(k) => Some(world.find_patch(k)?.key()),
         None => None,
     };
-    let mut v = crate::rollout::cli::views(&world, policy, now, only.as_deref())?;
+    let mut v = crate::rollout::views::views(&world, policy, now, only.as_deref())?;
     if let (Some(k), true) = (&only, v.is_empty()) {
         return Err(RolloutError::NoRollout(k.clone()));
     }
-    v.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    // Rollouts in progress first, then the finished ones; newest first in each.
+    v.sort_by(|a, b| {
+        let finished = |r: &RolloutView| !crate::rollout::views::unfinished(&r.state);
+        (finished(a), &b.started_at).cmp(&(finished(b), &a.started_at))
+    });
     Ok(lines(v, &world, policy, now))
 }
 

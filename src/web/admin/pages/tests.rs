@@ -19,13 +19,13 @@ use crate::trust::keys::Ed25519Key;
 use crate::web::admin::Viewer;
 use crate::web::{AppState, FleetState, MirrorState, Scheduler};
 
-const EVIL: &str = "<script>alert(\"x\")</script>'\"&";
+pub(super) const EVIL: &str = "<script>alert(\"x\")</script>'\"&";
 
-struct Site {
+pub(super) struct Site {
     _dir: tempfile::TempDir,
-    db: Db,
-    state: AppState,
-    now: Timestamp,
+    pub db: Db,
+    pub state: AppState,
+    pub now: Timestamp,
 }
 
 fn seed(db: &Db, now: Timestamp) {
@@ -88,7 +88,7 @@ fn seed(db: &Db, now: Timestamp) {
     .unwrap();
 }
 
-fn site() -> Site {
+pub(super) fn site() -> Site {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("t.db"), Default::default()).unwrap();
@@ -127,7 +127,7 @@ fn site() -> Site {
     }
 }
 
-fn app(site: &Site, role: Role) -> Router {
+pub(super) fn app(site: &Site, role: Role) -> Router {
     let viewer = Viewer {
         user: format!("{role}-user"),
         role,
@@ -154,7 +154,7 @@ async fn call(app: &Router, req: Request<Body>) -> (StatusCode, String, axum::ht
     )
 }
 
-async fn get(app: &Router, path: &str) -> (StatusCode, String) {
+pub(super) async fn get(app: &Router, path: &str) -> (StatusCode, String) {
     let (s, b, _) = call(app, Request::get(path).body(Body::empty()).unwrap()).await;
     (s, b)
 }
