@@ -583,8 +583,9 @@ mod tests {
         assert_eq!(super::schema_version(&c).unwrap(), super::LATEST);
         assert_eq!(
             super::LATEST,
-            10,
-            "8: planner inputs; 9: accounts of the admin page; 10: window entries"
+            11,
+            "8: planner inputs; 9: accounts of the admin page; 10: window entries; \
+             11: agent clocks and replay floors"
         );
         for table in [
             "users",
