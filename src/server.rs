@@ -519,6 +519,9 @@ pub async fn run(
         .map(Arc::new)
         .map_err(|e| ServeError::Appliance(ApplianceError::from(e)))?
     };
+    // After a crash: serve once the previous run's replay horizon has passed, so that
+    // honest requests are not refused as possibly replayed (at most a few seconds).
+    tokio::time::sleep(replay.settle(clock.now())).await;
     let state = AppState::new(
         app.db.clone(),
         Some(crate::web::MirrorState {

@@ -11,10 +11,12 @@
 //! ahead) first commits its host's floor, the newest such date. After a restart,
 //! whether clean or a crash, a request dated at or before the previous run's horizon,
 //! or at or before its host's floor, is refused: every request an earlier run
-//! accepted is one of those. An honest agent's request in the first seconds after a
-//! crash can be refused too (503 with `Retry-After`; the agent waits and signs again);
-//! a clean shutdown lowers the horizon to the newest date actually accepted, so after
-//! a restart honest requests pass at once.
+//! accepted is one of those. So that honest requests are not refused, the server
+//! starts serving only once its clock has passed the previous horizon
+//! ([`ReplayGuard::settle`]: at most the lease after a crash; nothing after a clean
+//! shutdown, which lowers the horizon to the newest date it accepted). A host whose
+//! clock is behind can still be refused for a moment: 503 with `Retry-After`, which
+//! the agent waits out and signs again.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -26,9 +28,11 @@ use crate::error::DbError;
 use crate::fleet::signing::{AuthError, MAX_SKEW};
 
 /// How far ahead of the clock the stored horizon is kept.
-pub const HORIZON_LEASE: SignedDuration = SignedDuration::from_secs(10);
+/// Short, because a start after a crash waits out what is left of it: a renewal every
+/// second costs one tiny commit.
+pub const HORIZON_LEASE: SignedDuration = SignedDuration::from_secs(3);
 /// How often the server renews it (well inside the lease).
-pub const HORIZON_RENEW: std::time::Duration = std::time::Duration::from_secs(3);
+pub const HORIZON_RENEW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Dates as stored: nanoseconds since the epoch (a request's date is within minutes of
 /// the appliance's clock, so it fits an `i64` until 2262).
@@ -151,6 +155,14 @@ impl ReplayGuard {
         let g = Self::with_history(per_host, restart_floor, floors);
         g.state.lock().unwrap_or_else(|p| p.into_inner()).0 = restart_floor.max(lease_end);
         Ok(g)
+    }
+
+    /// How long a server starting at `now` should wait before it serves agents: until
+    /// its clock has passed the previous run's horizon (at most [`HORIZON_LEASE`]).
+    pub fn settle(&self, now: Timestamp) -> std::time::Duration {
+        let left = self.restart_floor.duration_since(now);
+        let left = left.clamp(SignedDuration::ZERO, HORIZON_LEASE) + SignedDuration::from_millis(1);
+        std::time::Duration::try_from(left).unwrap_or_default()
     }
 
     /// Renews the stored horizon to `now + HORIZON_LEASE`.
@@ -280,12 +292,12 @@ mod tests {
         let run1 = ReplayGuard::open(&db, 100, start).unwrap();
         let ahead = start + SignedDuration::from_secs(120);
         let accepted = [
-            (start + SignedDuration::from_secs(5), [1; 64]),
+            (start + SignedDuration::from_secs(2), [1; 64]),
             // A host whose clock is two minutes ahead: past the horizon, so its floor
             // must be committed first.
             (ahead, [2; 64]),
         ];
-        let now = start + SignedDuration::from_secs(6);
+        let now = start + SignedDuration::from_secs(2);
         assert_eq!(
             run1.remember(&host, accepted[0].1, accepted[0].0, now),
             Ok(Remembered::Done)
@@ -301,6 +313,12 @@ mod tests {
         // the old lease has passed is fine.
         let restart = now + SignedDuration::from_secs(1);
         let run2 = ReplayGuard::open(&db, 100, restart).unwrap();
+        // It waits out the rest of the old lease before it serves.
+        let left = run2.settle(restart);
+        assert!(
+            left > std::time::Duration::from_secs(1) && left <= HORIZON_LEASE.unsigned_abs(),
+            "{left:?}"
+        );
         let e = run2
             .check(&host, &accepted[0].1, accepted[0].0)
             .unwrap_err();
@@ -318,6 +336,7 @@ mod tests {
         run2.remember("h-other", [9; 64], fresh, fresh).unwrap();
         run2.close(&db).unwrap();
         let run3 = ReplayGuard::open(&db, 100, fresh).unwrap();
+        assert!(run3.settle(fresh) <= std::time::Duration::from_millis(1));
         assert!(run3.check("h-other", &[9; 64], fresh).is_err());
         run3.check("h-other", &[10; 64], fresh + SignedDuration::from_millis(1))
             .unwrap();
