@@ -756,7 +756,7 @@ impl Config {
              request_timeout_secs = {}\nshutdown_grace_secs = {}\n\n[log]\n\
              format = \"{}\"\nlevel = {:?}\n\n[database]\nbusy_timeout_ms = {}\nreaders = {}\n\n\
              [store]\nfree_space_reserve_mb = {}\nverify_on_read = {}\ngc_grace_hours = {}\n\n\
-             [import]\ndrop_dir = {:?}\nstable_secs = {}\nmax_upload_mb = {}\n\n{}{}\n{}",
+             [import]\ndrop_dir = {:?}\nstable_secs = {}\nmax_upload_mb = {}\n\n{}{}\n{}\n{}",
             self.data_dir.display().to_string(),
             self.server.listen,
             self.server.tls_listen,
@@ -800,11 +800,8 @@ impl Config {
                 ))
                 .collect::<String>(),
             apt_toml(&self.apt),
-            format!(
-                "{}\n{}",
-                web_toml(&self.web),
-                agent_api::to_toml(&self.agent_api)
-            ),
+            web_toml(&self.web),
+            agent_api::to_toml(&self.agent_api),
         )
     }
 }

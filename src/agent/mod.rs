@@ -152,13 +152,12 @@ fn client() -> reqwest::blocking::Client {
         .expect("HTTP client with the installed crypto provider")
 }
 
+/// Signs a request body (a fresh date on every call).
+type Signer<'a> = &'a dyn Fn(&[u8]) -> signing::SignedHeaders;
+
 /// POSTs `body` to `url`; `sign` (when given) signs each attempt afresh. A 429 or 503
 /// with `Retry-After` is waited out and resent (`retry`, bounded).
-fn post(
-    url: &str,
-    body: Vec<u8>,
-    sign: Option<&dyn Fn(&[u8]) -> signing::SignedHeaders>,
-) -> Result<Vec<u8>, AgentError> {
+fn post(url: &str, body: Vec<u8>, sign: Option<Signer<'_>>) -> Result<Vec<u8>, AgentError> {
     let http = |source| AgentError::Http {
         url: url.to_string(),
         source,
