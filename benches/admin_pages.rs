@@ -232,6 +232,8 @@ fn state(dir: &std::path::Path, db: Db, now: Timestamp) -> AppState {
             poll_seconds: 300,
             clock,
             replay: Arc::new(patchward::web::agent_auth::ReplayGuard::new(10)),
+            rate: Arc::new(patchward::web::agent_auth::RateLimiter::new(60, 20)),
+            limits: Default::default(),
             presence: Arc::new(patchward::fleet::hosts::Presence::new()),
             scheduler: Arc::new(Scheduler::new(Default::default(), key)),
             http_port: 8080,

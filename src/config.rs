@@ -13,6 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod agent_api;
+pub use agent_api::AgentApiConfig;
+
 /// The embedded defaults, shipped inside the binary.
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
 
@@ -52,6 +55,8 @@ pub struct Config {
     pub apt: crate::apt::AptSettings,
     /// Sessions and sign-in throttling of the admin page (`[web]`).
     pub web: crate::auth::WebSettings,
+    /// Per-host shares of the agent API (`[agent_api]`).
+    pub agent_api: AgentApiConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +141,7 @@ struct RawConfig {
     policy: Option<crate::policy::RawPolicy>,
     apt: Option<RawApt>,
     web: Option<RawWeb>,
+    agent_api: Option<agent_api::RawAgentApi>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -702,6 +708,12 @@ impl Config {
             })?;
         let apt = parse_apt(raw.apt.as_ref(), &fsrc, defaults.apt.as_ref(), &dsrc)?;
         let web = parse_web(raw.web.as_ref(), &fsrc, defaults.web.as_ref(), &dsrc)?;
+        let agent_api = agent_api::parse(
+            raw.agent_api.as_ref(),
+            &fsrc,
+            defaults.agent_api.as_ref(),
+            &dsrc,
+        )?;
 
         Ok(Config {
             policy,
@@ -733,6 +745,7 @@ impl Config {
             },
             mirror: MirrorConfig { sources },
             apt,
+            agent_api,
         })
     }
 
@@ -743,7 +756,7 @@ impl Config {
              request_timeout_secs = {}\nshutdown_grace_secs = {}\n\n[log]\n\
              format = \"{}\"\nlevel = {:?}\n\n[database]\nbusy_timeout_ms = {}\nreaders = {}\n\n\
              [store]\nfree_space_reserve_mb = {}\nverify_on_read = {}\ngc_grace_hours = {}\n\n\
-             [import]\ndrop_dir = {:?}\nstable_secs = {}\nmax_upload_mb = {}\n\n{}{}\n{}",
+             [import]\ndrop_dir = {:?}\nstable_secs = {}\nmax_upload_mb = {}\n\n{}{}\n{}\n{}",
             self.data_dir.display().to_string(),
             self.server.listen,
             self.server.tls_listen,
@@ -788,6 +801,7 @@ impl Config {
                 .collect::<String>(),
             apt_toml(&self.apt),
             web_toml(&self.web),
+            agent_api::to_toml(&self.agent_api),
         )
     }
 }

@@ -394,6 +394,32 @@ fn spawn_seen_flusher(
     });
 }
 
+/// Renews the stored replay horizon every `HORIZON_RENEW` until `stop` (see
+/// `web::agent_replay`). A failed renewal only makes more requests commit a floor.
+fn spawn_replay_horizon(
+    db: crate::db::Db,
+    clock: crate::clock::SharedClock,
+    replay: Arc<crate::web::agent_auth::ReplayGuard>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::web::agent_replay::HORIZON_RENEW);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let (db, r, now) = (db.clone(), replay.clone(), clock.now());
+            match tokio::task::spawn_blocking(move || r.renew(&db, now)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not renew the replay horizon"),
+                Err(e) => tracing::warn!(error = %e, "replay horizon renewal interrupted"),
+            }
+        }
+    });
+}
+
 fn audit_blocking(
     db: &crate::db::Db,
     clock: &SharedClock,
@@ -499,6 +525,28 @@ pub async fn run(
             .map_err(|e| ServeError::Appliance(ApplianceError::from(e)))?;
     }
     let presence = Arc::new(crate::fleet::hosts::Presence::new());
+    let replay = {
+        // Room for every signature a host within its rate can have live at once (its
+        // burst, and its rate over the date window both ways), so only a host beyond
+        // its rate ever fills its own memory.
+        let a = &config.agent_api;
+        let window_s = 2 * crate::fleet::signing::MAX_SKEW.as_secs().unsigned_abs();
+        let per_host = usize::try_from(
+            u64::from(a.burst) + u64::from(a.requests_per_minute) * window_s / 60 + 16,
+        )
+        .unwrap_or(usize::MAX);
+        let (db, now) = (app.db.clone(), clock.now());
+        tokio::task::spawn_blocking(move || {
+            crate::web::agent_auth::ReplayGuard::open(&db, per_host, now)
+        })
+        .await
+        .map_err(|e| ServeError::Join(e.to_string()))?
+        .map(Arc::new)
+        .map_err(|e| ServeError::Appliance(ApplianceError::from(e)))?
+    };
+    // After a crash: serve once the previous run's replay horizon has passed, so that
+    // honest requests are not refused as possibly replayed (at most a few seconds).
+    tokio::time::sleep(replay.settle(clock.now())).await;
     let state = AppState::new(
         app.db.clone(),
         Some(crate::web::MirrorState {
@@ -513,7 +561,11 @@ pub async fn run(
             appliance_key_id: app.keys.ed25519.key_id(),
             poll_seconds: crate::fleet::POLL_SECONDS,
             clock: clock.clone(),
-            replay: Arc::new(crate::web::agent_auth::ReplayGuard::new(100_000)),
+            replay: replay.clone(),
+            rate: Arc::new(crate::web::agent_auth::RateLimiter::from_config(
+                &config.agent_api,
+            )),
+            limits: config.agent_api.clone(),
             scheduler: scheduler.clone(),
             presence: presence.clone(),
             http_port: addr.port(),
@@ -567,6 +619,12 @@ pub async fn run(
         stop_rx.clone(),
     );
     spawn_seen_flusher(app.db.clone(), presence.clone(), stop_rx.clone());
+    spawn_replay_horizon(
+        app.db.clone(),
+        clock.clone(),
+        replay.clone(),
+        stop_rx.clone(),
+    );
     spawn_planner(
         app.db.clone(),
         clock.clone(),
@@ -636,6 +694,14 @@ pub async fn run(
     let _ = clock_monitor.await;
     if let Some(d) = drop_folder {
         d.stop(config.server.shutdown_grace).await;
+    }
+    // The requests have finished: lower the replay horizon to the newest date
+    // accepted, so that after a restart honest requests pass at once.
+    let (db, r) = (app.db.clone(), replay.clone());
+    match tokio::task::spawn_blocking(move || r.close(&db)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "could not store the replay horizon"),
+        Err(e) => tracing::error!(error = %e, "could not store the replay horizon"),
     }
     // The requests have finished: write the last_seen of the last quiet check-ins.
     let (db, p) = (app.db.clone(), presence.clone());

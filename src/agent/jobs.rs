@@ -420,22 +420,28 @@ fn download(
         .map(|m| m.len())
         .unwrap_or(0)
         .min(size);
-    let h = crate::fleet::signing::sign(
-        key,
-        &st.host_id,
-        "GET",
-        &path,
-        crate::clock::Clock::now(&crate::clock::SystemClock),
-        b"",
-    );
-    let mut req = super::client().get(&url);
-    for (k, v) in h.pairs() {
-        req = req.header(k, v);
-    }
-    if have > 0 && have < size {
-        req = req.header("range", format!("bytes={have}-"));
-    }
-    let resp = req.send().map_err(|e| format!("GET {url}: {e}"))?;
+    let client = super::client();
+    // Signed afresh for each attempt: a 429 or 503 with Retry-After is waited out.
+    let make = || {
+        let h = crate::fleet::signing::sign(
+            key,
+            &st.host_id,
+            "GET",
+            &path,
+            crate::clock::Clock::now(&crate::clock::SystemClock),
+            b"",
+        );
+        let mut req = client.get(&url);
+        for (k, v) in h.pairs() {
+            req = req.header(k, v);
+        }
+        if have > 0 && have < size {
+            req = req.header("range", format!("bytes={have}-"));
+        }
+        req
+    };
+    let resp =
+        super::retry::send(make, &mut std::thread::sleep).map_err(|e| format!("GET {url}: {e}"))?;
     let resumed = resp.status() == reqwest::StatusCode::PARTIAL_CONTENT;
     if !resp.status().is_success() {
         let status = resp.status();

@@ -9,6 +9,7 @@ pub mod apt;
 pub mod archive;
 pub mod inventory;
 pub mod jobs;
+mod retry;
 pub mod script;
 pub mod step_env;
 
@@ -153,25 +154,30 @@ fn client() -> reqwest::blocking::Client {
         .expect("HTTP client with the installed crypto provider")
 }
 
-fn post(
-    url: &str,
-    body: Vec<u8>,
-    headers: Option<&signing::SignedHeaders>,
-) -> Result<Vec<u8>, AgentError> {
-    let mut req = client()
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body);
-    if let Some(h) = headers {
-        for (k, v) in h.pairs() {
-            req = req.header(k, v);
-        }
-    }
+/// Signs a request body (a fresh date on every call).
+type Signer<'a> = &'a dyn Fn(&[u8]) -> signing::SignedHeaders;
+
+/// POSTs `body` to `url`; `sign` (when given) signs each attempt afresh. A 429 or 503
+/// with `Retry-After` is waited out and resent (`retry`, bounded).
+fn post(url: &str, body: Vec<u8>, sign: Option<Signer<'_>>) -> Result<Vec<u8>, AgentError> {
     let http = |source| AgentError::Http {
         url: url.to_string(),
         source,
     };
-    let resp = req.send().map_err(http)?;
+    let c = client();
+    let make = || {
+        let mut req = c
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if let Some(sign) = sign {
+            for (k, v) in sign(&body).pairs() {
+                req = req.header(k, v);
+            }
+        }
+        req
+    };
+    let resp = retry::send(make, &mut std::thread::sleep).map_err(http)?;
     let status = resp.status();
     let bytes = resp.bytes().map_err(http)?.to_vec();
     if !status.is_success() {
@@ -293,8 +299,8 @@ fn signed_checkin(
 ) -> Result<CheckinResponse, AgentError> {
     let path = "/api/agent/v1/checkin";
     let body = serde_json::to_vec(req).map_err(|e| AgentError::Protocol(e.to_string()))?;
-    let h = signing::sign(key, &st.host_id, "POST", path, SystemClock.now(), &body);
-    serde_json::from_slice(&post(&endpoint(&st.server, path), body, Some(&h))?)
+    let sign = |b: &[u8]| signing::sign(key, &st.host_id, "POST", path, SystemClock.now(), b);
+    serde_json::from_slice(&post(&endpoint(&st.server, path), body, Some(&sign))?)
         .map_err(|e| AgentError::Protocol(e.to_string()))
 }
 

@@ -115,20 +115,36 @@ pub fn has_event(conn: &Connection, job_id: &str, state: &str) -> Result<bool, D
         .is_some())
 }
 
+/// Records a job event. `at` is the appliance's time; `host_at` is the time the host
+/// said it happened (only for events a host reported; kept for people, never used to
+/// decide anything).
 pub fn insert_event(
     tx: &Transaction<'_>,
     job_id: &str,
     state: &str,
     at: &str,
+    host_at: Option<&str>,
     output: &str,
 ) -> Result<(), DbError> {
     tx.execute(
-        "INSERT INTO job_events (job_id, seq, state, at, output)
+        "INSERT INTO job_events (job_id, seq, state, at, output, host_at)
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM job_events WHERE job_id = ?1),
-                 ?2, ?3, ?4)",
-        params![job_id, state, at, output],
+                 ?2, ?3, ?4, ?5)",
+        params![job_id, state, at, output, host_at],
     )?;
     Ok(())
+}
+
+/// The host-reported times of a job's events, by `seq` (events the appliance made
+/// itself have none).
+pub fn event_host_times(
+    conn: &Connection,
+    job_id: &str,
+) -> Result<std::collections::HashMap<i64, String>, DbError> {
+    let mut st = conn
+        .prepare("SELECT seq, host_at FROM job_events WHERE job_id = ?1 AND host_at IS NOT NULL")?;
+    let rows = st.query_map([job_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// A job's events in order: (seq, state, at, output).

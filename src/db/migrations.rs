@@ -390,11 +390,32 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         CREATE INDEX jobs_by_state ON jobs(state, updated_at);
         "#,
         ),
+        M::up(
+            r#"
+        -- Issue [8] items 1 and 3 (agent API clocks and replay).
+        -- Item 1: a job event is dated by the appliance's clock (`at`); what the host's
+        -- clock said is kept beside it, for people only.
+        ALTER TABLE job_events ADD COLUMN host_at TEXT;
+        -- Item 3: replay protection across restarts (web::agent_auth). The horizon is
+        -- a date no request accepted without a floor row below was dated after (one
+        -- row, renewed every few seconds); a floor is the newest accepted
+        -- Patchward-Date of a host that signed past the horizon. Nanoseconds since
+        -- the epoch, so that SQLite compares them as numbers.
+        CREATE TABLE agent_replay_horizon (
+            id          INTEGER PRIMARY KEY CHECK (id = 1),
+            until_ns    INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE agent_replay_floors (
+            host_id     TEXT PRIMARY KEY REFERENCES hosts(id),
+            floor_ns    INTEGER NOT NULL
+        ) STRICT;
+        "#,
+        ),
     ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 10;
+pub const LATEST: usize = 11;
 
 /// Migration 6's hook: fills `job_artifacts` from the tickets of jobs created before it,
 /// in the migration's transaction. SQLite cannot decode the envelope's base64 payload,
@@ -564,8 +585,9 @@ mod tests {
         assert_eq!(super::schema_version(&c).unwrap(), super::LATEST);
         assert_eq!(
             super::LATEST,
-            10,
-            "8: planner inputs; 9: accounts of the admin page; 10: window entries"
+            11,
+            "8: planner inputs; 9: accounts of the admin page; 10: window entries; \
+             11: agent clocks and replay floors"
         );
         for table in [
             "users",

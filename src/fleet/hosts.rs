@@ -217,7 +217,7 @@ pub fn checkin_and_note(
     presence: Option<&Presence>,
 ) -> Result<Vec<serde_json::Value>, FleetError> {
     let (_, mut stored, digest) = record_checkin(tx, now, host_id, req.inventory)?;
-    super::jobs::apply_events(tx, host_id, &req.job_events)?;
+    super::jobs::apply_events(tx, now, host_id, &req.job_events)?;
     let tickets = super::jobs::open_tickets(tx, host_id)?
         .iter()
         .map(|e| serde_json::to_value(e).map_err(FleetError::from))

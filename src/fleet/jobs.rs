@@ -278,10 +278,12 @@ pub struct JobSummary {
     pub state: String,
     pub created_at: String,
     pub updated_at: String,
-    pub events: Vec<JobEvent>,
+    pub events: Vec<RecordedEvent>,
 }
 
-/// A job event as stored (and as listed).
+/// A job event as an agent reports it (the wire type). `at` is the host's own clock:
+/// the appliance keeps it as [`RecordedEvent::host_at`] for people to read and dates
+/// the event with its own clock ([`apply_events`]); a host's clock decides nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobEvent {
@@ -289,6 +291,19 @@ pub struct JobEvent {
     pub state: JobState,
     pub at: Timestamp,
     #[serde(default)]
+    pub output: String,
+}
+
+/// A job event as stored and listed: `at` is when the appliance recorded it (its
+/// `Clock`), `host_at` what the reporting host's clock said (none for events the
+/// appliance made itself: offered, cancelled, expired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordedEvent {
+    pub job_id: String,
+    pub state: JobState,
+    pub at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_at: Option<Timestamp>,
     pub output: String,
 }
 
@@ -347,7 +362,7 @@ pub fn create(
         &row.host_id,
         ticket.artifacts.iter().map(|a| a.sha256.as_str()),
     )?;
-    q::insert_event(tx, &row.id, JobState::Offered.as_str(), &at, "")?;
+    q::insert_event(tx, &row.id, JobState::Offered.as_str(), &at, None, "")?;
     audit::append(
         tx,
         now,
@@ -380,13 +395,15 @@ pub fn list(conn: &Connection, host: Option<&str>) -> Result<Vec<JobSummary>, Fl
                     .map_or_else(|| j.host_id.clone(), |h| h.hostname);
                 names.insert(j.host_id.clone(), name);
             }
+            let host_times = q::event_host_times(conn, &j.id)?;
             let events = q::events(conn, &j.id)?
                 .into_iter()
-                .filter_map(|(_, state, at, output)| {
-                    Some(JobEvent {
+                .filter_map(|(seq, state, at, output)| {
+                    Some(RecordedEvent {
                         job_id: j.id.clone(),
                         state: JobState::parse(&state)?,
                         at: at.parse().ok()?,
+                        host_at: host_times.get(&seq).and_then(|t| t.parse().ok()),
                         output,
                     })
                 })
@@ -422,15 +439,21 @@ pub fn open_tickets(conn: &Connection, host_id: &str) -> Result<Vec<Envelope>, F
         .collect()
 }
 
-/// Applies `host_id`'s reported events in order. Another host's job is refused
+/// Applies `host_id`'s reported events in order, received at `now` (the appliance's
+/// clock). Every event is dated `now`: the job's `updated_at`, which the rollout gate's
+/// soak and the SLA read, and the audit entry's time, so a host whose clock is wrong
+/// (or lies) cannot shorten a soak or back-date a report. The host's own `at` is kept
+/// beside it as `host_at`, informational only. Another host's job is refused
 /// (`NotYourJob`), an illegal transition too (`IllegalTransition`); the caller's
 /// transaction then rolls back, so nothing changes. An event whose (job, state) is
 /// already recorded is skipped. Returns how many events were new.
 pub fn apply_events(
     tx: &Transaction<'_>,
+    now: Timestamp,
     host_id: &str,
     events: &[JobEvent],
 ) -> Result<usize, FleetError> {
+    let at = now.to_string();
     if events.len() > MAX_EVENTS {
         return Err(FleetError::TooLarge(format!(
             "{} job events (at most {MAX_EVENTS})",
@@ -460,13 +483,14 @@ pub fn apply_events(
         if overtaken {
             audit::append(
                 tx,
-                e.at,
+                now,
                 &NewEntry {
                     actor: &format!("host:{host_id}"),
                     action: "job.reported_after_close",
                     subject: &job.id,
                     details: serde_json::json!({
                         "was": from.as_str(), "reported": e.state.as_str(),
+                        "host_at": e.at,
                     }),
                 },
             )?;
@@ -478,8 +502,8 @@ pub fn apply_events(
             });
         }
         let output = tail(&e.output, MAX_OUTPUT);
-        let at = e.at.to_string();
-        q::insert_event(tx, &job.id, e.state.as_str(), &at, output)?;
+        let host_at = e.at.to_string();
+        q::insert_event(tx, &job.id, e.state.as_str(), &at, Some(&host_at), output)?;
         q::set_state(tx, &job.id, e.state.as_str(), &at)?;
         applied += 1;
     }
@@ -511,7 +535,7 @@ pub fn cancel(
     }
     let at = now.to_string();
     let output = format!("cancelled by {actor}: {reason}");
-    q::insert_event(tx, job_id, JobState::Cancelled.as_str(), &at, &output)?;
+    q::insert_event(tx, job_id, JobState::Cancelled.as_str(), &at, None, &output)?;
     q::set_state(tx, job_id, JobState::Cancelled.as_str(), &at)?;
     audit::append(
         tx,
@@ -554,7 +578,7 @@ pub fn expire_overdue(
         }
         let at = now.to_string();
         let output = format!("the host did not start the job before its latest start {latest}");
-        q::insert_event(tx, &job.id, JobState::Expired.as_str(), &at, &output)?;
+        q::insert_event(tx, &job.id, JobState::Expired.as_str(), &at, None, &output)?;
         q::set_state(tx, &job.id, JobState::Expired.as_str(), &at)?;
         audit::append(
             tx,
@@ -702,7 +726,7 @@ mod tests {
             })
             .unwrap();
         }
-        let apply = |evs: Vec<JobEvent>| db.write_blocking(|tx| apply_events(tx, &host, &evs));
+        let apply = |evs: Vec<JobEvent>| db.write_blocking(|tx| apply_events(tx, now, &host, &evs));
         let state = |id: &str| db.read_blocking(|c| q::job(c, id)).unwrap().unwrap().state;
         assert_eq!(
             db.read_blocking(|c| open_tickets(c, &host)).unwrap().len(),
@@ -821,7 +845,7 @@ mod tests {
         assert!(again.is_empty());
 
         // The host had started the cancelled job before it heard: its report is taken.
-        let apply = |evs: Vec<JobEvent>| db.write_blocking(|tx| apply_events(tx, &host, &evs));
+        let apply = |evs: Vec<JobEvent>| db.write_blocking(|tx| apply_events(tx, now, &host, &evs));
         assert_eq!(
             apply(vec![
                 ev("j-open", Downloading),
@@ -840,5 +864,83 @@ mod tests {
         assert_eq!(state("j-late"), "expired");
         assert_eq!(e.code(), "illegal_transition");
         assert_eq!(e.job(), Some("j-late"));
+    }
+    #[test]
+    fn events_are_dated_by_the_appliance_and_keep_the_host_time_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::open(&d.path().join("t.db"), Default::default()).unwrap();
+        let now: Timestamp = "2026-11-27T10:00:00Z".parse().unwrap();
+        let host = enrolled(&db, now, &Ed25519Key::generate(&mut rand::rngs::OsRng));
+        let key = Ed25519Key::generate(&mut rand::rngs::OsRng);
+        for id in ["j-past", "j-future"] {
+            db.write_blocking(|tx| {
+                let mut t = ticket(&host);
+                t.job_id = id.into();
+                q::insert_job(
+                    tx,
+                    &JobRow {
+                        id: id.into(),
+                        host_id: host.clone(),
+                        feed: "f".into(),
+                        patch_id: "p".into(),
+                        state: "offered".into(),
+                        ticket: t.sign(&key).to_json(),
+                        created_at: now.to_string(),
+                        updated_at: now.to_string(),
+                    },
+                )
+            })
+            .unwrap();
+        }
+        // The appliance's own events (cancelled here) carry no host time.
+        db.write_blocking(|tx| {
+            q::insert_job(
+                tx,
+                &JobRow {
+                    id: "j-x".into(),
+                    ..q::job(tx, "j-past")?.unwrap()
+                },
+            )
+        })
+        .unwrap();
+        db.write_blocking(|tx| cancel(tx, now, "j-x", "alice", "not needed"))
+            .unwrap();
+        let received: Timestamp = "2026-11-27T11:00:00Z".parse().unwrap();
+        for (job, host_at) in [
+            ("j-past", "1970-01-01T00:00:00Z"),
+            ("j-future", "2100-01-01T00:00:00Z"),
+        ] {
+            let evs: Vec<JobEvent> = [Downloading, Downloaded, Installing, Verifying, Succeeded]
+                .into_iter()
+                .map(|state| JobEvent {
+                    at: host_at.parse().unwrap(),
+                    ..ev(job, state)
+                })
+                .collect();
+            let n = db
+                .write_blocking(|tx| apply_events(tx, received, &host, &evs))
+                .unwrap();
+            assert_eq!(n, 5);
+            let row = db.read_blocking(|c| q::job(c, job)).unwrap().unwrap();
+            assert_eq!(row.updated_at, received.to_string(), "{job}");
+        }
+        let mut listed = db.read_blocking(|c| list(c, Some(&host))).unwrap();
+        let own = listed.iter().position(|j| j.id == "j-x").unwrap();
+        let own = listed.remove(own);
+        assert_eq!(own.events.len(), 1);
+        assert_eq!((own.events[0].at, own.events[0].host_at), (now, None));
+        assert_eq!(listed.len(), 2);
+        for j in &listed {
+            let want_host_at: Timestamp = if j.id == "j-past" {
+                "1970-01-01T00:00:00Z".parse().unwrap()
+            } else {
+                "2100-01-01T00:00:00Z".parse().unwrap()
+            };
+            assert_eq!(j.events.len(), 5);
+            for e in &j.events {
+                assert_eq!(e.at, received, "{e:?}");
+                assert_eq!(e.host_at, Some(want_host_at), "{e:?}");
+            }
+        }
     }
 }

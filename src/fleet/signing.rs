@@ -12,7 +12,8 @@
 //! `METHOD` is upper case (`POST`), `PATH` is the request path without query
 //! (`/api/agent/v1/checkin`), `DATE` is the header value byte for byte. The appliance
 //! verifies with `verify_strict` against the host's stored key, refuses a date more than
-//! [`MAX_SKEW`] away from its clock, and refuses a signature it has already accepted.
+//! [`MAX_SKEW`] away from its clock, and refuses a signature it has already accepted
+//! (per host, and across restarts: `web::agent_replay`).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -46,8 +47,15 @@ pub enum AuthError {
     BadSignature,
     #[error("replayed request")]
     Replay,
-    #[error("too many signed requests in flight; retry later")]
+    #[error("too many signed requests from this host in flight; retry later")]
     Busy,
+    #[error("too many requests from this host; retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+    #[error(
+        "the request is dated before the appliance restarted; sign it again with a fresh \
+         date in {retry_after_s} s"
+    )]
+    SignedBeforeRestart { retry_after_s: u64 },
     #[error("internal error")]
     Internal,
 }

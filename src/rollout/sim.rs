@@ -212,6 +212,11 @@ impl Sim {
 
     /// The host reports the job through every step to success at `at`.
     fn succeed(&self, at: Timestamp, host: &str, job: &str) {
+        self.succeed_claiming(at, at, host, job);
+    }
+
+    /// As [`Sim::succeed`], received at `now` while the host's clock says `host_at`.
+    fn succeed_claiming(&self, now: Timestamp, host_at: Timestamp, host: &str, job: &str) {
         let events: Vec<JobEvent> = [
             JobState::Downloading,
             JobState::Downloaded,
@@ -223,12 +228,12 @@ impl Sim {
         .map(|state| JobEvent {
             job_id: job.to_string(),
             state,
-            at,
+            at: host_at,
             output: String::new(),
         })
         .collect();
         self.db
-            .write_blocking(|tx| crate::fleet::jobs::apply_events(tx, host, &events))
+            .write_blocking(|tx| crate::fleet::jobs::apply_events(tx, now, host, &events))
             .unwrap();
     }
 
@@ -319,7 +324,7 @@ impl Sim {
                 })
                 .collect();
             self.db
-                .write_blocking(|tx| crate::fleet::jobs::apply_events(tx, &id, &events))
+                .write_blocking(|tx| crate::fleet::jobs::apply_events(tx, now, &id, &events))
                 .unwrap();
         }
     }
@@ -572,4 +577,54 @@ fn the_time_driven_rebuild_sees_hosts_checking_in_without_other_changes() {
     assert_eq!(gate, crate::policy::GateStatus::Passed, "{gate:?}");
     // The same as a planner that reads everything afresh.
     assert_eq!(pilot_gate(&super::planner::Planner::new()), gate);
+}
+
+#[test]
+fn a_host_clock_far_in_the_past_or_future_does_not_shorten_the_soak() {
+    let sim = Sim::new(&[patch("acme/rolled-1", Severity::High, 20)]);
+    // Tuesday 02:30 in Berlin: inside the window.
+    let now = t("2026-03-03T01:30:00Z");
+    sim.approve(now, "acme/rolled-1", false);
+    // The two pilots succeed now by the appliance's clock; their own clocks say 1970
+    // and 2100. The pilot ring's soak is 24 h.
+    let claims = [t("1970-01-01T00:00:00Z"), t("2100-01-01T00:00:00Z")];
+    for ((_, host), host_at) in sim.hosts[..2].iter().zip(claims) {
+        let job = sim.deploy(now, "acme/rolled-1", host);
+        sim.succeed_claiming(now, host_at, host, &job);
+    }
+    let pilot_gate = |at: Timestamp| {
+        // The pilots checked in ten minutes before `at` (the health condition).
+        let seen = at.checked_sub(SignedDuration::from_mins(10)).unwrap();
+        for (_, host) in &sim.hosts[..2] {
+            sim.db
+                .write_blocking(|tx| crate::db::fleet::set_last_seen(tx, host, &seen.to_string()))
+                .unwrap();
+        }
+        let plan = sim
+            .db
+            .read_blocking(|c| super::planner::Planner::new().rebuild(c, &sim.policy, at))
+            .unwrap();
+        plan.patches[0].plan.steps[0].gate.clone()
+    };
+    for hours in [1, 12, 23] {
+        let at = now.checked_add(SignedDuration::from_hours(hours)).unwrap();
+        let gate = pilot_gate(at);
+        assert!(
+            !gate.passed() && format!("{gate:?}").contains("Soak"),
+            "{hours} h after the pilots succeeded the soak must still hold: {gate:?}"
+        );
+    }
+    let after = now.checked_add(SignedDuration::from_hours(25)).unwrap();
+    assert_eq!(pilot_gate(after), crate::policy::GateStatus::Passed);
+    // And no broad host was offered the patch while the pilot ring soaked.
+    let (_, broad) = sim.hosts[2].clone();
+    let during = now.checked_add(SignedDuration::from_hours(2)).unwrap();
+    let offered = sim
+        .db
+        .write_blocking(|tx| super::engine::offer(tx, during, &sim.policy, &sim.key, &broad))
+        .unwrap();
+    assert_eq!(
+        offered, None,
+        "a broad host was offered the patch during the soak"
+    );
 }

@@ -2,62 +2,27 @@
 //!
 //! [`AgentRequest`] is an axum extractor: it buffers the body (the router's body limit
 //! applies), checks the date against the server's `Clock`, looks the host up, verifies
-//! the signature with `verify_strict`, and refuses a signature already accepted within
-//! the skew window. A refusal is 401 (403 for a revoked host) with `{"error": reason}`;
-//! nothing is written on refusal.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! the signature with `verify_strict`, refuses a signature that host had accepted before
+//! (this run or an earlier one, see `agent_replay`), and takes one of the host's request
+//! tokens (`agent_rate`). The replay and rate checks are per verified host, so one
+//! host's traffic cannot deny another's. A refusal is 401 (403 for a revoked host, 429
+//! over the host's rate, 503 while replay memory is full or for a request signed before
+//! a restart; 429 and 503 carry `Retry-After`) with `{"error": reason}`; nothing is
+//! written on refusal.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use rusqlite::Connection;
 
 use super::AppState;
-use crate::fleet::signing::{self, AuthError, MAX_SKEW};
-
-/// Signatures accepted within the skew window (a replay older than that fails the date
-/// check anyway). Bounded: when full of live entries, new requests get 503.
-pub struct ReplayGuard {
-    // std Mutex: a short map operation, never held across an await.
-    seen: Mutex<HashMap<[u8; 64], Timestamp>>,
-    capacity: usize,
-}
-
-impl ReplayGuard {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            seen: Mutex::new(HashMap::new()),
-            capacity,
-        }
-    }
-
-    /// Remembers `sig` (dated `date`) unless it was seen before.
-    pub fn check_and_remember(
-        &self,
-        sig: [u8; 64],
-        date: Timestamp,
-        now: Timestamp,
-    ) -> Result<(), AuthError> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.contains_key(&sig) {
-            return Err(AuthError::Replay);
-        }
-        if seen.len() >= self.capacity {
-            let oldest_live = now.checked_sub(MAX_SKEW).unwrap_or(now);
-            seen.retain(|_, d| *d >= oldest_live);
-            if seen.len() >= self.capacity {
-                return Err(AuthError::Busy);
-            }
-        }
-        seen.insert(sig, date);
-        Ok(())
-    }
-}
+pub use super::agent_rate::RateLimiter;
+use super::agent_replay::Remembered;
+pub use super::agent_replay::ReplayGuard;
+use crate::fleet::signing::{self, AuthError};
 
 fn header<'a>(
     h: &'a HeaderMap,
@@ -69,16 +34,30 @@ fn header<'a>(
         .ok_or(AuthError::Header(label))
 }
 
-/// Authenticates a request; returns the host id.
+/// An authenticated request's host, and what must be committed before it is acted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub host_id: String,
+    /// The request is dated past the stored replay horizon: this host's floor must be
+    /// committed first (`agent_replay::store_floor`).
+    pub needs_floor: Option<Timestamp>,
+}
+
+/// Authenticates a request. Replays are refused before the host's rate is charged, so
+/// that replaying captured requests cannot use up an honest host's tokens; a request
+/// refused for its rate is not remembered (it is bounded by the rate, and the agent
+/// signs its retry afresh).
+#[allow(clippy::too_many_arguments)]
 pub fn authenticate(
     conn: &Connection,
     replay: &ReplayGuard,
+    rate: &RateLimiter,
     now: Timestamp,
     method: &str,
     path: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<String, AuthError> {
+) -> Result<Authenticated, AuthError> {
     let host = header(headers, signing::HOST_HEADER, "Patchward-Host")?;
     let date = header(headers, signing::DATE_HEADER, "Patchward-Date")?;
     let sig = signing::decode_signature(header(
@@ -96,8 +75,17 @@ pub fn authenticate(
     if row.revoked_at.is_some() {
         return Err(AuthError::Revoked);
     }
-    replay.check_and_remember(sig, date_t, now)?;
-    Ok(row.id)
+    replay.check(&row.id, &sig, date_t)?;
+    rate.take(&row.id, now)
+        .map_err(|retry_after_s| AuthError::RateLimited { retry_after_s })?;
+    let needs_floor = match replay.remember(&row.id, sig, date_t, now)? {
+        Remembered::Done => None,
+        Remembered::NeedsFloor(t) => Some(t),
+    };
+    Ok(Authenticated {
+        host_id: row.id,
+        needs_floor,
+    })
 }
 
 /// An authenticated agent request: the host, the raw body it signed, and the request's
@@ -117,6 +105,31 @@ pub fn refusal(status: StatusCode, reason: impl ToString) -> Response {
         .into_response()
 }
 
+/// A refusal the agent should retry after `seconds` (429 or 503).
+pub fn retry_later(status: StatusCode, reason: impl ToString, seconds: u64) -> Response {
+    let mut r = refusal(status, reason);
+    if let Ok(v) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// The answer for a refused authentication.
+pub fn auth_refusal(e: AuthError) -> Response {
+    match e {
+        AuthError::RateLimited { retry_after_s } => {
+            retry_later(StatusCode::TOO_MANY_REQUESTS, e, retry_after_s)
+        }
+        AuthError::SignedBeforeRestart { retry_after_s } => {
+            retry_later(StatusCode::SERVICE_UNAVAILABLE, e, retry_after_s)
+        }
+        AuthError::Busy => retry_later(StatusCode::SERVICE_UNAVAILABLE, e, 5),
+        AuthError::Revoked => refusal(StatusCode::FORBIDDEN, e),
+        AuthError::Internal => refusal(StatusCode::INTERNAL_SERVER_ERROR, e),
+        _ => refusal(StatusCode::UNAUTHORIZED, e),
+    }
+}
+
 impl FromRequest<AppState> for AgentRequest {
     type Rejection = Response;
 
@@ -127,9 +140,18 @@ impl FromRequest<AppState> for AgentRequest {
     }
 }
 
+/// What the reader connection made of a request.
+enum Read<T, F> {
+    Done(AgentRequest, T),
+    /// Authenticated, but the host's replay floor must be committed before `then` runs.
+    Floor(AgentRequest, F, Timestamp),
+}
+
 /// Authenticates `req` as the [`AgentRequest`] extractor does, then runs `then` on the
 /// same reader connection: one trip to the blocking pool for handlers whose common case
-/// is a read (a quiet check-in). `then` runs only for an authenticated request.
+/// is a read (a quiet check-in). `then` runs only for an authenticated request, and only
+/// after the host's replay floor is committed when the request needs one (rare: a host
+/// whose clock runs ahead of the stored horizon).
 pub async fn authenticate_then<T, F>(
     req: Request,
     state: &AppState,
@@ -152,35 +174,52 @@ where
         .await
         .map_err(|e| refusal(e.status(), e.body_text()))?;
     let now = fleet.clock.now();
-    let replay = fleet.replay.clone();
+    let (replay, rate) = (fleet.replay.clone(), fleet.rate.clone());
     let r = state
         .db
         .read(move |c| {
-            let host_id = match authenticate(c, &replay, now, &method, &path, &headers, &body) {
-                Ok(h) => h,
+            let auth = match authenticate(c, &replay, &rate, now, &method, &path, &headers, &body) {
+                Ok(a) => a,
                 Err(e) => return Ok::<_, crate::error::DbError>(Err(e)),
             };
             let req = AgentRequest {
-                host_id,
+                host_id: auth.host_id,
                 body,
                 headers,
             };
-            let out = then(c, &req);
-            Ok(Ok((req, out)))
+            Ok(Ok(match auth.needs_floor {
+                Some(date) => Read::Floor(req, then, date),
+                None => {
+                    let out = then(c, &req);
+                    Read::Done(req, out)
+                }
+            }))
         })
         .await;
+    let internal = |e: crate::error::DbError| {
+        tracing::error!(error = %e, "agent request failed");
+        refusal(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    };
     match r {
-        Ok(Ok(done)) => Ok(done),
-        Ok(Err(e)) => {
-            let status = match e {
-                AuthError::Revoked => StatusCode::FORBIDDEN,
-                AuthError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-                AuthError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::UNAUTHORIZED,
-            };
-            Err(refusal(status, e))
+        Ok(Ok(Read::Done(req, out))) => Ok((req, out)),
+        Ok(Ok(Read::Floor(req, then, date))) => {
+            let host = req.host_id.clone();
+            state
+                .db
+                .write(move |tx| super::agent_replay::store_floor(tx, &host, date))
+                .await
+                .map_err(internal)?;
+            state
+                .db
+                .read(move |c| {
+                    let out = then(c, &req);
+                    Ok::<_, crate::error::DbError>((req, out))
+                })
+                .await
+                .map_err(internal)
         }
-        Err(e) => Err(refusal(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Ok(Err(e)) => Err(auth_refusal(e)),
+        Err(e) => Err(internal(e)),
     }
 }
 
@@ -211,17 +250,13 @@ mod tests {
         let other = Ed25519Key::generate(&mut rand::rngs::OsRng);
         let other_id = enrolled(&db, now, &other);
         let guard = ReplayGuard::new(1000);
+        let rate = RateLimiter::new(600, 100);
         let auth = |h: &signing::SignedHeaders, body: &[u8], at: Timestamp| {
             db.read_blocking(|c| {
-                Ok::<_, crate::error::DbError>(authenticate(
-                    c,
-                    &guard,
-                    at,
-                    "POST",
-                    PATH,
-                    &headers(h),
-                    body,
-                ))
+                Ok::<_, crate::error::DbError>(
+                    authenticate(c, &guard, &rate, at, "POST", PATH, &headers(h), body)
+                        .map(|a| a.host_id),
+                )
             })
             .unwrap()
         };
@@ -264,7 +299,9 @@ mod tests {
         let mut m = headers(&good);
         m.remove(signing::SIGNATURE_HEADER);
         let r = db.read_blocking(|c| {
-            Ok::<_, crate::error::DbError>(authenticate(c, &guard, now, "POST", PATH, &m, b"{}"))
+            Ok::<_, crate::error::DbError>(authenticate(
+                c, &guard, &rate, now, "POST", PATH, &m, b"{}",
+            ))
         });
         assert!(matches!(r.unwrap(), Err(AuthError::Header(_))));
         // Revoked: refused at once.
@@ -282,20 +319,71 @@ mod tests {
     }
 
     #[test]
-    fn replay_guard_is_bounded_and_prunes_by_time() {
-        let g = ReplayGuard::new(2);
+    fn one_host_over_its_rate_or_replay_memory_leaves_the_others_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::open(&d.path().join("t.db"), Default::default()).unwrap();
         let now: Timestamp = "2026-11-27T10:00:00Z".parse().unwrap();
-        g.check_and_remember([1; 64], now, now).unwrap();
-        g.check_and_remember([2; 64], now, now).unwrap();
-        assert_eq!(
-            g.check_and_remember([3; 64], now, now),
-            Err(AuthError::Busy)
+        let (ka, kb) = (
+            Ed25519Key::generate(&mut rand::rngs::OsRng),
+            Ed25519Key::generate(&mut rand::rngs::OsRng),
         );
-        let later = now + SignedDuration::from_secs(301);
-        g.check_and_remember([3; 64], later, later).unwrap();
-        assert_eq!(
-            g.check_and_remember([3; 64], later, later),
-            Err(AuthError::Replay)
-        );
+        let (a, b) = (enrolled(&db, now, &ka), enrolled(&db, now, &kb));
+        // Replay memory for 8 signatures per host, and a rate of 5 at once.
+        let guard = ReplayGuard::new(8);
+        let rate = RateLimiter::new(60, 5);
+        let auth = |h: &signing::SignedHeaders| {
+            db.read_blocking(|c| {
+                Ok::<_, crate::error::DbError>(
+                    authenticate(c, &guard, &rate, now, "POST", PATH, &headers(h), b"{}")
+                        .map(|a| a.host_id),
+                )
+            })
+            .unwrap()
+        };
+        let signed = |k: &Ed25519Key, host: &str, i: i64| {
+            signing::sign(
+                k,
+                host,
+                "POST",
+                PATH,
+                now + SignedDuration::from_millis(i),
+                b"{}",
+            )
+        };
+        let first = signed(&ka, &a, 0);
+        assert_eq!(auth(&first), Ok(a.clone()));
+        // Replays are refused without spending a's tokens.
+        for _ in 0..10 {
+            assert_eq!(auth(&first), Err(AuthError::Replay));
+        }
+        for i in 1..5 {
+            assert_eq!(auth(&signed(&ka, &a, i)), Ok(a.clone()));
+        }
+        // a is over its rate: 429 with the wait; b is not.
+        let over = auth(&signed(&ka, &a, 5));
+        assert_eq!(over, Err(AuthError::RateLimited { retry_after_s: 1 }));
+        let r = auth_refusal(over.unwrap_err());
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(auth(&signed(&kb, &b, 0)), Ok(b.clone()));
+        // A rate-limited request is not remembered: a's memory holds its 5 accepted.
+        assert_eq!(guard.remembered(&a), 5);
+        assert_eq!(guard.remembered(&b), 1);
+        // A full memory refuses only its own host (here with a generous rate).
+        let generous = RateLimiter::new(6000, 1000);
+        let busy = |h: &signing::SignedHeaders| {
+            db.read_blocking(|c| {
+                Ok::<_, crate::error::DbError>(
+                    authenticate(c, &guard, &generous, now, "POST", PATH, &headers(h), b"{}")
+                        .map(|a| a.host_id),
+                )
+            })
+            .unwrap()
+        };
+        for i in 10..13 {
+            assert_eq!(busy(&signed(&ka, &a, i)), Ok(a.clone()));
+        }
+        assert_eq!(busy(&signed(&ka, &a, 13)), Err(AuthError::Busy));
+        assert_eq!(busy(&signed(&kb, &b, 1)), Ok(b.clone()));
     }
 }

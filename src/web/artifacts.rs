@@ -18,13 +18,19 @@
 //!   multi-range request, a malformed `Range` header, or an `If-Range` that is not our tag
 //!   gets the whole blob (200), as RFC 9110 allows.
 //! - `Cache-Control: private, max-age=31536000, immutable`.
-//! - At most [`MAX_CONCURRENT_DOWNLOADS`] bodies stream at once; a request that cannot get
-//!   a slot within [`QUEUE_WAIT`] gets 503 with `Retry-After`.
+//! - At most [`MAX_CONCURRENT_DOWNLOADS`] bodies stream at once, and at most
+//!   `agent_api.downloads_per_host` of one host's ([`DownloadSlots`]); a request over
+//!   its host's share gets 429, one that cannot get a slot within [`QUEUE_WAIT`] 503,
+//!   both with `Retry-After`. A body the client takes nothing of for
+//!   `agent_api.download_stall_secs` gives its slot back at once and ends (with an
+//!   error) when next polled: a client that stops reading cannot hold a slot.
 //!
 //! Errors never name store paths: 400 (malformed hash), 403 (not this host's), 404 (named
 //! by a job but gone from the store), 503, 500.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -34,21 +40,124 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::AppState;
-use super::agent_auth::{AgentRequest, refusal};
+use super::agent_auth::{AgentRequest, refusal, retry_later};
 use crate::store::{BlobFile, Sha256Hex, StoreError};
 
 /// Bodies streamed at once (each holds an open file and up to a few chunk buffers).
 pub const MAX_CONCURRENT_DOWNLOADS: usize = 64;
 /// How long a request waits for a download slot before it gets 503.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
-/// Seconds sent in `Retry-After` with that 503.
-const RETRY_AFTER_S: &str = "2";
+/// Seconds sent in `Retry-After` with that 503 (and the 429 over a host's share).
+const RETRY_AFTER_S: u64 = 2;
 /// Bytes read from the file per body chunk. 1 MiB measured no faster in
 /// `benches/artifacts.rs` and nearly doubled the peak RSS (62 MiB against 35 MiB).
 const CHUNK: usize = 256 * 1024;
 const CACHE_CONTROL: &str = "private, max-age=31536000, immutable";
 /// The 403 reason for a blob no job of the requesting host names.
 pub const NOT_YOURS: &str = "no job of this host lists this artifact";
+
+/// The download slots: a semaphore for all hosts and a count per host. A std Mutex
+/// for the counts: one short map operation per download start and end.
+pub struct DownloadSlots {
+    all: Arc<tokio::sync::Semaphore>,
+    per_host: usize,
+    stall: Duration,
+    hosts: Mutex<HashMap<String, usize>>,
+}
+
+/// Why no slot was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoSlot {
+    /// The host already streams its share.
+    HostShare(usize),
+    /// Every slot stayed taken for [`QUEUE_WAIT`].
+    AllBusy,
+}
+
+/// A held download slot; both counts are given back when it is dropped or
+/// [`Slot::release`]d, whichever comes first.
+pub struct Slot {
+    slots: Arc<DownloadSlots>,
+    host: String,
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Slot {
+    /// Gives the slot back now (idempotent).
+    fn release(&self) {
+        let permit = self.permit.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if permit.is_none() {
+            return;
+        }
+        drop(permit);
+        let mut hosts = self.slots.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = hosts.get_mut(&self.host) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                hosts.remove(&self.host);
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl DownloadSlots {
+    pub fn new(all: usize, c: &crate::config::AgentApiConfig) -> Self {
+        Self {
+            all: Arc::new(tokio::sync::Semaphore::new(all)),
+            per_host: c.downloads_per_host.max(1),
+            stall: c.download_stall,
+            hosts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How many downloads `host` is streaming.
+    pub fn of_host(&self, host: &str) -> usize {
+        let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        hosts.get(host).copied().unwrap_or(0)
+    }
+
+    /// A slot for `host`: refused at once over the host's share, else waits up to
+    /// `wait` for one of all.
+    pub async fn acquire(self: &Arc<Self>, host: &str, wait: Duration) -> Result<Slot, NoSlot> {
+        {
+            let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            let n = hosts.entry(host.to_string()).or_insert(0);
+            if *n >= self.per_host {
+                return Err(NoSlot::HostShare(self.per_host));
+            }
+            // Counted before the wait, so a host cannot queue more than its share.
+            *n += 1;
+        }
+        let slot = Slot {
+            slots: self.clone(),
+            host: host.to_string(),
+            permit: Mutex::new(None),
+        };
+        match tokio::time::timeout(wait, self.all.clone().acquire_owned()).await {
+            Ok(Ok(p)) => {
+                *slot.permit.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+                Ok(slot)
+            }
+            _ => {
+                // Not holding a permit: `release` would not uncount the host.
+                let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = hosts.get_mut(host) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        hosts.remove(host);
+                    }
+                }
+                Err(NoSlot::AllBusy)
+            }
+        }
+    }
+}
 
 /// Which bytes of a blob a request asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +252,8 @@ pub async fn get_artifact(
 
     // Authorization before anything else is looked at, so a host learns nothing about
     // blobs outside its own jobs: not whether they exist, not their tag.
-    let (host, sha) = (req.host_id, hash.as_str().to_owned());
+    let host_id = req.host_id;
+    let (host, sha) = (host_id.clone(), hash.as_str().to_owned());
     match st
         .db
         .read(move |c| crate::db::jobs::host_may_fetch(c, &host, &sha))
@@ -160,16 +270,24 @@ pub async fn get_artifact(
         return not_modified(&etag);
     }
 
-    let permit =
-        match tokio::time::timeout(QUEUE_WAIT, st.inner.downloads.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            _ => {
-                let mut r = refusal(StatusCode::SERVICE_UNAVAILABLE, "too many downloads");
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
-                return r;
-            }
-        };
+    let permit = match st.inner.downloads.acquire(&host_id, QUEUE_WAIT).await {
+        Ok(p) => p,
+        Err(NoSlot::HostShare(n)) => {
+            return retry_later(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("this host already has {n} downloads running"),
+                RETRY_AFTER_S,
+            );
+        }
+        Err(NoSlot::AllBusy) => {
+            return retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many downloads",
+                RETRY_AFTER_S,
+            );
+        }
+    };
+    let stall = st.inner.downloads.stall;
 
     let store = mirror.store.clone();
     let opened = tokio::task::spawn_blocking(move || store.open_blob(&hash)).await;
@@ -224,7 +342,7 @@ pub async fn get_artifact(
         HeaderValue::from_static("application/octet-stream"),
     );
     out.insert(header::CONTENT_LENGTH, hv(&len.to_string()));
-    (status, out, stream_body(blob, first, len, permit)).into_response()
+    (status, out, stream_body(blob, first, len, permit, stall)).into_response()
 }
 
 fn not_modified(etag: &str) -> Response {
@@ -238,24 +356,43 @@ fn not_modified(etag: &str) -> Response {
 }
 
 /// Streams `len` bytes from `first` in [`CHUNK`]-sized reads into pooled buffers (see
-/// [`read_chunk`]). The download slot is held until the body is finished or dropped.
-fn stream_body(blob: BlobFile, first: u64, len: u64, permit: OwnedSemaphorePermit) -> Body {
+/// [`read_chunk`]). The download slot is held until the body is finished or dropped, or
+/// until the client has taken nothing for `stall`: hyper asks for the next chunk only
+/// once the last one is written, so a client that stops reading stops the polls. A
+/// watchdog then gives the slot back, and the next poll (if any) ends the body.
+fn stream_body(blob: BlobFile, first: u64, len: u64, slot: Slot, stall: Duration) -> Body {
     struct Cursor {
         file: Arc<std::fs::File>,
         pos: u64,
         end: u64,
-        _permit: OwnedSemaphorePermit,
+        watch: Arc<Watch>,
     }
+    let watch = Arc::new(Watch {
+        slot,
+        polled_ms: AtomicU64::new(0),
+        stalled: AtomicBool::new(false),
+        started: tokio::time::Instant::now(),
+    });
+    spawn_watchdog(Arc::downgrade(&watch), stall);
     let start = Cursor {
         file: Arc::new(blob.file),
         pos: first,
         end: first + len,
-        _permit: permit,
+        watch,
     };
     let stream = futures_util::stream::unfold(start, |mut cur| async move {
         if cur.pos >= cur.end {
             return None;
         }
+        if cur.watch.stalled.load(Ordering::Acquire) {
+            cur.pos = cur.end;
+            let e = std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took no data for too long",
+            );
+            return Some((Err(e), cur));
+        }
+        cur.watch.touch();
         let n = usize::try_from(cur.end - cur.pos).map_or(CHUNK, |r| r.min(CHUNK));
         match read_chunk(&cur.file, cur.pos, n).await {
             Ok(buf) => {
@@ -272,6 +409,49 @@ fn stream_body(blob: BlobFile, first: u64, len: u64, permit: OwnedSemaphorePermi
         }
     });
     Body::from_stream(stream)
+}
+
+/// What a download's watchdog shares with its body.
+struct Watch {
+    slot: Slot,
+    /// When the body was last polled, in ms since `started`.
+    polled_ms: AtomicU64,
+    stalled: AtomicBool,
+    started: tokio::time::Instant,
+}
+
+impl Watch {
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self) {
+        self.polled_ms.store(self.elapsed_ms(), Ordering::Release);
+    }
+}
+
+/// Checks a download every quarter of `stall` until its body is gone; when the body
+/// was not polled for `stall`, frees its slot and marks it stalled.
+fn spawn_watchdog(watch: std::sync::Weak<Watch>, stall: Duration) {
+    let stall_ms = u64::try_from(stall.as_millis()).unwrap_or(u64::MAX).max(1);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval((stall / 4).max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(w) = watch.upgrade() else { return };
+            let idle = w
+                .elapsed_ms()
+                .saturating_sub(w.polled_ms.load(Ordering::Acquire));
+            if idle >= stall_ms {
+                w.stalled.store(true, Ordering::Release);
+                w.slot.release();
+                tracing::info!(host = %w.slot.host, "a download took no data; its slot is freed");
+                metrics::counter!("patchward_artifact_downloads_stalled_total").increment(1);
+                return;
+            }
+        }
+    });
 }
 
 /// Reads exactly `n` bytes at `pos`. First on the calling (async) thread with
@@ -444,5 +624,62 @@ mod tests {
         assert!(none_match("\"x\", \"abc\"", tag));
         assert!(none_match("*", tag));
         assert!(!none_match("\"abd\"", tag));
+    }
+
+    #[tokio::test]
+    async fn slots_are_shared_per_host_and_a_stalled_body_gives_its_slot_back() {
+        use http_body_util::BodyExt;
+        let cfg = crate::config::AgentApiConfig {
+            downloads_per_host: 2,
+            download_stall: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let slots = Arc::new(DownloadSlots::new(3, &cfg));
+        let wait = Duration::from_millis(50);
+        let a1 = slots.acquire("a", wait).await.unwrap();
+        let _a2 = slots.acquire("a", wait).await.unwrap();
+        // a has its share: refused at once, without waiting for the others.
+        assert!(matches!(
+            slots.acquire("a", wait).await,
+            Err(NoSlot::HostShare(2))
+        ));
+        let b1 = slots.acquire("b", wait).await.unwrap();
+        // All three are taken: b waits, then is told the appliance is busy, and its
+        // wait is not counted against it.
+        assert!(matches!(
+            slots.acquire("b", wait).await,
+            Err(NoSlot::AllBusy)
+        ));
+        assert_eq!(slots.of_host("b"), 1);
+        drop(b1);
+        assert_eq!(slots.of_host("b"), 0);
+
+        // A body nobody reads: after the stall time its slot is free again, and the
+        // body, polled at last, ends with an error instead of sending on.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("blob");
+        std::fs::write(&p, vec![7u8; 3 * CHUNK]).unwrap();
+        let blob = BlobFile {
+            hash: Sha256Hex::parse(&"0".repeat(64)).unwrap(),
+            file: std::fs::File::open(&p).unwrap(),
+            size: 3 * CHUNK as u64,
+            modified: std::time::SystemTime::now(),
+        };
+        let mut body = stream_body(blob, 0, 3 * CHUNK as u64, a1, cfg.download_stall);
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap().len(), CHUNK);
+        assert_eq!(slots.of_host("a"), 2);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while slots.of_host("a") == 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the stalled slot was kept"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(slots.of_host("a"), 1);
+        let _a3 = slots.acquire("a", wait).await.unwrap();
+        let next = body.frame().await.unwrap();
+        assert!(next.is_err(), "a stalled body went on");
     }
 }

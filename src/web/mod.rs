@@ -9,6 +9,8 @@
 pub mod admin;
 mod agent;
 pub mod agent_auth;
+pub mod agent_rate;
+pub mod agent_replay;
 pub mod apt;
 pub mod artifacts;
 mod health;
@@ -44,8 +46,8 @@ pub struct StateInner {
     pub mirror: Option<MirrorState>,
     /// The agent API's keys, clock and replay memory.
     pub fleet: Option<FleetState>,
-    /// Download slots for the artifact endpoint (see `artifacts`).
-    pub downloads: Arc<tokio::sync::Semaphore>,
+    /// Download slots for the artifact endpoint, in all and per host (see `artifacts`).
+    pub downloads: Arc<artifacts::DownloadSlots>,
     /// The per-ring apt repositories (`/apt/...`), when serving them.
     pub apt: Option<apt::AptServe>,
     /// The admin page (HTTPS), when serving it.
@@ -69,8 +71,13 @@ pub struct FleetState {
     /// The check-in interval sent to agents.
     pub poll_seconds: u64,
     pub clock: crate::clock::SharedClock,
-    /// Signatures accepted within the skew window (replay protection).
+    /// Signatures accepted within the skew window, per host, and the floors of
+    /// earlier runs (replay protection, `agent_replay`).
     pub replay: Arc<agent_auth::ReplayGuard>,
+    /// Per-host request rates (`agent_rate`).
+    pub rate: Arc<agent_auth::RateLimiter>,
+    /// The `[agent_api]` shares (rates, download slots per host, stall timeout).
+    pub limits: crate::config::AgentApiConfig,
     /// Quiet check-ins: stored inventories as last written, and `last_seen` times not
     /// yet flushed (see `fleet::hosts`).
     pub presence: Arc<crate::fleet::hosts::Presence>,
@@ -153,6 +160,7 @@ pub struct Limits {
 
 impl AppState {
     pub fn new(db: Db, mirror: Option<MirrorState>, fleet: Option<FleetState>) -> Self {
+        let agent_api = fleet.as_ref().map(|f| f.limits.clone()).unwrap_or_default();
         Self {
             db,
             inner: Arc::new(StateInner {
@@ -160,8 +168,9 @@ impl AppState {
                 version: env!("CARGO_PKG_VERSION"),
                 mirror,
                 fleet,
-                downloads: Arc::new(tokio::sync::Semaphore::new(
+                downloads: Arc::new(artifacts::DownloadSlots::new(
                     artifacts::MAX_CONCURRENT_DOWNLOADS,
+                    &agent_api,
                 )),
                 apt: None,
                 admin: None,

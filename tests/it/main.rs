@@ -1,6 +1,7 @@
 //! Integration tests: one test binary (fast to link), modules by area, shared helpers in
 //! `support`. Tests start the real binaries on 127.0.0.1:0 and talk to them over HTTP.
 
+mod agent_api;
 mod apt_agent;
 mod apt_repo;
 mod artifacts;

@@ -114,6 +114,8 @@ pub(super) fn site() -> Site {
             poll_seconds: 300,
             clock,
             replay: Arc::new(crate::web::agent_auth::ReplayGuard::new(100)),
+            rate: Arc::new(crate::web::agent_auth::RateLimiter::new(60, 20)),
+            limits: Default::default(),
             presence: Arc::new(crate::fleet::hosts::Presence::new()),
             scheduler,
             http_port: 8080,
