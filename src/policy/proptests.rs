@@ -279,8 +279,9 @@ proptest! {
         let urgency = if expedited { Urgency::Expedited } else { Urgency::Normal };
         let count = 4;
         let list = next_openings(&w, &tz, t, count, urgency);
-        let h = SignedDuration::from_hours(3 * 366 * 24);
-        let (back, ahead) = (t.checked_sub(h).unwrap(), t.checked_add(h).unwrap());
+        let (back, ahead) = super::windows::horizon(&tz, t);
+        prop_assert!(back < t.checked_sub(SignedDuration::from_hours(3 * 365 * 24)).unwrap());
+        prop_assert!(ahead > t.checked_add(SignedDuration::from_hours(3 * 365 * 24)).unwrap());
         let sec = SignedDuration::from_secs(1);
         let open = |p: Timestamp| open_at(&w, &tz, urgency, p);
         for (i, o) in list.iter().enumerate() {

@@ -373,7 +373,7 @@ pub fn next_local(
         let dt = tz.to_datetime(t);
         format!("{} {}", dt.strftime("%a %Y-%m-%d %H:%M"), tz.to_offset(t))
     };
-    let (back, ahead) = crate::policy::windows::horizon(now);
+    let (back, ahead) = crate::policy::windows::horizon(&ws.tz, now);
     crate::policy::windows::next_openings(&ws.windows, &ws.tz, now, count, urgency)
         .into_iter()
         .map(|o| {

@@ -310,13 +310,21 @@ fn chain_start(
     s
 }
 
-/// The search horizon either side of `t`: openings are looked for in `[t - h, t + h)` and
-/// cut at its ends.
-pub fn horizon(t: Timestamp) -> (Timestamp, Timestamp) {
-    let h = SignedDuration::from_hours(SEARCH_HORIZON_DAYS * 24);
+/// The search horizon around `t`: openings are looked for from the start of the local
+/// date [`SEARCH_HORIZON_DAYS`] before `t`'s to the start of the one as many days
+/// after it, and cut there (whole local days, so a cut opening reads "00:00").
+pub fn horizon(tz: &TimeZone, t: Timestamp) -> (Timestamp, Timestamp) {
+    let today = tz.to_datetime(t).date();
+    let at = |d: Date, fallback: Timestamp| day_start(tz, d).unwrap_or(fallback);
     (
-        t.saturating_sub(h).unwrap_or(Timestamp::MIN),
-        t.saturating_add(h).unwrap_or(Timestamp::MAX),
+        at(
+            today.saturating_sub(SEARCH_HORIZON_DAYS.days()),
+            Timestamp::MIN,
+        ),
+        at(
+            today.saturating_add((SEARCH_HORIZON_DAYS + 1).days()),
+            Timestamp::MAX,
+        ),
     )
 }
 
@@ -334,7 +342,7 @@ fn walk(
     exact_start: bool,
     mut f: impl FnMut(Opening) -> ControlFlow<()>,
 ) {
-    let (back, ahead) = horizon(after);
+    let (back, ahead) = horizon(tz, after);
     // Occurrences starting before `first` end before `after`: they can only move the
     // start of an opening already open at `after`, which `chain_start` finds.
     let first = tz

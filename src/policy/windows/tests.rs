@@ -554,12 +554,16 @@ fn the_bundled_time_zone_database_is_available() {
     }
 }
 
-/// `t` moved by whole days (the search horizon is 3 * 366 days either side).
+/// Midnight UTC `n` days from `at`'s date (the search horizon is whole local days:
+/// 3 * 366 back, and to the end of the day 3 * 366 ahead).
 fn days(at: &str, n: i64) -> String {
-    t(at)
-        .checked_add(jiff::SignedDuration::from_hours(n * 24))
+    let utc = jiff::tz::TimeZone::UTC;
+    let d = utc.to_datetime(t(at)).date();
+    let midnight = d
+        .checked_add(jiff::Span::new().days(n))
         .unwrap()
-        .to_string()
+        .to_datetime(jiff::civil::Time::midnight());
+    utc.to_timestamp(midnight).unwrap().to_string()
 }
 
 #[test]
@@ -570,7 +574,7 @@ fn an_all_day_every_day_set_is_one_opening_bounded_by_the_horizon() {
         "weekly = [{ days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"], start = \"00:00\", duration = \"24h\" }]",
     );
     let now = "2026-12-07T12:02:49Z";
-    let (back, ahead) = (days(now, -3 * 366), days(now, 3 * 366));
+    let (back, ahead) = (days(now, -3 * 366), days(now, 3 * 366 + 1));
     check_next(&w, now, 6, &[(&back, &ahead)]);
     let latest = t(&ahead)
         .checked_sub(jiff::SignedDuration::from_hours(1))
@@ -606,7 +610,7 @@ fn long_back_to_back_runs_split_by_blackouts_are_listed_whole() {
     // Before the first blackout: the run already open reaches back to the look-back,
     // the last one on to the horizon.
     let before = "2026-12-31T12:00:00Z";
-    let (back, ahead) = (days(before, -3 * 366), days(before, 3 * 366));
+    let (back, ahead) = (days(before, -3 * 366), days(before, 3 * 366 + 1));
     check_next(
         &w,
         before,
