@@ -198,6 +198,29 @@ pub fn patch(
 /// How many hosts installed a patch: its succeeded jobs (a patch installed on a host is
 /// never offered to it again, so one success per host). Counted in the index
 /// `jobs_by_patch` alone.
+/// Every succeeded job's (feed, patch) -> host -> when it succeeded.
+pub fn installed_hosts(
+    conn: &Connection,
+) -> Result<BTreeMap<(String, String), BTreeMap<String, String>>, DbError> {
+    let mut st = conn.prepare_cached(
+        "SELECT feed, patch_id, host_id, updated_at FROM jobs WHERE state = 'succeeded'",
+    )?;
+    let mut out: BTreeMap<(String, String), BTreeMap<String, String>> = BTreeMap::new();
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (feed, id, host, at) = row?;
+        out.entry((feed, id)).or_default().insert(host, at);
+    }
+    Ok(out)
+}
+
 pub fn installed_count(conn: &Connection, feed: &str, patch_id: &str) -> Result<u64, DbError> {
     let n: i64 = conn
         .prepare_cached(

@@ -23,6 +23,8 @@ mod windows;
 mod world;
 
 #[cfg(test)]
+mod sla_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
