@@ -198,14 +198,15 @@ pub fn patch(
 /// How many hosts installed a patch: its succeeded jobs (a patch installed on a host is
 /// never offered to it again, so one success per host). Counted in the index
 /// `jobs_by_patch` alone.
-/// Every succeeded job's (feed, patch) -> host -> when it succeeded.
-pub fn installed_hosts(
-    conn: &Connection,
-) -> Result<BTreeMap<(String, String), BTreeMap<String, String>>, DbError> {
+/// Per (feed, patch): host -> when its job succeeded.
+pub type Installs = BTreeMap<(String, String), BTreeMap<String, String>>;
+
+/// Every succeeded job, by patch and host.
+pub fn installed_hosts(conn: &Connection) -> Result<Installs, DbError> {
     let mut st = conn.prepare_cached(
         "SELECT feed, patch_id, host_id, updated_at FROM jobs WHERE state = 'succeeded'",
     )?;
-    let mut out: BTreeMap<(String, String), BTreeMap<String, String>> = BTreeMap::new();
+    let mut out = Installs::new();
     let rows = st.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,

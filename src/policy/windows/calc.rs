@@ -299,7 +299,7 @@ fn chain_start(
         slot_occurrences(w, tz, urgency, lo, end, &mut occ);
         // Latest start first: each one that reaches the run moves its start back, and an
         // earlier one may then reach the new start.
-        occ.sort_by(|a, b| b.start.cmp(&a.start));
+        occ.sort_by_key(|o| std::cmp::Reverse(o.start));
         for o in &occ {
             if o.start < s && o.end >= s {
                 s = o.start;
