@@ -174,7 +174,8 @@ pub(super) fn load(
         let approval = world.approval(p).effective(now);
         // Replaced, applying to no enrolled host, or installed on every host it
         // applies to: nothing to decide, nothing overdue.
-        if world.superseded_by(p).is_some() || !cov.standing(p, policy, now).needed() {
+        let st = cov.standing(p, policy, now);
+        if world.superseded_by(p).is_some() || !st.needed() {
             continue;
         }
         if approval == Approval::New {
@@ -206,7 +207,6 @@ pub(super) fn load(
         if skip {
             continue;
         }
-        let st = cov.standing(p, policy, now);
         if let Some(due) = st.due
             && st.overdue()
         {
