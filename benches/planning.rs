@@ -244,6 +244,7 @@ fn main() {
             entry,
             kev: false,
             kev_due: None,
+            first_seen: None,
         });
     }
 

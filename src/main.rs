@@ -643,6 +643,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", patchward::mirror::render_patches(&rows));
             }
+            // Approved patches no enrolled host matches (on stderr: the list stays clean).
+            let now = SystemClock.now();
+            for w in patchward::rollout::cli::no_host_warnings(&db, &config, now, None)? {
+                eprintln!("warning: {w}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Mirror(MirrorCmd::Status { json }) => {

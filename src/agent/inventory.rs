@@ -96,7 +96,12 @@ pub fn collect(now: Timestamp, hostname: Option<&str>) -> Inventory {
     Inventory {
         os: parse_os_release(&read("/etc/os-release")),
         kernel: read("/proc/sys/kernel/osrelease"),
-        arch: std::env::consts::ARCH.to_string(),
+        // dpkg's architecture is the one patch selectors name; without dpkg, the
+        // agent's own build architecture in Debian's vocabulary.
+        arch: command_output("dpkg", &["--print-architecture"])
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| crate::policy::arch::debian(std::env::consts::ARCH).into_owned()),
         hostname: hostname
             .map(str::to_string)
             .unwrap_or_else(|| read("/proc/sys/kernel/hostname")),

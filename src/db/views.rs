@@ -205,6 +205,30 @@ pub fn patch(
 /// How many hosts installed a patch: its succeeded jobs (a patch installed on a host is
 /// never offered to it again, so one success per host). Counted in the index
 /// `jobs_by_patch` alone.
+/// Per (feed, patch): host -> when its job succeeded.
+pub type Installs = BTreeMap<(String, String), BTreeMap<String, String>>;
+
+/// Every succeeded job, by patch and host.
+pub fn installed_hosts(conn: &Connection) -> Result<Installs, DbError> {
+    let mut st = conn.prepare_cached(
+        "SELECT feed, patch_id, host_id, updated_at FROM jobs WHERE state = 'succeeded'",
+    )?;
+    let mut out = Installs::new();
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (feed, id, host, at) = row?;
+        out.entry((feed, id)).or_default().insert(host, at);
+    }
+    Ok(out)
+}
+
 pub fn installed_count(conn: &Connection, feed: &str, patch_id: &str) -> Result<u64, DbError> {
     let n: i64 = conn
         .prepare_cached(

@@ -3,7 +3,7 @@
 //! A patch applies when any of its `applies_to` selectors matches (OR); a selector
 //! matches when every field it gives matches (AND):
 //! - `os` equals the host's os-release `ID`, `version` its `VERSION_ID`, `arch` its
-//!   architecture;
+//!   architecture (both read as Debian names, [`super::arch`]: `x86_64` is `amd64`);
 //! - `package` is installed, and with `below_version`, at least one installed version
 //!   of it is lower (Debian ordering, [`super::debversion`]);
 //! - each label is `key=value` (the host has that value) or `key` (the host has the key).
@@ -58,7 +58,7 @@ impl HostFacts {
             id: id.into(),
             os: inv.os.id.clone(),
             os_version: inv.os.version_id.clone(),
-            arch: inv.arch.clone(),
+            arch: super::arch::debian(&inv.arch).into_owned(),
             packages,
             labels,
             ring,
@@ -82,7 +82,7 @@ fn selector_mismatch(s: &Selector, h: &HostFacts) -> Option<String> {
         return Some(format!("os version is {:?}, not {v:?}", h.os_version));
     }
     if let Some(a) = &s.arch
-        && *a != h.arch
+        && !super::arch::same(a, &h.arch)
     {
         return Some(format!("arch is {:?}, not {a:?}", h.arch));
     }
@@ -257,6 +257,32 @@ mod tests {
             &h,
             Err("does not apply: the patch names no applies_to selector"),
         );
+    }
+
+    #[test]
+    fn arch_names_are_compared_in_debian_s_vocabulary() {
+        // Issue [8] item 12: an agent reports x86_64, a selector says amd64.
+        let mut h = host();
+        h.arch = "x86_64".into();
+        check(&["arch = \"amd64\""], &h, Ok(()));
+        h.arch = "aarch64".into();
+        check(&["arch = \"arm64\""], &h, Ok(()));
+        check(
+            &["arch = \"amd64\""],
+            &h,
+            Err("does not apply: arch is \"aarch64\", not \"amd64\""),
+        );
+        h.arch = "ppc64le".into();
+        check(&["arch = \"ppc64el\""], &h, Ok(()));
+        // Facts from an inventory carry the Debian name.
+        let inv: Inventory = serde_json::from_value(serde_json::json!({
+            "os": {"id": "debian", "version_id": "12"},
+            "kernel": "6.1.0", "arch": "x86_64", "hostname": "web1",
+            "uptime_s": 5, "reboot_required": false
+        }))
+        .unwrap();
+        let f = HostFacts::from_inventory("h9", &inv, BTreeMap::new(), None, false);
+        assert_eq!(f.arch, "amd64");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Pure policy decisions (DESIGN §4): patch classes, approvals, rings and their gates,
-//! maintenance windows, dependencies, SLA deadlines, applicability and "why not yet".
+//! maintenance windows, dependencies, SLA deadlines, applicability (architecture names
+//! in one vocabulary) and "why not yet".
 //!
 //! **Architecture Invariant:** nothing here does IO or reads a clock. Every function
 //! takes a snapshot (patch entries, host facts, ring results, configuration) and a `now`,
@@ -12,6 +13,7 @@
 
 pub mod applies;
 pub mod approval;
+pub mod arch;
 pub mod class;
 pub mod config;
 pub mod debversion;

@@ -6,7 +6,11 @@
 //! - no ring N+1 work before ring N's gate passes: a simulated rollout that only does
 //!   what [`plan_rollout`] allows never starts a host in ring N+1 while ring N lacks its
 //!   successes, its soak, its health, or has tripped the brake, and never runs more
-//!   than one host of a ring before its canary succeeded.
+//!   than one host of a ring before its canary succeeded;
+//! - openings are exactly the open instants: every instant lies in a listed opening
+//!   exactly when the entries (re-derived naively) say it is open, each opening is
+//!   maximal (the instant before it and its end are closed), and the scheduler's
+//!   "may a job start now" agrees.
 
 use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::TimeZone;
@@ -19,7 +23,7 @@ use super::gate::{FailureLimit, GateRules, HostOutcome, HostResult, RingResults}
 use super::rings::plan_rollout;
 use super::windows::{
     Blackout, Day, Emergency, Monthly, OneOff, StartCheck, Urgency, Weekly, Windows, may_start,
-    next_allowed_start,
+    next_allowed_start, next_openings,
 };
 
 const ZONES: &[&str] = &[
@@ -249,6 +253,65 @@ proptest! {
                 prop_assert!(o.contains(s));
             }
             (_, None) => {}
+        }
+    }
+}
+
+/// Naive: do the entries say `p` is open (in a slot of the urgency, in no blackout)?
+fn open_at(w: &Windows, tz: &TimeZone, urgency: Urgency, p: Timestamp) -> bool {
+    let e = &w.emergency;
+    (in_slot(tz, &w.weekly, &w.monthly, &w.once, p)
+        || urgency == Urgency::Expedited && in_slot(tz, &e.weekly, &e.monthly, &e.once, p))
+        && !in_blackout(tz, w, p)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn openings_are_exactly_the_open_instants(
+        w in windows(),
+        t in instant(),
+        expedited in any::<bool>(),
+        probes in prop::collection::vec(0i64..60 * 86_400, 1..24),
+    ) {
+        let tz = jiff::tz::db().get(&w.tz).unwrap();
+        let urgency = if expedited { Urgency::Expedited } else { Urgency::Normal };
+        let count = 4;
+        let list = next_openings(&w, &tz, t, count, urgency);
+        let (back, ahead) = super::windows::horizon(&tz, t);
+        prop_assert!(back < t.checked_sub(SignedDuration::from_hours(3 * 365 * 24)).unwrap());
+        prop_assert!(ahead > t.checked_add(SignedDuration::from_hours(3 * 365 * 24)).unwrap());
+        let sec = SignedDuration::from_secs(1);
+        let open = |p: Timestamp| open_at(&w, &tz, urgency, p);
+        for (i, o) in list.iter().enumerate() {
+            prop_assert!(o.start < o.end && o.end > t, "{o:?}");
+            prop_assert!(back <= o.start && o.end <= ahead, "{o:?} outside the horizon");
+            if let Some(n) = list.get(i + 1) {
+                prop_assert!(o.end < n.start, "{o:?} and {n:?} touch or overlap: not merged");
+            }
+            // Maximal: open from its first to its last second, closed just before and at
+            // its end (unless cut by the horizon).
+            prop_assert!(open(o.start), "{o:?}: its start is closed");
+            prop_assert!(open(o.end.checked_sub(sec).unwrap()), "{o:?}: its last second is closed");
+            if o.start > back {
+                prop_assert!(!open(o.start.checked_sub(sec).unwrap()), "{o:?} starts too late");
+            }
+            if o.end < ahead {
+                prop_assert!(!open(o.end), "{o:?} ends too early");
+            }
+        }
+        // Every probed instant is in a listed opening exactly when the entries say it is
+        // open, and the scheduler agrees (a zero-minute job may start exactly then).
+        let listed_until = if list.len() == count { list[count - 1].end } else { ahead };
+        for off in probes {
+            let p = t.checked_add(SignedDuration::from_secs(off)).unwrap();
+            if p >= listed_until {
+                continue;
+            }
+            let want = open(p);
+            prop_assert_eq!(list.iter().any(|o| o.contains(p)), want, "listed at {}", p);
+            prop_assert_eq!(may_start(&w, &tz, p, 0, urgency).is_allowed(), want, "may_start at {}", p);
         }
     }
 }

@@ -1,10 +1,22 @@
-//! SLA deadlines (DESIGN §4 "SLA") and the priority order of security patches.
+//! SLA deadlines (DESIGN §4 "SLA"), a patch's standing across the hosts it applies to,
+//! and the priority order of security patches.
 //!
-//! A patch is due `days(severity)` after its vendor `released` time (defaults: critical
-//! 15, high 30, medium 90, low 180); a KEV due date moves that earlier, never later.
-//! Decisions where DESIGN is silent: severity `none` has no deadline; a KEV due date
-//! (a calendar date) ends at the end of that day in UTC; `overdue` means not installed
-//! and past due, and an install after the deadline is recorded as `late`.
+//! The deadline: the SLA clock starts at the patch's vendor `released` time, or when
+//! the appliance first saw it if that is earlier (a patch cannot have been released
+//! after the appliance held it, so a future-dated `released` postpones nothing). It is
+//! due `days(severity)` after that start (defaults: critical 15, high 30, medium 90,
+//! low 180). A KEV due date moves it earlier, never later (DESIGN), but only a KEV due
+//! date after the start counts: one that had passed before the patch existed cannot be
+//! met, and the deadline is then the later of the two, the start plus the severity's
+//! days (a patch released last month is not "1090 d late" for a CVE listed in 2023).
+//! Decisions where DESIGN is silent: severity `none` has no deadline of its own, and a
+//! KEV-listed one whose due date passed before its start gets the critical days; a KEV
+//! due date (a calendar date) ends at the end of that day in UTC.
+//!
+//! Overdue is per host ([`standing`]): a host is late for a patch it applies to and
+//! lacks once the deadline has passed; an install after the deadline is `late`. A patch
+//! that applies to no enrolled host, or is installed on every host it applies to, is
+//! overdue nowhere and waits for nobody's approval.
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -87,18 +99,35 @@ fn end_of_day_utc(d: Date) -> Option<Timestamp> {
         .map(|z| z.timestamp())
 }
 
-/// When the patch is due: by severity from `released`, or the KEV due date if earlier.
-pub fn deadline(entry: &PatchEntry, kev_due: Option<Date>, rules: &SlaRules) -> Option<Timestamp> {
-    let by_severity = rules.days(entry.severity).and_then(|d| {
-        entry
-            .released
-            .checked_add(SignedDuration::from_hours(i64::from(d) * 24))
+/// When the SLA clock starts: `released`, or `first_seen` (the appliance's clock) when
+/// that is earlier.
+pub fn sla_start(entry: &PatchEntry, first_seen: Option<Timestamp>) -> Timestamp {
+    first_seen.map_or(entry.released, |f| f.min(entry.released))
+}
+
+/// When the patch is due (see the module doc): by severity from its start, or the KEV
+/// due date when that is earlier but after the start.
+pub fn deadline(
+    entry: &PatchEntry,
+    first_seen: Option<Timestamp>,
+    kev_due: Option<Date>,
+    rules: &SlaRules,
+) -> Option<Timestamp> {
+    let start = sla_start(entry, first_seen);
+    let after = |days: u32| {
+        start
+            .checked_add(SignedDuration::from_hours(i64::from(days) * 24))
             .ok()
-    });
-    let by_kev = kev_due.and_then(end_of_day_utc);
+    };
+    let by_severity = rules.days(entry.severity).and_then(after);
+    // A KEV due date at or before the start cannot be met: it does not count.
+    let by_kev = kev_due.and_then(end_of_day_utc).filter(|k| *k > start);
     match (by_severity, by_kev) {
         (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+        (Some(a), None) => Some(a),
+        (None, Some(b)) => Some(b),
+        (None, None) if kev_due.is_some() => after(rules.critical_days),
+        (None, None) => None,
     }
 }
 
@@ -112,20 +141,78 @@ pub struct SlaStatus {
     pub late: bool,
 }
 
-/// The SLA standing, or `None` when no deadline applies.
+/// The SLA standing on one host the patch applies to, or `None` when no deadline
+/// applies.
 pub fn status(
-    entry: &PatchEntry,
-    kev_due: Option<Date>,
+    due: Option<Timestamp>,
     installed_at: Option<Timestamp>,
-    rules: &SlaRules,
     now: Timestamp,
 ) -> Option<SlaStatus> {
-    let due = deadline(entry, kev_due, rules)?;
+    let due = due?;
     Some(SlaStatus {
         due,
         overdue: installed_at.is_none() && now >= due,
         late: installed_at.is_some_and(|i| i > due),
     })
+}
+
+/// A patch's standing across the enrolled hosts: which it applies to, which have it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Standing {
+    pub due: Option<Timestamp>,
+    /// Hosts in scope: it applies to them now, or they installed it.
+    pub hosts: usize,
+    pub installed: usize,
+    /// Hosts it applies to that lack it.
+    pub missing: usize,
+    /// Hosts that lack it past the deadline (overdue there).
+    pub late_hosts: Vec<String>,
+    /// Installs made after the deadline.
+    pub late_installs: usize,
+}
+
+impl Standing {
+    /// Some host it applies to still lacks it: the patch needs a decision or work.
+    pub fn needed(&self) -> bool {
+        self.missing > 0
+    }
+
+    /// Overdue on at least one host.
+    pub fn overdue(&self) -> bool {
+        !self.late_hosts.is_empty()
+    }
+}
+
+/// The standing of a patch due at `due`, that applies now to the hosts `applies` and is
+/// installed (at the given times) on `installed`. A host that installed it is in scope
+/// even if its selectors no longer match it (a `below_version` selector stops matching
+/// once the fix is in).
+pub fn standing<'a>(
+    due: Option<Timestamp>,
+    applies: impl IntoIterator<Item = &'a str>,
+    installed: &std::collections::BTreeMap<String, Timestamp>,
+    now: Timestamp,
+) -> Standing {
+    let mut st = Standing {
+        due,
+        installed: installed.len(),
+        late_installs: installed
+            .values()
+            .filter(|at| due.is_some_and(|d| **at > d))
+            .count(),
+        ..Standing::default()
+    };
+    for h in applies {
+        if installed.contains_key(h) {
+            continue;
+        }
+        st.missing += 1;
+        if status(due, None, now).is_some_and(|s| s.overdue) {
+            st.late_hosts.push(h.to_string());
+        }
+    }
+    st.hosts = st.installed + st.missing;
+    st
 }
 
 /// Sort key for security work, most urgent first when sorted descending: KEV, then
@@ -159,7 +246,7 @@ mod tests {
         e.released = t("2026-11-01T12:00:00Z");
         let kev_due = kev_due.map(|d| d.parse::<Date>().unwrap());
         assert_eq!(
-            deadline(&e, kev_due, &SlaRules::default()),
+            deadline(&e, None, kev_due, &SlaRules::default()),
             want.map(t),
             "{sev:?} {kev_due:?}"
         );
@@ -184,15 +271,45 @@ mod tests {
     }
 
     #[test]
-    fn overdue_and_late() {
+    fn a_kev_due_date_before_the_release_does_not_make_a_new_patch_late() {
+        // Issue [8] item 11: a CVE listed (and due) in 2023, fixed by a patch released
+        // last month, was "1090 d late". The later of the two counts: release + SLA.
+        use Severity::{High, Medium};
+        check(High, Some("2023-11-06"), Some("2026-12-01T12:00:00Z"));
+        check(Medium, Some("2026-10-31"), Some("2027-01-30T12:00:00Z"));
+        // Due the day of the release (ends at midnight after it): still after the start.
+        check(High, Some("2026-11-01"), Some("2026-11-02T00:00:00Z"));
+        // Severity none with a passed KEV date: the critical days.
+        check(
+            Severity::None,
+            Some("2023-01-01"),
+            Some("2026-11-16T12:00:00Z"),
+        );
+    }
+
+    #[test]
+    fn the_clock_starts_at_the_release_or_first_seen_whichever_is_earlier() {
         let mut e = entry("p", b"x");
         e.severity = Severity::Critical;
         e.released = t("2026-11-01T00:00:00Z");
         let r = SlaRules::default();
+        // Seen later than released (an air-gapped site): counted from the release.
+        assert_eq!(
+            deadline(&e, Some(t("2026-11-20T00:00:00Z")), None, &r),
+            Some(t("2026-11-16T00:00:00Z"))
+        );
+        // A release dated after the appliance first held it postpones nothing.
+        e.released = t("2030-01-01T00:00:00Z");
+        assert_eq!(
+            deadline(&e, Some(t("2026-11-01T00:00:00Z")), None, &r),
+            Some(t("2026-11-16T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn overdue_and_late() {
         let due = t("2026-11-16T00:00:00Z");
-        let s = |inst: Option<&str>, now: &str| {
-            status(&e, Option::None, inst.map(t), &r, t(now)).unwrap()
-        };
+        let s = |inst: Option<&str>, now: &str| status(Some(due), inst.map(t), t(now)).unwrap();
         assert_eq!(
             s(Option::None, "2026-11-15T23:59:59Z"),
             SlaStatus {
@@ -225,6 +342,39 @@ mod tests {
                 late: true
             }
         );
+        assert_eq!(
+            status(Option::None, Option::None, t("2030-01-01T00:00:00Z")),
+            Option::None
+        );
+    }
+
+    #[test]
+    fn overdue_is_per_host() {
+        let due = Some(t("2026-11-16T00:00:00Z"));
+        let now = t("2026-12-01T00:00:00Z");
+        let installed: std::collections::BTreeMap<String, Timestamp> = [
+            ("a".to_string(), t("2026-11-10T00:00:00Z")),
+            ("b".to_string(), t("2026-11-20T00:00:00Z")),
+        ]
+        .into_iter()
+        .collect();
+        // Installed on every host it applies to (b's selector no longer matches it).
+        let st = standing(due, ["a"], &installed, now);
+        assert!(!st.needed() && !st.overdue(), "{st:?}");
+        assert_eq!((st.hosts, st.installed, st.late_installs), (2, 2, 1));
+        // Applies to no host at all.
+        let st = standing(due, [], &Default::default(), now);
+        assert!(!st.needed() && !st.overdue());
+        assert_eq!(st.hosts, 0);
+        // Late on the one host that lacks it; not before the deadline.
+        let st = standing(due, ["a", "c"], &installed, now);
+        assert_eq!(st.late_hosts, ["c"]);
+        assert_eq!((st.hosts, st.missing), (3, 1));
+        let st = standing(due, ["a", "c"], &installed, t("2026-11-15T00:00:00Z"));
+        assert!(st.needed() && !st.overdue());
+        // No deadline: needed, never overdue.
+        let st = standing(Option::None, ["c"], &installed, now);
+        assert!(st.needed() && !st.overdue());
     }
 
     #[test]

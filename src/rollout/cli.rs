@@ -174,7 +174,42 @@ fn decide(
         approvals::decide(tx, now, &config.policy, patch, &decision, actor, reason)
     })?;
     print_decided(&d);
+    if matches!(d.approval, Approval::Approved { .. }) {
+        for w in no_host_warnings(db, config, now, Some(&d.patch))? {
+            eprintln!("warning: {w}");
+        }
+    }
     Ok(())
+}
+
+/// A warning for each approved patch (only `only`, a `FEED:ID`, when given) whose
+/// selectors match no enrolled host (`approve`, `expedite` and `patches list` print
+/// them).
+pub fn no_host_warnings(
+    db: &Db,
+    config: &Config,
+    now: Timestamp,
+    only: Option<&str>,
+) -> Result<Vec<String>, RolloutError> {
+    db.read_blocking(|conn| {
+        let world = World::load_decisions(conn)?;
+        let approved: Vec<&super::Patch> = world
+            .patches
+            .iter()
+            .filter(|p| only.is_none_or(|k| k == p.key()))
+            .filter(|p| matches!(world.approval(p).effective(now), Approval::Approved { .. }))
+            .collect();
+        if approved.is_empty() {
+            return Ok(vec![]);
+        }
+        let planner = super::planner::Planner::new();
+        let cov = super::coverage::coverage(conn, &config.policy, &planner, &approved)?;
+        Ok(approved
+            .iter()
+            .zip(&cov)
+            .filter_map(|(p, c)| super::coverage::no_host_warning(&world, p, c, now))
+            .collect())
+    })
 }
 
 pub fn approve(

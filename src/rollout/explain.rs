@@ -97,8 +97,13 @@ pub fn explain(
                 .iter()
                 .find(|j| j.host_id == host_id && j.state == "succeeded")
                 .map(|j| ts(&j.updated_at));
-            let sla = if policy.classes.get(p.entry.kind).sla {
-                crate::policy::sla::status(&p.entry, p.kev_due, installed_at, &policy.sla, now)
+            // Only where the patch is in scope: it applies to the host or the host
+            // installed it, and no current patch replaces it.
+            let in_scope = installed_at.is_some()
+                || (applicability(&p.entry, &host.facts).is_ok()
+                    && world.superseded_by(p).is_none());
+            let sla = if in_scope && policy.classes.get(p.entry.kind).sla {
+                crate::policy::sla::status(p.due(&policy.sla), installed_at, now)
             } else {
                 None
             };

@@ -138,7 +138,9 @@ impl FleetIndex {
         let platform = (
             self.strings.intern(&h.inventory.os.id),
             self.strings.intern(&h.inventory.os.version_id),
-            self.strings.intern(&h.inventory.arch),
+            // Debian's name, as the selectors' are read (`policy::arch`).
+            self.strings
+                .intern(&crate::policy::arch::debian(&h.inventory.arch)),
         );
         let mut packages: Vec<(Sym, Sym)> = h
             .inventory
@@ -325,7 +327,10 @@ impl FleetIndex {
         Some(Matcher {
             os: sym(&s.os)?,
             version: sym(&s.version)?,
-            arch: sym(&s.arch)?,
+            arch: sym(&s
+                .arch
+                .as_deref()
+                .map(|a| crate::policy::arch::debian(a).into_owned()))?,
             package,
             below,
             labels: &s.labels,
@@ -395,7 +400,8 @@ mod tests {
     }
 
     const OSES: &[(&str, &str)] = &[("debian", "12"), ("debian", "11"), ("ubuntu", "24.04")];
-    const ARCHES: &[&str] = &["amd64", "arm64"];
+    // Both vocabularies: the agent may say x86_64 where a selector says amd64.
+    const ARCHES: &[&str] = &["amd64", "arm64", "x86_64", "aarch64"];
     const PKGS: &[&str] = &["openssl", "libc6", "nginx"];
     const VERSIONS: &[&str] = &["1.0-1", "1.2-1", "2.0~rc1-1", "2.0-1", "bad version!"];
 
@@ -506,5 +512,47 @@ mod tests {
         index.remove("h1");
         assert!(index.applies(&e).is_empty());
         assert_eq!(index.len(), 0);
+    }
+
+    #[test]
+    fn kernel_and_debian_arch_names_match_each_other() {
+        // Issue [8] item 12: agents report x86_64/aarch64, selectors say amd64/arm64.
+        let policy = Policy::default();
+        let mut index = FleetIndex::new();
+        for (id, arch) in [
+            ("h1", "x86_64"),
+            ("h2", "aarch64"),
+            ("h3", "i686"),
+            ("h4", "armv7l"),
+        ] {
+            let inv = inventory("debian", "12", arch, &[]);
+            index.upsert(
+                &policy,
+                HostInput {
+                    id,
+                    assigned_ring: None,
+                    labels: BTreeMap::new(),
+                    last_seen: None,
+                    inventory: &inv,
+                    eol: false,
+                },
+            );
+        }
+        let mut e = entry("p", b"x");
+        for (arch, want) in [
+            ("amd64", vec![0]),
+            ("arm64", vec![1]),
+            ("ARM64", vec![1]),
+            ("i386", vec![2]),
+            ("armhf", vec![3]),
+            ("x86_64", vec![0]),
+            ("riscv64", vec![]),
+        ] {
+            e.applies_to = vec![Selector {
+                arch: Some(arch.into()),
+                ..Selector::default()
+            }];
+            assert_eq!(index.applies(&e), want, "{arch}");
+        }
     }
 }

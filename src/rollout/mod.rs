@@ -20,6 +20,7 @@
 pub mod approvals;
 pub mod apt_sync;
 pub mod cli;
+pub mod coverage;
 pub mod engine;
 pub mod explain;
 pub mod fleet_index;
@@ -78,12 +79,19 @@ pub struct Patch {
     pub entry: PatchEntry,
     pub kev: bool,
     pub kev_due: Option<jiff::civil::Date>,
+    /// When this appliance first had it (its own clock).
+    pub first_seen: Option<Timestamp>,
 }
 
 impl Patch {
     /// `FEED:ID`.
     pub fn key(&self) -> String {
         format!("{}:{}", self.feed, self.entry.id)
+    }
+
+    /// Its SLA deadline (`policy::sla::deadline`), if one applies.
+    pub fn due(&self, rules: &crate::policy::SlaRules) -> Option<Timestamp> {
+        crate::policy::sla::deadline(&self.entry, self.first_seen, self.kev_due, rules)
     }
 }
 
@@ -146,19 +154,21 @@ impl World {
     /// approval decisions, and cheap.
     pub fn load_decisions(conn: &Connection) -> Result<World, RolloutError> {
         let mut w = World::default();
-        let kev: BTreeMap<(String, String), (bool, Option<String>)> =
-            crate::db::feeds::list_patches(conn)?
-                .into_iter()
-                .map(|p| ((p.feed, p.id), (p.kev, p.kev_due)))
-                .collect();
+        type Known = (bool, Option<String>, String);
+        let kev: BTreeMap<(String, String), Known> = crate::db::feeds::list_patches(conn)?
+            .into_iter()
+            .map(|p| ((p.feed, p.id), (p.kev, p.kev_due, p.first_seen)))
+            .collect();
         for (feed, id, entry) in q::patch_entries(conn)? {
             let entry: PatchEntry = stored(&format!("patch {feed}:{id}"), &entry)?;
-            let (is_kev, due) = kev.get(&(feed.clone(), id)).cloned().unwrap_or_default();
+            let (is_kev, due, first_seen) =
+                kev.get(&(feed.clone(), id)).cloned().unwrap_or_default();
             w.patches.push(Patch {
                 feed,
                 entry,
                 kev: is_kev,
                 kev_due: due.and_then(|d| d.parse().ok()),
+                first_seen: first_seen.parse().ok(),
             });
         }
         for (feed, id, json) in q::approvals(conn)? {
@@ -275,6 +285,15 @@ impl World {
             })
             .map(|((_, id), _)| id.clone())
             .collect()
+    }
+
+    /// A current patch that replaces `p` (names it in `supersedes`), if any: a replaced
+    /// patch waits for no approval and is overdue nowhere (the replacement carries the
+    /// SLA).
+    pub fn superseded_by(&self, p: &Patch) -> Option<&Patch> {
+        self.patches
+            .iter()
+            .find(|o| o.entry.supersedes.contains(&p.entry.id))
     }
 
     /// The ids of approved patches (for supersedence).

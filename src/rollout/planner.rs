@@ -122,6 +122,24 @@ impl Planner {
         Ok((st.index.len(), reopen))
     }
 
+    /// Runs `f` on the fleet index brought up to date on `conn`, as [`Planner::warm`]
+    /// does (the first call on a new planner loads every inventory: the server's
+    /// planner task has done that at start-up; a CLI pays it once).
+    pub fn with_index<R>(
+        &self,
+        conn: &Connection,
+        policy: &Policy,
+        f: impl FnOnce(&FleetIndex) -> R,
+    ) -> Result<R, RolloutError> {
+        let inputs = crate::db::rollout::plan_inputs(conn)?;
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !(st.loaded && st.inputs == Some(inputs)) {
+            refresh_index(conn, policy, &mut st)?;
+            st.inputs = Some(inputs);
+        }
+        Ok(f(&st.index))
+    }
+
     /// Drops the plan (no rollout needs attention).
     pub fn clear(&self) {
         *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = None;

@@ -351,13 +351,18 @@ pub struct LocalOpening {
     /// "Tue 2026-12-01 22:00 +01:00"
     pub start: String,
     pub end: String,
-    /// "4h"
+    /// "4h"; an opening cut at the search horizon says so ("1096d 2h+, open past the
+    /// three-year search horizon").
     pub length: String,
     pub start_utc: Timestamp,
+    /// Open since before the search horizon's start (back-to-back slots for years).
+    pub open_before: bool,
+    /// Still open at the search horizon's end.
+    pub open_after: bool,
 }
 
 /// The next `count` openings of a window set, in its local time (`patchward windows
-/// next` and the web page).
+/// next` and the web page): the same openings the scheduler decides with.
 pub fn next_local(
     ws: &WindowSet,
     now: Timestamp,
@@ -368,13 +373,26 @@ pub fn next_local(
         let dt = tz.to_datetime(t);
         format!("{} {}", dt.strftime("%a %Y-%m-%d %H:%M"), tz.to_offset(t))
     };
+    let (back, ahead) = crate::policy::windows::horizon(&ws.tz, now);
     crate::policy::windows::next_openings(&ws.windows, &ws.tz, now, count, urgency)
         .into_iter()
-        .map(|o| LocalOpening {
-            start: local(&ws.tz, o.start),
-            end: local(&ws.tz, o.end),
-            length: format!("{:#}", o.end.duration_since(o.start)),
-            start_utc: o.start,
+        .map(|o| {
+            let (open_before, open_after) = (o.start <= back, o.end >= ahead);
+            let span = format!("{:#}", o.end.duration_since(o.start));
+            let length = match (open_before, open_after) {
+                (true, true) => "always open within the three-year search horizon".to_string(),
+                (false, true) => format!("{span}+, open past the three-year search horizon"),
+                (true, false) => format!("{span}+, open since before the three-year look-back"),
+                (false, false) => span,
+            };
+            LocalOpening {
+                start: local(&ws.tz, o.start),
+                end: local(&ws.tz, o.end),
+                length,
+                start_utc: o.start,
+                open_before,
+                open_after,
+            }
         })
         .collect()
 }

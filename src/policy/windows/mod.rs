@@ -12,7 +12,10 @@
 //! - *Decision:* `duration` is elapsed time from that start, so a 4-hour window is 4
 //!   hours long on DST days too (its civil end moves by the DST shift).
 //! - Occurrences that overlap or touch merge into one opening (a slot ending at 06:00 and
-//!   one starting at 06:00 form one window for latest-start purposes).
+//!   one starting at 06:00 form one window for latest-start purposes), however long the
+//!   chain: an every-day 00:00 for 24 h set is one opening. *Decision:* openings are
+//!   looked for within three years either side of the asked instant and cut there, so
+//!   such a set's opening reaches from the look-back to the horizon.
 //! - Blackouts override everything, the emergency set included: they are cut out of the
 //!   openings, so no job may run into one.
 //! - A job may start at `t` only if `t` and `t + est_minutes` lie in the same opening:
@@ -30,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use super::PolicyError;
 
 pub use calc::{
-    Opening, StartCheck, may_start, may_start_now, next_allowed_start, next_openings,
-    openings_between,
+    Opening, SEARCH_HORIZON_DAYS, StartCheck, horizon, may_start, may_start_now,
+    next_allowed_start, next_openings, openings_between,
 };
 
 /// Longest slot: a week. Longer would be "always open", which needs no window.

@@ -553,3 +553,80 @@ fn the_bundled_time_zone_database_is_available() {
         assert!(db.get(name).is_ok(), "{name} missing from the bundled tzdb");
     }
 }
+
+/// Midnight UTC `n` days from `at`'s date (the search horizon is whole local days:
+/// 3 * 366 back, and to the end of the day 3 * 366 ahead).
+fn days(at: &str, n: i64) -> String {
+    let utc = jiff::tz::TimeZone::UTC;
+    let d = utc.to_datetime(t(at)).date();
+    let midnight = d
+        .checked_add(jiff::Span::new().days(n))
+        .unwrap()
+        .to_datetime(jiff::civil::Time::midnight());
+    utc.to_timestamp(midnight).unwrap().to_string()
+}
+
+#[test]
+fn an_all_day_every_day_set_is_one_opening_bounded_by_the_horizon() {
+    // Issue [8] item 13: this set listed one opening that "started days ago" and lasted
+    // 1248 h, then nothing; the scheduler's window end was cut 8 days out.
+    let w = win(
+        "weekly = [{ days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"], start = \"00:00\", duration = \"24h\" }]",
+    );
+    let now = "2026-12-07T12:02:49Z";
+    let (back, ahead) = (days(now, -3 * 366), days(now, 3 * 366 + 1));
+    check_next(&w, now, 6, &[(&back, &ahead)]);
+    let latest = t(&ahead)
+        .checked_sub(jiff::SignedDuration::from_hours(1))
+        .unwrap()
+        .to_string();
+    check(&w, now, 60, allowed(&ahead, &latest));
+    assert_eq!(
+        may_start_now(&w, &tz(&w), t(now), 60, Urgency::Normal),
+        Some((t(&ahead), t(&latest)))
+    );
+}
+
+#[test]
+fn long_back_to_back_runs_split_by_blackouts_are_listed_whole() {
+    // Every day all day, cut by three one-day blackouts 20 days apart: the openings
+    // between them are 19 days long, longer than any scan step, and `count` is honoured.
+    let w = win(
+        "weekly = [{ days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"], start = \"00:00\", duration = \"24h\" }]\n\
+         blackout = [{ from = \"2027-01-01T00:00\", until = \"2027-01-02T00:00\" }, \
+         { from = \"2027-01-21T00:00\", until = \"2027-01-22T00:00\" }, \
+         { from = \"2027-02-10T00:00\", until = \"2027-02-11T00:00\" }]",
+    );
+    let now = "2027-01-03T12:00:00Z";
+    check_next(
+        &w,
+        now,
+        2,
+        &[
+            ("2027-01-02T00:00:00Z", "2027-01-21T00:00:00Z"),
+            ("2027-01-22T00:00:00Z", "2027-02-10T00:00:00Z"),
+        ],
+    );
+    // Before the first blackout: the run already open reaches back to the look-back,
+    // the last one on to the horizon.
+    let before = "2026-12-31T12:00:00Z";
+    let (back, ahead) = (days(before, -3 * 366), days(before, 3 * 366 + 1));
+    check_next(
+        &w,
+        before,
+        4,
+        &[
+            (&back, "2027-01-01T00:00:00Z"),
+            ("2027-01-02T00:00:00Z", "2027-01-21T00:00:00Z"),
+            ("2027-01-22T00:00:00Z", "2027-02-10T00:00:00Z"),
+            ("2027-02-11T00:00:00Z", &ahead),
+        ],
+    );
+    // The scheduler sees the same end, 17.5 days away.
+    check(
+        &w,
+        now,
+        60,
+        allowed("2027-01-21T00:00:00Z", "2027-01-20T23:00:00Z"),
+    );
+}

@@ -5,7 +5,9 @@
 //! Everything here is read with light queries (no inventory is parsed), so the page
 //! stays fast at 10,000 hosts and 1,000 patches (BENCHMARKS.md, "Admin pages"). The
 //! rings' exact gate status, which needs every host's inventory, is on the rollout's
-//! own page.
+//! own page. Which hosts a patch applies to comes from the planner's fleet index
+//! (`rollout::coverage`), so "waiting" and "overdue" count only patches some enrolled
+//! host still lacks.
 
 use std::collections::BTreeMap;
 
@@ -83,7 +85,9 @@ pub(super) struct Overdue {
     pub due: String,
     pub late_by: String,
     pub approval: &'static str,
-    pub installed_on: u64,
+    /// Hosts that lack it past the deadline, of the hosts in scope.
+    pub late_hosts: usize,
+    pub hosts: usize,
 }
 
 pub(super) struct Freshness {
@@ -137,6 +141,7 @@ fn count_jobs(counts: &BTreeMap<(Option<String>, String), u64>, ring: &str) -> R
 pub(super) fn load(
     conn: &rusqlite::Connection,
     policy: &Policy,
+    planner: &crate::rollout::planner::Planner,
     mirror: Option<&MirrorState>,
     now: Timestamp,
 ) -> Result<Dashboard, crate::rollout::RolloutError> {
@@ -175,8 +180,16 @@ pub(super) fn load(
         .collect();
     let mut urgent = Vec::new();
     let mut overdue = Vec::new();
-    for p in &world.patches {
+    let all: Vec<&crate::rollout::Patch> = world.patches.iter().collect();
+    let coverage = crate::rollout::coverage::coverage(conn, policy, planner, &all)?;
+    for (p, cov) in world.patches.iter().zip(&coverage) {
         let approval = world.approval(p).effective(now);
+        // Replaced, applying to no enrolled host, or installed on every host it
+        // applies to: nothing to decide, nothing overdue.
+        let st = cov.standing(p, policy, now);
+        if world.superseded_by(p).is_some() || !st.needed() {
+            continue;
+        }
         if approval == Approval::New {
             let k = PatchKind::ALL
                 .iter()
@@ -203,21 +216,22 @@ pub(super) fn load(
             || world
                 .rollout(p)
                 .is_some_and(|r| r.state == "superseded" || r.state == "aborted");
-        if skip || !policy.classes.get(p.entry.kind).sla {
+        if skip {
             continue;
         }
-        if let Some(st) = crate::policy::sla::status(&p.entry, p.kev_due, None, &policy.sla, now)
-            && st.overdue
+        if let Some(due) = st.due
+            && st.overdue()
         {
             overdue.push(Overdue {
                 key: p.key(),
                 title: p.entry.title.clone(),
                 severity: p.entry.severity.as_str(),
                 kev: p.kev,
-                due: super::when_ts(st.due),
-                late_by: ago(now, st.due).trim_end_matches(" ago").to_string(),
+                due: super::when_ts(due),
+                late_by: ago(now, due).trim_end_matches(" ago").to_string(),
                 approval: super::patches::approval_state(&approval),
-                installed_on: 0,
+                late_hosts: st.late_hosts.len(),
+                hosts: st.hosts,
             });
         }
     }
@@ -227,10 +241,6 @@ pub(super) fn load(
     overdue.sort_by(|a, b| a.due.cmp(&b.due));
     let overdue_total = overdue.len();
     overdue.truncate(OVERDUE_SHOWN);
-    for o in &mut overdue {
-        let (feed, id) = o.key.split_once(':').unwrap_or_default();
-        o.installed_on = views::installed_count(conn, feed, id)?;
-    }
     let waiting_total = waiting.iter().map(|w| w.total).sum();
 
     // Rollouts that are running or halted.
@@ -321,9 +331,10 @@ pub async fn page(State(st): State<AppState>, viewer: Viewer, headers: HeaderMap
         Err(r) => return r,
     };
     let (policy, now, s2) = (ctx.policy.clone(), ctx.now, st.clone());
+    let planner = ctx.scheduler().planner.clone();
     let r = ctx
         .db
-        .read(move |c| load(c, &policy, s2.inner.mirror.as_ref(), now))
+        .read(move |c| load(c, &policy, &planner, s2.inner.mirror.as_ref(), now))
         .await;
     match r {
         Ok(d) => {

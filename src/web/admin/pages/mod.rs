@@ -24,6 +24,8 @@ mod windows;
 mod world;
 
 #[cfg(test)]
+mod sla_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_jobs;

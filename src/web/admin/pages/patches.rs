@@ -18,7 +18,8 @@ use crate::db::feeds::PatchRow;
 use crate::db::rollout::RolloutRow;
 use crate::feed::catalog::PatchEntry;
 use crate::policy::approval::Decision;
-use crate::policy::{Approval, Policy, SlaStatus};
+use crate::policy::sla::Standing;
+use crate::policy::{Approval, Policy};
 use crate::rollout::{Patch, RolloutError, World};
 use crate::web::AppState;
 use crate::web::admin::{AdminViewer, Viewer};
@@ -216,8 +217,10 @@ pub(super) struct PatchPage {
     pub supersedes: Vec<Dep>,
     pub conflicts: Vec<Dep>,
     pub superseded_by: Vec<String>,
-    pub sla: Option<SlaStatus>,
-    pub installed_on: u64,
+    /// The SLA deadline and which enrolled hosts lack it (overdue is per host).
+    pub standing: Standing,
+    /// Approved, but its selectors match no enrolled host.
+    pub no_host: Option<String>,
     pub rings: Vec<String>,
 }
 
@@ -230,6 +233,7 @@ impl PatchPage {
 pub(super) fn load_patch(
     conn: &rusqlite::Connection,
     policy: &Policy,
+    planner: &crate::rollout::planner::Planner,
     now: Timestamp,
     needle: &str,
 ) -> Result<PatchPage, RolloutError> {
@@ -254,12 +258,11 @@ pub(super) fn load_patch(
         .filter(|o| o.entry.supersedes.contains(&p.entry.id))
         .map(Patch::key)
         .collect();
-    let installed_on = crate::db::views::installed_count(conn, &p.feed, &p.entry.id)?;
-    let sla = if policy.classes.get(p.entry.kind).sla {
-        crate::policy::sla::status(&p.entry, p.kev_due, None, &policy.sla, now)
-    } else {
-        None
-    };
+    let cov = crate::rollout::coverage::coverage(conn, policy, planner, &[&p])?
+        .pop()
+        .unwrap_or_default();
+    let standing = cov.standing(&p, policy, now);
+    let no_host = crate::rollout::coverage::no_host_warning(&world, &p, &cov, now);
     Ok(PatchPage {
         approval: world.approval(&p).effective(now),
         rollout: world.rollout(&p).cloned(),
@@ -267,8 +270,8 @@ pub(super) fn load_patch(
         supersedes: deps(&p.entry.supersedes),
         conflicts: deps(&p.entry.conflicts),
         superseded_by,
-        sla,
-        installed_on,
+        standing,
+        no_host,
         first_seen,
         catalog_version,
         stored,
@@ -323,9 +326,10 @@ pub async fn detail(
         Err(r) => return r,
     };
     let (policy, now) = (ctx.policy.clone(), ctx.now);
+    let planner = ctx.scheduler().planner.clone();
     match ctx
         .db
-        .read(move |c| load_patch(c, &policy, now, &key))
+        .read(move |c| load_patch(c, &policy, &planner, now, &key))
         .await
     {
         Ok(p) => {
