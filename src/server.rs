@@ -74,6 +74,69 @@ pub struct Started {
     pub tls_source: String,
     /// The `admin` account's one-time password, when this start created the account.
     pub admin_password: Option<String>,
+    /// What is set up already, for the "next steps" that end the block.
+    pub setup: Setup,
+}
+
+/// How far the appliance is set up, read at start for the block's next steps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Setup {
+    /// `[[mirror.sources]]` entries (each pins a feed root).
+    pub sources: usize,
+    /// Feeds with an imported catalog.
+    pub catalogs: usize,
+    /// Enrolled hosts plus enrollment tokens ever created.
+    pub hosts_or_tokens: usize,
+    /// The first ring in order (where the first hosts go).
+    pub first_ring: Option<String>,
+    /// `patchward` with the options this server was started with (`--data-dir ...`),
+    /// so the printed commands act on this appliance.
+    pub command: String,
+}
+
+impl Setup {
+    /// Counts what is set up in `conn` under `config`.
+    pub fn read(
+        conn: &rusqlite::Connection,
+        config: &Config,
+        command: String,
+    ) -> rusqlite::Result<Self> {
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+        Ok(Setup {
+            sources: config.mirror.sources.len(),
+            catalogs: usize::try_from(count("SELECT count(*) FROM catalogs")?).unwrap_or(0),
+            hosts_or_tokens: usize::try_from(
+                count("SELECT count(*) FROM hosts")?
+                    + count("SELECT count(*) FROM enrollment_tokens")?,
+            )
+            .unwrap_or(0),
+            first_ring: config.policy.ring_names().first().map(|s| s.to_string()),
+            command,
+        })
+    }
+
+    /// The three steps from an empty appliance to a first host, each with the exact
+    /// commands and marked `(done)` once it is.
+    pub fn next_steps(&self) -> String {
+        let pw = &self.command;
+        let done = |d: bool| if d { "  (done)" } else { "" };
+        let ring = self.first_ring.as_deref().unwrap_or("pilot");
+        format!(
+            "  next steps\n    \
+             1. pin a feed root{}\n         \
+                install -D -m 0644 FEED.root.json /etc/patchward/roots/FEED.root.json\n         \
+                add [[mirror.sources]] with name, url and root = \"roots/FEED.root.json\" to \
+                the config (mirror/README.md), then restart\n    \
+             2. import a bundle or sync{}\n         \
+                {pw} import FILE.pwb\n         \
+                {pw} mirror sync\n    \
+             3. create an enrollment token for the first host{}\n         \
+                {pw} hosts token create --ring {ring}\n",
+            done(self.sources > 0),
+            done(self.catalogs > 0),
+            done(self.hosts_or_tokens > 0),
+        )
+    }
 }
 
 /// The lines about the admin page shared by the start-up block and `patchward init`.
@@ -146,7 +209,9 @@ impl Started {
             s.push_str("  first start: new keys were generated (mode 0600 under keys/)\n");
         }
         s.push_str("  stop with Ctrl-C or SIGTERM\n");
-        s
+        s.push_str(&self.setup.next_steps());
+        // Blank lines set the block apart from log lines around it in a terminal.
+        format!("\n{s}\n")
     }
 }
 
@@ -369,6 +434,34 @@ fn spawn_seen_flusher(
     });
 }
 
+/// Writes the noted apt index fetches every `apt::clients::FLUSH_EVERY` until `stop`
+/// (the final flush, after in-flight requests finished, is `run`'s).
+fn spawn_apt_clients_flusher(
+    db: crate::db::Db,
+    clients: Arc<crate::apt::clients::AptClients>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::apt::clients::FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if clients.pending() == 0 {
+                continue;
+            }
+            let (db, c) = (db.clone(), clients.clone());
+            match tokio::task::spawn_blocking(move || crate::apt::clients::flush(&db, &c)).await {
+                Ok(Ok(n)) => tracing::debug!(clients = n, "apt clients written"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not write apt clients; retrying"),
+                Err(e) => tracing::warn!(error = %e, "apt clients flush interrupted"),
+            }
+        }
+    });
+}
+
 fn audit_blocking(
     db: &crate::db::Db,
     clock: &SharedClock,
@@ -392,11 +485,13 @@ fn audit_blocking(
 }
 
 /// Runs the appliance on the configured addresses until SIGTERM/SIGINT.
-/// `announce` receives the start-up block.
+/// `announce` receives the start-up block; `command` is how the operator runs the CLI
+/// on this appliance (`patchward --data-dir ...`), for the block's next steps.
 pub async fn serve(
     config: Config,
     clock: SharedClock,
     announce: &mut (dyn Write + Send),
+    command: &str,
 ) -> Result<(), ServeError> {
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -406,7 +501,16 @@ pub async fn serve(
     let listener = bind(config.server.listen).await?;
     let tls_listener = bind(config.server.tls_listen).await?;
     let signals = shutdown_signal().map_err(ServeError::Server)?;
-    run(listener, tls_listener, config, clock, signals, announce).await
+    run(
+        listener,
+        tls_listener,
+        config,
+        clock,
+        signals,
+        announce,
+        command,
+    )
+    .await
 }
 
 /// Runs the appliance on `listener` (HTTP) and `tls_listener` (HTTPS) until `shutdown`
@@ -419,6 +523,7 @@ pub async fn run(
     clock: SharedClock,
     shutdown: impl Future<Output = &'static str>,
     announce: &mut (dyn Write + Send),
+    command: &str,
 ) -> Result<(), ServeError> {
     let cfg = config.clone();
     let ck = clock.clone();
@@ -428,6 +533,15 @@ pub async fn run(
     let addr = listener.local_addr().map_err(ServeError::Server)?;
     let tls_addr = tls_listener.local_addr().map_err(ServeError::Server)?;
     let tls_config = app.tls.server_config()?;
+    let setup = {
+        let (db, cfg, command) = (app.db.clone(), config.clone(), command.to_owned());
+        tokio::task::spawn_blocking(move || {
+            db.read_blocking(|c| Ok::<_, crate::error::DbError>(Setup::read(c, &cfg, command)?))
+        })
+        .await
+        .map_err(|e| ServeError::Join(e.to_string()))?
+        .map_err(|e| ServeError::Appliance(ApplianceError::from(e)))?
+    };
 
     let started = Started {
         url: format!("http://{addr}"),
@@ -440,6 +554,7 @@ pub async fn run(
         tls_fingerprint: app.tls.fingerprint.clone(),
         tls_source: tls_source(&app.tls),
         admin_password: app.admin_password.clone(),
+        setup,
     };
     {
         let db = app.db.clone();
@@ -512,12 +627,15 @@ pub async fn run(
             tracing::error!(error = %e, "initial apt publish failed; retrying in the background");
         }
     }
+    let apt_clients = Arc::new(crate::apt::clients::AptClients::new());
     let state = state.with_apt(crate::web::apt::AptServe {
         dir: publisher.dir.clone(),
         store: store.clone(),
         settings: config.apt.clone(),
         public_key: app.keys.apt.public_key_armored().to_owned(),
         fingerprint: app.keys.apt.fingerprint(),
+        clients: apt_clients.clone(),
+        clock: clock.clone(),
     });
     let limits = Limits {
         max_body_bytes: config.server.max_body_bytes,
@@ -542,6 +660,7 @@ pub async fn run(
         stop_rx.clone(),
     );
     spawn_seen_flusher(app.db.clone(), presence.clone(), stop_rx.clone());
+    spawn_apt_clients_flusher(app.db.clone(), apt_clients.clone(), stop_rx.clone());
     spawn_planner(
         app.db.clone(),
         clock.clone(),
@@ -566,7 +685,9 @@ pub async fn run(
         .map(|_| ())
     });
 
-    let _ = write!(announce, "{}", started.block());
+    // One write of the whole block (stdout; logs go to stderr), so no log line lands
+    // inside it.
+    let _ = announce.write_all(started.block().as_bytes());
     let _ = announce.flush();
     tracing::info!(url = %started.url, tls = %tls_addr, data_dir = %started.data_dir.display(), "ready");
     let _ = sd_notify::notify(
@@ -612,7 +733,14 @@ pub async fn run(
     if let Some(d) = drop_folder {
         d.stop(config.server.shutdown_grace).await;
     }
-    // The requests have finished: write the last_seen of the last quiet check-ins.
+    // The requests have finished: write the last apt client notes and the last_seen of
+    // the last quiet check-ins.
+    let (db, c) = (app.db.clone(), apt_clients.clone());
+    match tokio::task::spawn_blocking(move || crate::apt::clients::flush(&db, &c)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "could not write apt clients at shutdown"),
+        Err(e) => tracing::error!(error = %e, "could not write apt clients at shutdown"),
+    }
     let (db, p) = (app.db.clone(), presence.clone());
     match tokio::task::spawn_blocking(move || crate::fleet::hosts::flush_seen(&db, &p)).await {
         Ok(Ok(_)) => {}

@@ -20,5 +20,6 @@ mod serve;
 mod support;
 mod sync;
 mod upstream;
+mod ux;
 mod web_pages;
 mod web_security;
