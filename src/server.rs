@@ -17,7 +17,6 @@
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +29,11 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::{ApplianceError, AuditError};
 use crate::web::{self, AppState, Limits};
+
+mod banner;
+mod setup;
+pub use banner::{Started, admin_lines, tls_source};
+pub use setup::Setup;
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -54,165 +58,6 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error("start-up work was interrupted: {0}")]
     Join(String),
-}
-
-/// What was started; printed as the start-up block.
-#[derive(Debug, Clone)]
-pub struct Started {
-    pub url: String,
-    pub data_dir: PathBuf,
-    pub ed25519_key_id: String,
-    pub apt_fingerprint: String,
-    pub first_start: bool,
-    /// The watched drop folder, if configured.
-    pub drop_dir: Option<PathBuf>,
-    /// Where to open the admin page (the first is printed on the `admin page` line).
-    pub admin_urls: Vec<String>,
-    /// SHA-256 fingerprint of the HTTPS certificate, as browsers show it.
-    pub tls_fingerprint: String,
-    /// Where the certificate came from (generated, or the operator's file).
-    pub tls_source: String,
-    /// The `admin` account's one-time password, when this start created the account.
-    pub admin_password: Option<String>,
-    /// What is set up already, for the "next steps" that end the block.
-    pub setup: Setup,
-}
-
-/// How far the appliance is set up, read at start for the block's next steps.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Setup {
-    /// `[[mirror.sources]]` entries (each pins a feed root).
-    pub sources: usize,
-    /// Feeds with an imported catalog.
-    pub catalogs: usize,
-    /// Enrolled hosts plus enrollment tokens ever created.
-    pub hosts_or_tokens: usize,
-    /// The first ring in order (where the first hosts go).
-    pub first_ring: Option<String>,
-    /// `patchward` with the options this server was started with (`--data-dir ...`),
-    /// so the printed commands act on this appliance.
-    pub command: String,
-}
-
-impl Setup {
-    /// Counts what is set up in `conn` under `config`.
-    pub fn read(
-        conn: &rusqlite::Connection,
-        config: &Config,
-        command: String,
-    ) -> rusqlite::Result<Self> {
-        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
-        Ok(Setup {
-            sources: config.mirror.sources.len(),
-            catalogs: usize::try_from(count("SELECT count(*) FROM catalogs")?).unwrap_or(0),
-            hosts_or_tokens: usize::try_from(
-                count("SELECT count(*) FROM hosts")?
-                    + count("SELECT count(*) FROM enrollment_tokens")?,
-            )
-            .unwrap_or(0),
-            first_ring: config.policy.ring_names().first().map(|s| s.to_string()),
-            command,
-        })
-    }
-
-    /// The three steps from an empty appliance to a first host, each with the exact
-    /// commands and marked `(done)` once it is.
-    pub fn next_steps(&self) -> String {
-        let pw = &self.command;
-        let done = |d: bool| if d { "  (done)" } else { "" };
-        let ring = self.first_ring.as_deref().unwrap_or("pilot");
-        format!(
-            "  next steps\n    \
-             1. pin a feed root{}\n         \
-                install -D -m 0644 FEED.root.json /etc/patchward/roots/FEED.root.json\n         \
-                add [[mirror.sources]] with name, url and root = \"roots/FEED.root.json\" to \
-                the config (mirror/README.md), then restart\n    \
-             2. import a bundle or sync{}\n         \
-                {pw} import FILE.pwb\n         \
-                {pw} mirror sync\n    \
-             3. create an enrollment token for the first host{}\n         \
-                {pw} hosts token create --ring {ring}\n",
-            done(self.sources > 0),
-            done(self.catalogs > 0),
-            done(self.hosts_or_tokens > 0),
-        )
-    }
-}
-
-/// The lines about the admin page shared by the start-up block and `patchward init`.
-pub fn admin_lines(
-    urls: &[String],
-    fingerprint: &str,
-    source: &str,
-    admin_password: Option<&str>,
-) -> String {
-    let mut s = String::new();
-    let mut urls = urls.iter();
-    if let Some(first) = urls.next() {
-        s.push_str(&format!("  admin page      {first}\n"));
-    }
-    for u in urls {
-        s.push_str(&format!("                  {u}\n"));
-    }
-    s.push_str(&format!(
-        "  tls certificate SHA-256 {fingerprint}\n                  ({source}; compare it with \
-         what the browser shows before you sign in)\n"
-    ));
-    if let Some(pw) = admin_password {
-        s.push_str(&format!(
-            "  admin password  {pw}\n                  (user \"admin\"; shown only now: sign in \
-             and choose a new one)\n"
-        ));
-    }
-    s
-}
-
-/// A description of the certificate's origin for the operator.
-pub fn tls_source(id: &crate::tls::TlsIdentity) -> String {
-    match &id.source {
-        crate::tls::cert::CertSource::Generated { dir, .. } => {
-            format!("self-signed, generated in {}", dir.display())
-        }
-        crate::tls::cert::CertSource::Operator { cert, .. } => {
-            format!("configured: {}", cert.display())
-        }
-    }
-}
-
-impl Started {
-    /// The start-up block an operator reads (also parsed by tests for the bound port).
-    pub fn block(&self) -> String {
-        let mut s = format!(
-            "Patchward {} is running\n  \
-             listening on    {}  (health {}/healthz, metrics {}/metrics)\n  \
-             data directory  {}\n  \
-             appliance key   ed25519 {}\n  \
-             apt signing key OpenPGP {}\n",
-            env!("CARGO_PKG_VERSION"),
-            self.url,
-            self.url,
-            self.url,
-            self.data_dir.display(),
-            self.ed25519_key_id,
-            self.apt_fingerprint,
-        );
-        s.push_str(&admin_lines(
-            &self.admin_urls,
-            &self.tls_fingerprint,
-            &self.tls_source,
-            self.admin_password.as_deref(),
-        ));
-        if let Some(d) = &self.drop_dir {
-            s.push_str(&format!("  drop folder     {}\n", d.display()));
-        }
-        if self.first_start {
-            s.push_str("  first start: new keys were generated (mode 0600 under keys/)\n");
-        }
-        s.push_str("  stop with Ctrl-C or SIGTERM\n");
-        s.push_str(&self.setup.next_steps());
-        // Blank lines set the block apart from log lines around it in a terminal.
-        format!("\n{s}\n")
-    }
 }
 
 /// Installs the SIGTERM/SIGINT handlers now (so a signal that arrives while starting is

@@ -637,7 +637,10 @@ fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
     let r = upload(a, "junk.pwb", &vec![7u8; 1_500_000]);
     assert_eq!(r.status(), 303);
     let msg = flash(&r);
-    assert!(msg.starts_with("Bundle not imported: junk.pwb:"), "{msg}");
+    assert!(
+        msg.starts_with("Bundle not imported: junk.pwb is not a Patchward bundle (*.pwb): "),
+        "{msg}"
+    );
     let mut truncated = b.clone();
     truncated.truncate(b.len() / 2);
     let r = upload(a, "cut.pwb", &truncated);

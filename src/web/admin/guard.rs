@@ -3,7 +3,7 @@
 //! `web::admin`.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -175,7 +175,11 @@ pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Resp
         Err(resp) => return resp,
     };
     let mut req = req;
-    if is_public(&path) {
+    // A path no route serves reaches the 404 fallback, which has no `MatchedPath`.
+    // Reading it needs no session (it must not send anyone to sign in for a page that
+    // does not exist); changing anything there is refused like everywhere else.
+    let unknown = req.extensions().get::<MatchedPath>().is_none();
+    if is_public(&path) || (unknown && !changing) {
         if let Some(r) = &row {
             insert_session(&mut req, r, now);
         }
@@ -222,7 +226,7 @@ pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Resp
 
 /// The usable session the request's cookie names, if any (read only: nothing is
 /// enforced here). `Err` is the answer when the database cannot say.
-pub(crate) async fn session_of(
+async fn session_of(
     st: &AppState,
     headers: &HeaderMap,
     now_ms: i64,
@@ -248,7 +252,7 @@ pub(crate) async fn session_of(
 }
 
 /// The [`Viewer`] of a usable session at `now`.
-pub(crate) fn viewer_of(row: &crate::db::users::SessionRow, now: jiff::Timestamp) -> Viewer {
+fn viewer_of(row: &crate::db::users::SessionRow, now: jiff::Timestamp) -> Viewer {
     Viewer {
         user: row.user.clone(),
         role: row.role,

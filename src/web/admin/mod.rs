@@ -245,12 +245,14 @@ pub fn render<T: askama::Template>(t: &T) -> Response {
 /// `/api/v1/...` and every page of [`pages`]) behind the guard and the security
 /// headers. `web::tls_router` merges them with the routes both listeners serve.
 pub fn router(state: AppState) -> Router<AppState> {
-    // The 404 fallback is outside the guard (an unknown path owes nobody a sign-in
-    // redirect) but has the security headers.
-    let not_found = Router::new()
-        .fallback(not_found::page)
-        .layer(axum::middleware::from_fn(headers::security_headers));
-    guarded(own_routes().merge(pages::routes()), state).merge(not_found)
+    // The 404 fallback is behind the guard too: reading it needs no session (the guard
+    // lets GET/HEAD of an unmatched path through), changing anything there is refused.
+    guarded(
+        own_routes()
+            .merge(pages::routes())
+            .fallback(not_found::page),
+        state,
+    )
 }
 
 /// Puts `routes` behind the guard and the security headers.

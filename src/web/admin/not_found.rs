@@ -4,15 +4,16 @@
 //! programs. A page gets HTML: the admin layout (navigation, account) when the request
 //! carries a usable session, so a mistyped link leaves nobody stranded, and the plain
 //! layout of the sign-in page otherwise, which names nothing about the appliance's
-//! content. The handler sits outside the guard, so it only reads the session.
+//! content. The guard lets a GET or HEAD of an unmatched path through without a
+//! session and refuses changes there as everywhere.
 
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::{Viewer, guard, render};
-use crate::web::AppState;
+use super::guard::CurrentSession;
+use super::{Viewer, render};
 
 /// `404` for a signed-in viewer, in the admin layout.
 #[derive(askama::Template)]
@@ -30,8 +31,9 @@ struct Plain {
     path: String,
 }
 
-/// The fallback handler.
-pub async fn page(State(st): State<AppState>, req: Request) -> Response {
+/// The fallback handler (the guard resolved the session, if any, and enforced nothing
+/// for a GET or HEAD).
+pub async fn page(req: Request) -> Response {
     let path = req.uri().path().to_owned();
     if path == "/api" || path.starts_with("/api/") {
         let body = serde_json::json!({
@@ -40,19 +42,16 @@ pub async fn page(State(st): State<AppState>, req: Request) -> Response {
         });
         return (StatusCode::NOT_FOUND, Json(body)).into_response();
     }
-    let viewer = match st.inner.admin.as_ref() {
-        Some(admin) => {
-            let now = admin.clock.now();
-            let ms = crate::auth::session::millis(now);
-            match guard::session_of(&st, req.headers(), ms).await {
-                // A pending password change keeps the account out of every page.
-                Ok(Some(row)) if !row.must_change_password => Some(guard::viewer_of(&row, now)),
-                Ok(_) => None,
-                Err(resp) => return resp,
-            }
-        }
-        None => None,
-    };
+    // A pending password change keeps the account out of every page.
+    let pending = req
+        .extensions()
+        .get::<CurrentSession>()
+        .is_some_and(|s| s.must_change_password);
+    let viewer = req
+        .extensions()
+        .get::<Viewer>()
+        .filter(|_| !pending)
+        .cloned();
     let page = match viewer {
         Some(viewer) => render(&SignedIn {
             viewer,
