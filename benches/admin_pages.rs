@@ -246,6 +246,7 @@ fn app(st: AppState) -> Router {
         user: "admin".into(),
         role: Role::Admin,
         csrf: "c".repeat(64),
+        printed: patchward::web::admin::printed_line(jiff::Timestamp::UNIX_EPOCH),
     };
     patchward::web::admin::pages::routes()
         .with_state(st)

@@ -34,10 +34,12 @@
 //!   runs each source's sync on its interval inside the server.
 //! - [`server`]: `patchward serve` and `server::run`: start-up, readiness, graceful shutdown.
 //! - [`fsutil`]: crash-safe file writes (temp + fsync + rename).
+//! - [`suggest`]: "did you mean" for mistyped patch ids and host names.
 //! - [`web`]: the HTTP and HTTPS listeners (`web::run`, `web::run_tls`), health and
 //!   metrics, the agent API, apt, and the admin page (`web::admin`: guard, sign-in,
 //!   layout, assets; pages in `web::admin::pages`).
 //! - [`telemetry`]: logging set-up and the Prometheus recorder.
+//! - [`timefmt`]: times as people type them (`defer --until`, forms) and read them.
 //! - [`timesync`]: is the system clock NTP-synchronised? (warning in the log and for the
 //!   dashboard).
 //! - [`tls`]: the process's rustls crypto provider (ring), installed before any HTTP client;
@@ -69,7 +71,9 @@ pub mod policy;
 pub mod rollout;
 pub mod server;
 pub mod store;
+pub mod suggest;
 pub mod telemetry;
+pub mod timefmt;
 pub mod timesync;
 pub mod tls;
 pub mod trust;

@@ -14,6 +14,7 @@ use patchward::appliance::Appliance;
 use patchward::audit;
 use patchward::clock::{Clock, SharedClock, SystemClock};
 use patchward::config::{Config, Overrides};
+use patchward::timefmt;
 
 #[derive(Parser)]
 #[command(
@@ -211,6 +212,10 @@ enum JobsCmd {
 enum HostsCmd {
     /// Enrolled hosts: id, hostname, ring, labels, OS, last seen, stale flag.
     List {
+        /// List the machines that fetched a ring's apt index instead (with or without
+        /// an agent): address, ring, user agent, requests, first and last seen.
+        #[arg(long)]
+        apt_clients: bool,
         #[arg(long)]
         json: bool,
     },
@@ -369,6 +374,29 @@ fn load_config(cli: &Cli, listen: Option<String>) -> anyhow::Result<Config> {
     )?)
 }
 
+/// `patchward` with the `--config` and `--data-dir` this process was given, so
+/// commands printed for the operator act on the same appliance.
+fn cli_command(cli: &Cli) -> String {
+    let quote = |p: &std::path::Path| {
+        let s = p.display().to_string();
+        if s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:=@".contains(&b))
+        {
+            s
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    let mut c = String::from("patchward");
+    if let Some(f) = &cli.config {
+        c.push_str(&format!(" --config {}", quote(f)));
+    }
+    if let Some(d) = &cli.data_dir {
+        c.push_str(&format!(" --data-dir {}", quote(d)));
+    }
+    c
+}
+
 /// The audit actor: the real account, from the kernel's view (see `auth::actor`).
 fn invoking_user() -> String {
     patchward::auth::actor::cli_actor()
@@ -401,7 +429,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let clock: SharedClock = Arc::new(SystemClock);
             let rt = runtime()?;
             let mut out = std::io::stdout();
-            rt.block_on(patchward::server::serve(config, clock, &mut out))?;
+            let command = cli_command(&cli);
+            rt.block_on(patchward::server::serve(config, clock, &mut out, &command))?;
             // In-flight work got its grace period inside serve(); don't wait on stragglers.
             rt.shutdown_timeout(Duration::from_millis(200));
             Ok(ExitCode::SUCCESS)
@@ -542,7 +571,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for j in &rows {
                     println!(
                         "{:<20} {:<20} {:<32} {:<16} {}",
-                        j.id, j.hostname, j.patch_id, j.state, j.updated_at
+                        j.id,
+                        j.hostname,
+                        j.patch_id,
+                        j.state,
+                        timefmt::display(&j.updated_at)
                     );
                 }
             }
@@ -813,7 +846,11 @@ fn apt_cmd(cli: &Cli, cmd: &AptCmd) -> anyhow::Result<ExitCode> {
                 for d in &done {
                     println!(
                         "published ring {} (suite {}, generation {}): {} packages, valid until {}",
-                        d.ring, d.suite, d.generation, d.packages, d.valid_until
+                        d.ring,
+                        d.suite,
+                        d.generation,
+                        d.packages,
+                        timefmt::display(&d.valid_until.to_string())
                     );
                 }
             }
@@ -835,8 +872,8 @@ fn apt_cmd(cli: &Cli, cmd: &AptCmd) -> anyhow::Result<ExitCode> {
                         r.packages,
                         r.generation,
                         r.dirty,
-                        r.published_at.as_deref().unwrap_or("never"),
-                        r.valid_until.as_deref().unwrap_or("-"),
+                        timefmt::display_or(r.published_at.as_deref(), "never"),
+                        timefmt::display_or(r.valid_until.as_deref(), "-"),
                         r.last_error.as_deref().unwrap_or("")
                     );
                 }
@@ -875,13 +912,58 @@ fn hosts_cmd(cli: &Cli, cmd: &HostsCmd) -> anyhow::Result<ExitCode> {
     let db = Appliance::open_existing(&config)?;
     let now = SystemClock.now();
     match cmd {
-        HostsCmd::List { json } => {
-            let rows = db.read_blocking(|c| hosts::list(c, now))?;
+        HostsCmd::List {
+            apt_clients: true,
+            json,
+        } => {
+            let rows = db.read_blocking(patchward::apt::clients::list)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!(
+                    "no machine has fetched a ring's apt index yet (apt clients are written \
+                     every few seconds)"
+                );
             } else {
                 println!(
-                    "{:<20} {:<24} {:<10} {:<16} {:<26} status",
+                    "{:<40} {:<10} {:<20} {:>8} {:<20} {:<20} user agent",
+                    "address", "ring", "enrolled host", "requests", "first seen", "last seen"
+                );
+                for c in &rows {
+                    println!(
+                        "{:<40} {:<10} {:<20} {:>8} {:<20} {:<20} {}",
+                        c.address,
+                        c.ring,
+                        c.host.as_deref().unwrap_or("(no agent)"),
+                        c.requests,
+                        timefmt::display(&c.first_seen),
+                        timefmt::display(&c.last_seen),
+                        c.user_agent
+                    );
+                }
+            }
+        }
+        HostsCmd::List { json, .. } => {
+            let rows = db.read_blocking(|c| hosts::list(c, now))?;
+            // The ring the scheduler puts each host in, not only the one assigned at
+            // enrollment (a host without one is in a labelled or the catch-all ring).
+            let ring_of = |h: &hosts::HostSummary| {
+                config
+                    .policy
+                    .ring_name_of(&h.id, h.ring.as_deref(), &h.labels)
+                    .map(str::to_owned)
+            };
+            if *json {
+                let mut out = Vec::with_capacity(rows.len());
+                for h in &rows {
+                    let mut v = serde_json::to_value(h)?;
+                    v["effective_ring"] = ring_of(h).into();
+                    out.push(v);
+                }
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!(
+                    "{:<20} {:<24} {:<10} {:<16} {:<20} status",
                     "id", "hostname", "ring", "os", "last seen"
                 );
                 for h in &rows {
@@ -893,12 +975,12 @@ fn hosts_cmd(cli: &Cli, cmd: &HostsCmd) -> anyhow::Result<ExitCode> {
                         "ok"
                     };
                     println!(
-                        "{:<20} {:<24} {:<10} {:<16} {:<26} {status}",
+                        "{:<20} {:<24} {:<10} {:<16} {:<20} {status}",
                         h.id,
                         h.hostname,
-                        h.ring.as_deref().unwrap_or("-"),
+                        ring_of(h).unwrap_or_else(|| "(none)".into()),
                         h.os.as_deref().unwrap_or("-"),
-                        h.last_seen.as_deref().unwrap_or("never"),
+                        timefmt::display_or(h.last_seen.as_deref(), "never"),
                     );
                 }
             }
@@ -910,17 +992,21 @@ fn hosts_cmd(cli: &Cli, cmd: &HostsCmd) -> anyhow::Result<ExitCode> {
             } else {
                 let s = &d.summary;
                 println!("host        {} ({})", s.hostname, s.id);
-                println!("ring        {}", s.ring.as_deref().unwrap_or("-"));
+                let ring = config
+                    .policy
+                    .ring_name_of(&s.id, s.ring.as_deref(), &s.labels)
+                    .unwrap_or("(none)");
+                println!("ring        {ring}");
                 println!("labels      {}", serde_json::to_string(&s.labels)?);
                 println!("key id      {}", d.public_key_id);
-                println!("enrolled    {}", s.enrolled_at);
+                println!("enrolled    {}", timefmt::display(&s.enrolled_at));
                 println!(
                     "last seen   {}{}",
-                    s.last_seen.as_deref().unwrap_or("never"),
+                    timefmt::display_or(s.last_seen.as_deref(), "never"),
                     if s.stale { " (STALE)" } else { "" }
                 );
                 if let Some(r) = &s.revoked_at {
-                    println!("revoked     {r}");
+                    println!("revoked     {}", timefmt::display(r));
                 }
                 if let Some(i) = &d.inventory {
                     println!("os          {} {}", i.os.id, i.os.version_id);
@@ -932,7 +1018,7 @@ fn hosts_cmd(cli: &Cli, cmd: &HostsCmd) -> anyhow::Result<ExitCode> {
                 }
                 println!("recent changes:");
                 for c in &d.recent_changes {
-                    println!("  {}  {}", c.at, c.fields.join(", "));
+                    println!("  {}  {}", timefmt::display(&c.at), c.fields.join(", "));
                 }
             }
         }
@@ -962,7 +1048,9 @@ fn hosts_cmd(cli: &Cli, cmd: &HostsCmd) -> anyhow::Result<ExitCode> {
                 println!("{}", t.token);
                 eprintln!(
                     "token {} valid until {} for {} enrollment(s); it is shown only now",
-                    t.id, t.expires_at, t.max_uses
+                    t.id,
+                    timefmt::display(&t.expires_at.to_string()),
+                    t.max_uses
                 );
             }
         }
@@ -980,7 +1068,7 @@ fn hosts_cmd(cli: &Cli, cmd: &HostsCmd) -> anyhow::Result<ExitCode> {
                         "{:>4} {:<10} {:<26} {:>4}/{:<4} {}",
                         t.id,
                         t.ring.as_deref().unwrap_or("-"),
-                        t.expires_at,
+                        timefmt::display(&t.expires_at.to_string()),
                         t.uses,
                         t.max_uses,
                         t.labels
@@ -1030,7 +1118,12 @@ fn audit_cmd(cli: &Cli, cmd: &AuditCmd) -> anyhow::Result<ExitCode> {
                     writeln!(
                         out,
                         "{:>6}  {}  {:<16} {:<24} {:<20} {}",
-                        e.seq, e.at, e.actor, e.action, e.subject, e.details
+                        e.seq,
+                        timefmt::display(&e.at),
+                        e.actor,
+                        e.action,
+                        e.subject,
+                        e.details
                     )?;
                 }
             }

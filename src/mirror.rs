@@ -453,7 +453,8 @@ pub fn render_status(s: &MirrorStatus) -> String {
         }
         if let Some(e) = &f.catalog_expires {
             out.push_str(&format!(
-                "  expires          {e}{}\n",
+                "  expires          {}{}\n",
+                crate::timefmt::display(&e.to_string()),
                 if src.expired {
                     "  EXPIRED: new content needed"
                 } else {
@@ -468,7 +469,7 @@ pub fn render_status(s: &MirrorStatus) -> String {
         ));
         out.push_str(&format!(
             "  last success     {}\n",
-            f.last_success.as_deref().unwrap_or("never")
+            crate::timefmt::display_or(f.last_success.as_deref(), "never")
         ));
         if let Some(e) = &f.last_error {
             out.push_str(&format!("  last error       {e}\n"));

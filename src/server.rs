@@ -17,7 +17,6 @@
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +29,11 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::{ApplianceError, AuditError};
 use crate::web::{self, AppState, Limits};
+
+mod banner;
+mod setup;
+pub use banner::{Started, admin_lines, tls_source};
+pub use setup::Setup;
 
 /// Why the server could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -54,100 +58,6 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error("start-up work was interrupted: {0}")]
     Join(String),
-}
-
-/// What was started; printed as the start-up block.
-#[derive(Debug, Clone)]
-pub struct Started {
-    pub url: String,
-    pub data_dir: PathBuf,
-    pub ed25519_key_id: String,
-    pub apt_fingerprint: String,
-    pub first_start: bool,
-    /// The watched drop folder, if configured.
-    pub drop_dir: Option<PathBuf>,
-    /// Where to open the admin page (the first is printed on the `admin page` line).
-    pub admin_urls: Vec<String>,
-    /// SHA-256 fingerprint of the HTTPS certificate, as browsers show it.
-    pub tls_fingerprint: String,
-    /// Where the certificate came from (generated, or the operator's file).
-    pub tls_source: String,
-    /// The `admin` account's one-time password, when this start created the account.
-    pub admin_password: Option<String>,
-}
-
-/// The lines about the admin page shared by the start-up block and `patchward init`.
-pub fn admin_lines(
-    urls: &[String],
-    fingerprint: &str,
-    source: &str,
-    admin_password: Option<&str>,
-) -> String {
-    let mut s = String::new();
-    let mut urls = urls.iter();
-    if let Some(first) = urls.next() {
-        s.push_str(&format!("  admin page      {first}\n"));
-    }
-    for u in urls {
-        s.push_str(&format!("                  {u}\n"));
-    }
-    s.push_str(&format!(
-        "  tls certificate SHA-256 {fingerprint}\n                  ({source}; compare it with \
-         what the browser shows before you sign in)\n"
-    ));
-    if let Some(pw) = admin_password {
-        s.push_str(&format!(
-            "  admin password  {pw}\n                  (user \"admin\"; shown only now: sign in \
-             and choose a new one)\n"
-        ));
-    }
-    s
-}
-
-/// A description of the certificate's origin for the operator.
-pub fn tls_source(id: &crate::tls::TlsIdentity) -> String {
-    match &id.source {
-        crate::tls::cert::CertSource::Generated { dir, .. } => {
-            format!("self-signed, generated in {}", dir.display())
-        }
-        crate::tls::cert::CertSource::Operator { cert, .. } => {
-            format!("configured: {}", cert.display())
-        }
-    }
-}
-
-impl Started {
-    /// The start-up block an operator reads (also parsed by tests for the bound port).
-    pub fn block(&self) -> String {
-        let mut s = format!(
-            "Patchward {} is running\n  \
-             listening on    {}  (health {}/healthz, metrics {}/metrics)\n  \
-             data directory  {}\n  \
-             appliance key   ed25519 {}\n  \
-             apt signing key OpenPGP {}\n",
-            env!("CARGO_PKG_VERSION"),
-            self.url,
-            self.url,
-            self.url,
-            self.data_dir.display(),
-            self.ed25519_key_id,
-            self.apt_fingerprint,
-        );
-        s.push_str(&admin_lines(
-            &self.admin_urls,
-            &self.tls_fingerprint,
-            &self.tls_source,
-            self.admin_password.as_deref(),
-        ));
-        if let Some(d) = &self.drop_dir {
-            s.push_str(&format!("  drop folder     {}\n", d.display()));
-        }
-        if self.first_start {
-            s.push_str("  first start: new keys were generated (mode 0600 under keys/)\n");
-        }
-        s.push_str("  stop with Ctrl-C or SIGTERM\n");
-        s
-    }
 }
 
 /// Installs the SIGTERM/SIGINT handlers now (so a signal that arrives while starting is
@@ -420,6 +330,34 @@ fn spawn_replay_horizon(
     });
 }
 
+/// Writes the noted apt index fetches every `apt::clients::FLUSH_EVERY` until `stop`
+/// (the final flush, after in-flight requests finished, is `run`'s).
+fn spawn_apt_clients_flusher(
+    db: crate::db::Db,
+    clients: Arc<crate::apt::clients::AptClients>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::apt::clients::FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if clients.pending() == 0 {
+                continue;
+            }
+            let (db, c) = (db.clone(), clients.clone());
+            match tokio::task::spawn_blocking(move || crate::apt::clients::flush(&db, &c)).await {
+                Ok(Ok(n)) => tracing::debug!(clients = n, "apt clients written"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not write apt clients; retrying"),
+                Err(e) => tracing::warn!(error = %e, "apt clients flush interrupted"),
+            }
+        }
+    });
+}
+
 fn audit_blocking(
     db: &crate::db::Db,
     clock: &SharedClock,
@@ -443,11 +381,13 @@ fn audit_blocking(
 }
 
 /// Runs the appliance on the configured addresses until SIGTERM/SIGINT.
-/// `announce` receives the start-up block.
+/// `announce` receives the start-up block; `command` is how the operator runs the CLI
+/// on this appliance (`patchward --data-dir ...`), for the block's next steps.
 pub async fn serve(
     config: Config,
     clock: SharedClock,
     announce: &mut (dyn Write + Send),
+    command: &str,
 ) -> Result<(), ServeError> {
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -457,7 +397,16 @@ pub async fn serve(
     let listener = bind(config.server.listen).await?;
     let tls_listener = bind(config.server.tls_listen).await?;
     let signals = shutdown_signal().map_err(ServeError::Server)?;
-    run(listener, tls_listener, config, clock, signals, announce).await
+    run(
+        listener,
+        tls_listener,
+        config,
+        clock,
+        signals,
+        announce,
+        command,
+    )
+    .await
 }
 
 /// Runs the appliance on `listener` (HTTP) and `tls_listener` (HTTPS) until `shutdown`
@@ -470,6 +419,7 @@ pub async fn run(
     clock: SharedClock,
     shutdown: impl Future<Output = &'static str>,
     announce: &mut (dyn Write + Send),
+    command: &str,
 ) -> Result<(), ServeError> {
     let cfg = config.clone();
     let ck = clock.clone();
@@ -479,6 +429,15 @@ pub async fn run(
     let addr = listener.local_addr().map_err(ServeError::Server)?;
     let tls_addr = tls_listener.local_addr().map_err(ServeError::Server)?;
     let tls_config = app.tls.server_config()?;
+    let setup = {
+        let (db, cfg, command) = (app.db.clone(), config.clone(), command.to_owned());
+        tokio::task::spawn_blocking(move || {
+            db.read_blocking(|c| Ok::<_, crate::error::DbError>(Setup::read(c, &cfg, command)?))
+        })
+        .await
+        .map_err(|e| ServeError::Join(e.to_string()))?
+        .map_err(|e| ServeError::Appliance(ApplianceError::from(e)))?
+    };
 
     let started = Started {
         url: format!("http://{addr}"),
@@ -491,6 +450,7 @@ pub async fn run(
         tls_fingerprint: app.tls.fingerprint.clone(),
         tls_source: tls_source(&app.tls),
         admin_password: app.admin_password.clone(),
+        setup,
     };
     {
         let db = app.db.clone();
@@ -589,12 +549,15 @@ pub async fn run(
             tracing::error!(error = %e, "initial apt publish failed; retrying in the background");
         }
     }
+    let apt_clients = Arc::new(crate::apt::clients::AptClients::new());
     let state = state.with_apt(crate::web::apt::AptServe {
         dir: publisher.dir.clone(),
         store: store.clone(),
         settings: config.apt.clone(),
         public_key: app.keys.apt.public_key_armored().to_owned(),
         fingerprint: app.keys.apt.fingerprint(),
+        clients: apt_clients.clone(),
+        clock: clock.clone(),
     });
     let limits = Limits {
         max_body_bytes: config.server.max_body_bytes,
@@ -625,6 +588,7 @@ pub async fn run(
         replay.clone(),
         stop_rx.clone(),
     );
+    spawn_apt_clients_flusher(app.db.clone(), apt_clients.clone(), stop_rx.clone());
     spawn_planner(
         app.db.clone(),
         clock.clone(),
@@ -649,7 +613,9 @@ pub async fn run(
         .map(|_| ())
     });
 
-    let _ = write!(announce, "{}", started.block());
+    // One write of the whole block (stdout; logs go to stderr), so no log line lands
+    // inside it.
+    let _ = announce.write_all(started.block().as_bytes());
     let _ = announce.flush();
     tracing::info!(url = %started.url, tls = %tls_addr, data_dir = %started.data_dir.display(), "ready");
     let _ = sd_notify::notify(
@@ -703,7 +669,14 @@ pub async fn run(
         Ok(Err(e)) => tracing::error!(error = %e, "could not store the replay horizon"),
         Err(e) => tracing::error!(error = %e, "could not store the replay horizon"),
     }
-    // The requests have finished: write the last_seen of the last quiet check-ins.
+    // The requests have finished: write the last apt client notes and the last_seen of
+    // the last quiet check-ins.
+    let (db, c) = (app.db.clone(), apt_clients.clone());
+    match tokio::task::spawn_blocking(move || crate::apt::clients::flush(&db, &c)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "could not write apt clients at shutdown"),
+        Err(e) => tracing::error!(error = %e, "could not write apt clients at shutdown"),
+    }
     let (db, p) = (app.db.clone(), presence.clone());
     match tokio::task::spawn_blocking(move || crate::fleet::hosts::flush_seen(&db, &p)).await {
         Ok(Ok(_)) => {}

@@ -77,10 +77,12 @@ fn patch_debs(
         )
         .optional()?;
     let Some(entry) = entry else {
-        return Err(AptError::UnknownPatch {
-            feed: feed.into(),
-            patch_id: patch_id.into(),
-        });
+        return Err(unknown_patch(
+            conn,
+            feed,
+            patch_id,
+            &format!("{feed}:{patch_id}"),
+        ));
     };
     let entry: PatchEntry = serde_json::from_str(&entry).map_err(|e| {
         crate::error::DbError::Worker(format!("stored patch entry unreadable: {e}"))
@@ -91,6 +93,17 @@ fn patch_debs(
         .filter(|a| a.format == ArtifactFormat::Deb)
         .map(|a| (a.sha256.clone(), a.name.clone()))
         .collect())
+}
+
+/// The refusal for a patch that is not in the current catalogs, with a suggestion for
+/// `typed` (what the operator wrote). A failing suggestion query only loses the hint.
+fn unknown_patch(conn: &Connection, feed: &str, patch_id: &str, typed: &str) -> AptError {
+    let keys = crate::db::jobs::patch_keys(conn).unwrap_or_default();
+    AptError::UnknownPatch {
+        feed: feed.into(),
+        patch_id: patch_id.into(),
+        hint: crate::suggest::patch_hint(typed, keys.iter().map(|(f, i)| (f.as_str(), i.as_str()))),
+    }
 }
 
 /// Resolves `ID` or `FEED:ID` to (feed, id) among the current catalogs.
@@ -113,10 +126,7 @@ pub fn resolve_patch(conn: &Connection, needle: &str) -> Result<(String, String)
         .collect::<Result<_, _>>()?;
     match feeds.as_slice() {
         [one] => Ok((one.clone(), needle.into())),
-        [] => Err(AptError::UnknownPatch {
-            feed: "(any)".into(),
-            patch_id: needle.into(),
-        }),
+        [] => Err(unknown_patch(conn, "(any)", needle, needle)),
         many => Err(AptError::Ring(crate::fleet::FleetError::Invalid {
             field: "patch".into(),
             reason: format!(

@@ -9,12 +9,15 @@
 //!   at a time; [`Publisher`] decides which rings are due (changed content, or the
 //!   scheduled re-sign that keeps `Valid-Until` in the future).
 //! - [`client`]: the deb822 `.sources` file a server needs, with the key embedded.
+//! - [`clients`]: which machines fetch which ring's index (apt clients, agent or not),
+//!   noted in memory and written in bounded batches.
 //!
 //! A package version is in a ring's repository only while a row of `apt_ring_packages`
 //! says it was released to that ring **and** a current catalog still references the
 //! blob. Who decides the release (approval, gate) is the rollout engine's business.
 
 pub mod client;
+pub mod clients;
 pub mod db;
 pub mod index;
 pub mod publish;
@@ -87,10 +90,14 @@ pub enum AptError {
     #[error(transparent)]
     Ring(#[from] crate::fleet::FleetError),
     #[error(
-        "no patch {patch_id:?} in feed {feed:?}; `patchward patches list` shows the patches \
-         of the current catalogs"
+        "no patch {patch_id:?} in feed {feed:?}{hint}; `patchward patches list` shows the \
+         patches of the current catalogs"
     )]
-    UnknownPatch { feed: String, patch_id: String },
+    UnknownPatch {
+        feed: String,
+        patch_id: String,
+        hint: crate::suggest::DidYouMean,
+    },
     #[error(
         "patch {patch_id:?} has no deb artifacts, so there is nothing to put into an apt \
          repository"

@@ -46,6 +46,8 @@ struct Served {
     _rt: tokio::runtime::Runtime,
     url: String,
     dir: AptDir,
+    db: crate::db::Db,
+    clients: Arc<super::clients::AptClients>,
 }
 
 fn serve(tmp: &Path, key: &AptSigningKey) -> Served {
@@ -56,12 +58,17 @@ fn serve(tmp: &Path, key: &AptSigningKey) -> Served {
             .unwrap(),
     );
     let dir = AptDir::new(tmp.join("apt"));
-    let state = AppState::new(db, None, None).with_apt(crate::web::apt::AptServe {
+    let clients = Arc::new(super::clients::AptClients::new());
+    let state = AppState::new(db.clone(), None, None).with_apt(crate::web::apt::AptServe {
         dir: dir.clone(),
         store,
         settings: AptSettings::default(),
         public_key: key.public_key_armored().to_owned(),
         fingerprint: key.fingerprint(),
+        clients: clients.clone(),
+        clock: Arc::new(crate::clock::ManualClock::new(
+            "2026-12-07T09:00:00Z".parse().unwrap(),
+        )),
     });
     let limits = Limits {
         max_body_bytes: 1 << 20,
@@ -73,7 +80,13 @@ fn serve(tmp: &Path, key: &AptSigningKey) -> Served {
         .unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     rt.spawn(crate::web::run(listener, router, std::future::pending()));
-    Served { _rt: rt, url, dir }
+    Served {
+        _rt: rt,
+        url,
+        dir,
+        db,
+        clients,
+    }
 }
 
 /// `apt-get update` in a fresh sandbox trusting only `trusted`: (success, output).
@@ -160,6 +173,19 @@ fn apt_accepts_the_published_repository_and_lists_its_package() {
         !log.contains("Ign:"),
         "apt ignored something it should have fetched: {log}"
     );
+    // apt itself shows up as an apt client of the ring, dated by the appliance's clock,
+    // in one row however many index files it fetched.
+    assert_eq!(super::clients::flush(&s.db, &s.clients).unwrap(), 1);
+    let rows = s.db.read_blocking(super::clients::list).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let c = &rows[0];
+    assert_eq!(
+        (c.ring.as_str(), c.address.as_str()),
+        ("pilot", "127.0.0.1")
+    );
+    assert!(c.user_agent.starts_with("Debian APT"), "{c:?}");
+    assert!(c.requests >= 2, "InRelease and an index: {c:?}");
+    assert_eq!(c.last_seen, "2026-12-07T09:00:00Z");
 }
 
 #[test]

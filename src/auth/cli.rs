@@ -141,7 +141,7 @@ pub fn run(
                         u.role,
                         if u.disabled { "disabled" } else { "active" },
                         if u.must_change_password { "yes" } else { "no" },
-                        u.changed_at
+                        crate::timefmt::display(&u.changed_at)
                     )?;
                 }
             }

@@ -172,6 +172,15 @@ pub fn hosts_matching(conn: &Connection, needle: &str) -> Result<Vec<HostRow>, D
     Ok(rows)
 }
 
+/// Every host's id and hostname (the names a person may have meant, for "did you mean").
+pub fn host_names(conn: &Connection) -> Result<Vec<(String, String)>, DbError> {
+    let mut st = conn.prepare("SELECT id, hostname FROM hosts ORDER BY hostname, id")?;
+    let rows = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 pub fn list_hosts(conn: &Connection) -> Result<Vec<HostRow>, DbError> {
     let mut st = conn.prepare(&format!(
         "SELECT {HOST_COLS} FROM hosts ORDER BY hostname, id"

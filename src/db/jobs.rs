@@ -167,6 +167,13 @@ pub fn patch_entries(conn: &Connection, id: &str) -> Result<Vec<(String, String)
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Every current patch as (feed, id), for "did you mean".
+pub fn patch_keys(conn: &Connection) -> Result<Vec<(String, String)>, DbError> {
+    let mut st = conn.prepare("SELECT feed, id FROM patches ORDER BY feed, id")?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Records the blobs job `job_id` (of `host_id`) may download: the sha256s its ticket
 /// names. Called in the transaction that creates the job (and by migration 6's backfill).
 pub fn insert_job_artifacts<'a>(

@@ -411,11 +411,28 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         ) STRICT;
         "#,
         ),
+        M::up(
+            r#"
+        -- [8] item 24: apt clients. Who fetches which ring's apt index, by address and
+        -- user agent, so hosts without an agent are visible. Written in coalesced
+        -- batches (apt::clients) and kept to a bounded number of rows.
+        CREATE TABLE apt_clients (
+            ring        TEXT NOT NULL,
+            address     TEXT NOT NULL,
+            user_agent  TEXT NOT NULL,
+            first_seen  TEXT NOT NULL,
+            last_seen   TEXT NOT NULL,
+            requests    INTEGER NOT NULL CHECK (requests >= 0),
+            PRIMARY KEY (ring, address, user_agent)
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX apt_clients_by_last_seen ON apt_clients(last_seen);
+        "#,
+        ),
     ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 11;
+pub const LATEST: usize = 12;
 
 /// Migration 6's hook: fills `job_artifacts` from the tickets of jobs created before it,
 /// in the migration's transaction. SQLite cannot decode the envelope's base64 payload,
@@ -585,11 +602,12 @@ mod tests {
         assert_eq!(super::schema_version(&c).unwrap(), super::LATEST);
         assert_eq!(
             super::LATEST,
-            11,
+            12,
             "8: planner inputs; 9: accounts of the admin page; 10: window entries; \
-             11: agent clocks and replay floors"
+             11: agent clocks and replay floors; 12: apt clients"
         );
         for table in [
+            "apt_clients",
             "users",
             "sessions",
             "login_attempts",

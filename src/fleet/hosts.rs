@@ -31,6 +31,7 @@ use super::inventory::{Inventory, changed_fields};
 use super::{FleetError, Labels, POLL_SECONDS, STALE_AFTER_POLLS, invalid, tokens};
 use crate::audit::{self, NewEntry};
 use crate::db::fleet::{self as q, HostRow};
+use crate::suggest::DidYouMean;
 
 /// `POST /api/agent/v1/enroll` request body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -531,7 +532,16 @@ pub fn find(conn: &Connection, needle: &str) -> Result<HostRow, FleetError> {
         return Ok(rows.swap_remove(i));
     }
     match rows.len() {
-        0 => Err(FleetError::NoSuchHost(needle.to_string())),
+        0 => {
+            let names = q::host_names(conn)?;
+            let hint = DidYouMean::among(
+                needle,
+                names
+                    .iter()
+                    .flat_map(|(id, name)| [id.as_str(), name.as_str()]),
+            );
+            Err(FleetError::NoSuchHost(needle.to_string(), hint))
+        }
         1 => Ok(rows.remove(0)),
         _ => Err(FleetError::Ambiguous(
             needle.to_string(),

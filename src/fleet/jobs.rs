@@ -250,7 +250,14 @@ pub fn find_patch(conn: &Connection, needle: &str) -> Result<(String, PatchEntry
         found.retain(|(feed, _)| feed == f);
     }
     match found.len() {
-        0 => Err(FleetError::NoSuchPatch(needle.to_string())),
+        0 => {
+            let keys = q::patch_keys(conn)?;
+            let hint = crate::suggest::patch_hint(
+                needle,
+                keys.iter().map(|(f, i)| (f.as_str(), i.as_str())),
+            );
+            Err(FleetError::NoSuchPatch(needle.to_string(), hint))
+        }
         1 => {
             let (feed, entry) = found.remove(0);
             Ok((feed, serde_json::from_str(&entry)?))

@@ -50,14 +50,14 @@ pub enum FleetError {
     Token(#[from] TokenRefusal),
     #[error("this public key is already enrolled as host {0}; generate a new key to enroll again")]
     KeyInUse(String),
-    #[error("no host matches {0:?}; see `patchward hosts list`")]
-    NoSuchHost(String),
+    #[error("no host matches {0:?}{1}; see `patchward hosts list`")]
+    NoSuchHost(String, crate::suggest::DidYouMean),
     #[error("{0:?} matches several hosts ({1}); use the host id")]
     Ambiguous(String, String),
     #[error("host {0} is revoked; enroll it again with a new token")]
     Revoked(String),
-    #[error("no patch {0:?} in any feed's current catalog; see `patchward patches list`")]
-    NoSuchPatch(String),
+    #[error("no patch {0:?} in any feed's current catalog{1}; see `patchward patches list`")]
+    NoSuchPatch(String, crate::suggest::DidYouMean),
     #[error("patch {0:?} is in several feeds ({1}); give it as FEED:ID")]
     AmbiguousPatch(String, String),
     #[error("no job {0:?}; see `patchward jobs list`")]
@@ -95,10 +95,10 @@ impl FleetError {
             FleetError::TooLarge(_) => "too_large",
             FleetError::Token(_) => "token_refused",
             FleetError::KeyInUse(_) => "key_in_use",
-            FleetError::NoSuchHost(_) => "unknown_host",
+            FleetError::NoSuchHost(..) => "unknown_host",
             FleetError::Ambiguous(..) => "ambiguous",
             FleetError::Revoked(_) => "revoked",
-            FleetError::NoSuchPatch(_) | FleetError::AmbiguousPatch(..) => "no_such_patch",
+            FleetError::NoSuchPatch(..) | FleetError::AmbiguousPatch(..) => "no_such_patch",
             FleetError::NotYourJob(_) => "not_your_job",
             FleetError::NoSuchJob(_) => "no_such_job",
             FleetError::IllegalTransition { .. } => "illegal_transition",

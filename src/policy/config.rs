@@ -184,6 +184,18 @@ impl Policy {
         self.rings.iter().map(|r| r.name.as_str()).collect()
     }
 
+    /// The name of the ring a host is in (as the scheduler decides it: listed by id,
+    /// assigned at enrollment, matched by labels, or the catch-all), without its
+    /// inventory.
+    pub fn ring_name_of(
+        &self,
+        host_id: &str,
+        assigned: Option<&str>,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Option<&str> {
+        ring_of(&self.rings, host_id, assigned, labels).map(|r| r.name.as_str())
+    }
+
     /// The host's ring, if any.
     pub fn ring_of(&self, host: &HostFacts) -> Option<&Ring> {
         ring_of(&self.rings, &host.id, host.ring.as_deref(), &host.labels)

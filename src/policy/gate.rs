@@ -260,7 +260,9 @@ impl std::fmt::Display for GateReason {
         match self {
             GateReason::Canary => write!(f, "the canary host has not succeeded yet"),
             GateReason::Successes { have, need } => write!(f, "{have}/{need} succeeded"),
-            GateReason::Soaking { until } => write!(f, "soak ends at {until}"),
+            GateReason::Soaking { until } => {
+                write!(f, "soak ends at {}", crate::timefmt::display_ts(*until))
+            }
             GateReason::NotCheckingIn { hosts } => {
                 write!(f, "not checking in since success: {}", hosts.join(", "))
             }

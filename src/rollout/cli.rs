@@ -56,8 +56,9 @@ pub struct DeclineArgs {
 #[derive(Debug, Args)]
 pub struct DeferArgs {
     pub patch: String,
-    /// Until when (RFC 3339, e.g. 2026-12-01T00:00:00Z).
-    #[arg(long)]
+    /// Until when: a date (2027-01-15, meaning 00:00 UTC that day), a date and time in
+    /// UTC (2027-01-15T08:00) or RFC 3339 with an offset (2027-01-15T09:00:00+01:00).
+    #[arg(long, value_parser = crate::timefmt::parse_instant)]
     pub until: Timestamp,
     #[arg(long, default_value = "")]
     pub reason: String,
@@ -151,7 +152,9 @@ fn print_decided(d: &Decided) {
             }
         ),
         Approval::Declined { .. } => "declined".into(),
-        Approval::Deferred { until } => format!("deferred until {until}"),
+        Approval::Deferred { until } => {
+            format!("deferred until {}", crate::timefmt::display_ts(*until))
+        }
         Approval::New => "new".into(),
     };
     println!("{}: {what}", d.patch);

@@ -247,7 +247,15 @@ impl World {
             .collect();
         match hits.as_slice() {
             [one] => Ok(one),
-            [] => Err(crate::fleet::FleetError::NoSuchPatch(needle.to_string())),
+            [] => Err(crate::fleet::FleetError::NoSuchPatch(
+                needle.to_string(),
+                crate::suggest::patch_hint(
+                    needle,
+                    self.patches
+                        .iter()
+                        .map(|p| (p.feed.as_str(), p.entry.id.as_str())),
+                ),
+            )),
             many => Err(crate::fleet::FleetError::AmbiguousPatch(
                 needle.to_string(),
                 many.iter()

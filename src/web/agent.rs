@@ -27,7 +27,7 @@ fn fleet_error(e: FleetError) -> Response {
         FleetError::KeyInUse(_)
         | FleetError::DigestMismatch
         | FleetError::IllegalTransition { .. } => StatusCode::CONFLICT,
-        FleetError::NoSuchHost(_) => StatusCode::UNAUTHORIZED,
+        FleetError::NoSuchHost(..) => StatusCode::UNAUTHORIZED,
         FleetError::NoSuchJob(_) => StatusCode::NOT_FOUND,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };

@@ -16,12 +16,16 @@
 //! following a final symlink. HEAD works (axum answers it from GET without a body), and
 //! one `Range` (`bytes=a-b`, `a-`, `-n`) answers 206, which apt uses to resume.
 //! Error bodies never name disk paths.
+//!
+//! Each fetch of a ring's index (`dists/...`) is noted as an apt client (address, user
+//! agent) in [`crate::apt::clients`], which writes in bounded batches, so agentless
+//! servers show on the Hosts page.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -38,6 +42,10 @@ pub struct AptServe {
     pub settings: AptSettings,
     pub public_key: String,
     pub fingerprint: String,
+    /// Index fetches noted for the apt clients list (flushed by the server).
+    pub clients: Arc<crate::apt::clients::AptClients>,
+    /// The appliance's clock, which dates the notes.
+    pub clock: crate::clock::SharedClock,
 }
 
 const CHUNK: usize = 256 * 1024;
@@ -81,8 +89,11 @@ pub async fn key(State(st): State<AppState>) -> Response {
 pub async fn ring_file(
     State(st): State<AppState>,
     Path((ring, rest)): Path<(String, String)>,
-    headers: HeaderMap,
+    req: Request,
 ) -> Response {
+    // Only the head is needed (GET): the body is dropped, and what is kept is `Sync`.
+    let (req, _) = req.into_parts();
+    let headers = &req.headers;
     let Some(apt) = st.inner.apt.as_ref() else {
         return not_found();
     };
@@ -94,7 +105,7 @@ pub async fn ring_file(
         return not_found();
     }
     match parts.as_slice() {
-        ["patchward.sources"] => sources(apt, &ring, &headers),
+        ["patchward.sources"] => sources(apt, &ring, headers),
         ["dists", suite, tail @ ..]
             if *suite == apt.settings.suite_of(&ring) && !tail.is_empty() =>
         {
@@ -111,19 +122,35 @@ pub async fn ring_file(
             } else {
                 REVALIDATE
             };
+            note_client(apt, &ring, &req);
             let content_type = match tail.last() {
                 Some(&"InRelease" | &"Release" | &"Release.gpg" | &"Packages") => "text/plain",
                 _ => "application/octet-stream",
             };
-            serve_path(path, &headers, content_type, cache).await
+            serve_path(path, headers, content_type, cache).await
         }
         ["pool", "main", aa, sha, _name]
             if is_hex64(sha) && sha.starts_with(*aa) && aa.len() == 2 =>
         {
-            pool(&st, apt, &ring, sha, &headers).await
+            pool(&st, apt, &ring, sha, headers).await
         }
         _ => not_found(),
     }
+}
+
+/// Notes an index fetch of `ring` by the request's client (its IP address, without
+/// the port, which changes per connection).
+fn note_client(apt: &AptServe, ring: &str, req: &axum::http::request::Parts) {
+    let Some(ConnectInfo(peer)) = req.extensions.get::<ConnectInfo<std::net::SocketAddr>>() else {
+        return;
+    };
+    let ua = req
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let ip = peer.ip().to_canonical().to_string();
+    apt.clients.note(ring, &ip, ua, apt.clock.now());
 }
 
 fn sources(apt: &AptServe, ring: &str, headers: &HeaderMap) -> Response {

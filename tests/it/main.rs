@@ -22,6 +22,7 @@ mod serve;
 mod support;
 mod sync;
 mod upstream;
+mod ux;
 mod web_pages;
 mod web_security;
 mod windows_cli;

@@ -394,8 +394,41 @@ fn approve_pilot_gate_broad_with_explanations_and_the_error_brake() {
         explain(&site, "broad1", "acme/bad-1")["reason"]["code"],
         "rollout_aborted"
     );
-    let until = (Timestamp::now() + jiff::SignedDuration::from_hours(48)).to_string();
-    ok(run(site.cmd(&["defer", "acme/bad-1", "--until", &until])));
+    // A format it does not take is refused with the formats it does, and changes
+    // nothing; a mistyped patch id gets a suggestion.
+    let o = run(site.cmd(&["defer", "acme/bad-1", "--until", "15.01.2027"]));
+    assert!(
+        !o.status.success()
+            && stderr(&o).contains("\"15.01.2027\" is not a date and time; write a date (2027-01-15, meaning 00:00 UTC that day)")
+            && stderr(&o).contains("RFC 3339"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(site.cmd(&["rollout", "show", "acme/bad1"]));
+    assert!(
+        !o.status.success() && stderr(&o).contains("(did you mean \"acme/bad-1\"?)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(site.cmd(&["explain", "--host", "brod1"]));
+    assert!(
+        !o.status.success() && stderr(&o).contains("(did you mean \"broad1\"?)"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        explain(&site, "broad1", "acme/bad-1")["reason"]["code"],
+        "rollout_aborted"
+    );
+    // A plain date is the start of that day (UTC).
+    let day = (Timestamp::now() + jiff::SignedDuration::from_hours(72))
+        .strftime("%Y-%m-%d")
+        .to_string();
+    let out = ok(run(site.cmd(&["defer", "acme/bad-1", "--until", &day])));
+    assert!(
+        out.contains(&format!("deferred until {day}T00:00:00Z")),
+        "{out}"
+    );
     assert_eq!(
         explain(&site, "broad1", "acme/bad-1")["reason"]["code"],
         "deferred"

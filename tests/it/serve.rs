@@ -28,7 +28,7 @@ fn serve_answers_health_and_metrics_stops_on_sigterm_and_restarts_with_same_keys
         "{text}"
     );
     // A scanner's random paths are one label value, not one each (on the HTTP
-    // listener they are redirected to HTTPS; on HTTPS, without a session, to /login).
+    // listener they are redirected to HTTPS; on HTTPS they get our own 404 page).
     let h = crate::support::https();
     h.get(format!("{}/nope/123", s.admin_url)).send().unwrap();
     h.get(format!("{}/nope/456", s.admin_url)).send().unwrap();
@@ -39,7 +39,7 @@ fn serve_answers_health_and_metrics_stops_on_sigterm_and_restarts_with_same_keys
         .text()
         .unwrap();
     assert!(
-        text.contains(r#"route="unmatched",status="303"} 2"#),
+        text.contains(r#"route="unmatched",status="404"} 2"#),
         "{text}"
     );
     assert!(text.contains("patchward_http_request_duration_seconds_bucket"));

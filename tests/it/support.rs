@@ -37,6 +37,30 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Reads the start-up block from a server's stdout and sends it once it is complete
+/// (the blank line after its last line), then keeps draining the pipe.
+pub fn read_banner(out: impl std::io::Read, tx: mpsc::Sender<String>) {
+    let mut banner = String::new();
+    let mut sent = false;
+    for line in BufReader::new(out).lines() {
+        let Ok(line) = line else { break };
+        // The block begins after a blank line; leading blank lines are not its content.
+        if banner.is_empty() && line.is_empty() {
+            continue;
+        }
+        if !sent && line.is_empty() && banner.contains("stop with Ctrl-C") {
+            sent = true;
+            let _ = tx.send(banner.clone());
+            continue;
+        }
+        banner.push_str(&line);
+        banner.push('\n');
+    }
+    if !sent {
+        let _ = tx.send(banner);
+    }
+}
+
 /// A running `patchward serve`, killed (SIGKILL) when dropped.
 pub struct Server {
     pub child: Child,
@@ -74,17 +98,7 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn patchward serve");
         let out = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut banner = String::new();
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                banner.push_str(&line);
-                banner.push('\n');
-                if line.contains("stop with Ctrl-C") {
-                    let _ = tx.send(banner.clone());
-                }
-            }
-        });
+        std::thread::spawn(move || read_banner(out, tx));
         let banner = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(b) => b,
             Err(_) => {

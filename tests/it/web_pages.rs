@@ -295,6 +295,14 @@ fn upload_enroll_approve_and_a_web_window_the_scheduler_uses() {
     );
     let page = a.get("/mirror").text().unwrap();
     assert!(page.contains("catalog version 1 of acme"), "{page}");
+    // Something that is not a bundle is called that, under the name it was uploaded as.
+    let r = upload(a, "notes.txt", b"remember to patch the mail server\n");
+    let msg = flash(&r);
+    assert!(
+        msg.contains("notes.txt is not a Patchward bundle (*.pwb): it looks like a text file"),
+        "{msg}"
+    );
+    assert!(!msg.contains("upload-"), "no temporary name: {msg}");
 
     // Enroll a real agent with a token made on the hosts page.
     let r = a.post_form(
@@ -629,7 +637,10 @@ fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
     let r = upload(a, "junk.pwb", &vec![7u8; 1_500_000]);
     assert_eq!(r.status(), 303);
     let msg = flash(&r);
-    assert!(msg.starts_with("Bundle not imported: junk.pwb:"), "{msg}");
+    assert!(
+        msg.starts_with("Bundle not imported: junk.pwb is not a Patchward bundle (*.pwb): "),
+        "{msg}"
+    );
     let mut truncated = b.clone();
     truncated.truncate(b.len() / 2);
     let r = upload(a, "cut.pwb", &truncated);

@@ -71,6 +71,10 @@ pub struct BundleMetadata {
 pub enum BundleError {
     #[error("cannot read bundle: {0}")]
     Io(std::io::Error),
+    /// The input is some other kind of file (a `.deb`, a tarball, text, an empty file):
+    /// said in those words, so nobody hunts for corruption in the wrong file.
+    #[error("not a Patchward bundle (*.pwb): {0}")]
+    NotABundle(String),
     #[error("bundle is corrupt: {0}")]
     Corrupt(String),
     #[error("bundle is truncated: {0}")]

@@ -25,6 +25,69 @@ use super::{
 use crate::feed::catalog::is_sha256_hex;
 
 const BLOCK: u64 = 512;
+/// Every bundle is one zstd stream, which starts with this frame magic.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// How much of the input [`sniff`] looks at: a tar header's `ustar` is at 257.
+const SNIFF: usize = 512;
+
+/// The input with its first bytes given back after [`sniff`] looked at them.
+type Sniffed<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
+/// Reads the first bytes of `r` and refuses, in plain words, input that is not a zstd
+/// stream and so cannot be a bundle; gives back a reader of the whole input.
+fn sniff<R: Read>(mut r: R) -> Result<Sniffed<R>, BundleError> {
+    let mut head = vec![0u8; SNIFF];
+    let mut n = 0;
+    while n < head.len() {
+        match r.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(BundleError::Io(e)),
+        }
+    }
+    head.truncate(n);
+    if !head.starts_with(&ZSTD_MAGIC) {
+        return Err(BundleError::NotABundle(what_it_is(&head)));
+    }
+    Ok(io::Cursor::new(head).chain(r))
+}
+
+/// What a file that is not a zstd stream looks like, for the refusal.
+fn what_it_is(head: &[u8]) -> String {
+    let kind = if head.is_empty() {
+        return "the file is empty".into();
+    } else if head.starts_with(b"!<arch>\n") {
+        "it is a Debian package or ar archive (add a .deb to a feed with `patchward feed \
+         add`, then `patchward feed export` makes the bundle)"
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        "it is gzip-compressed"
+    } else if head.starts_with(b"\xfd7zXZ\0") {
+        "it is xz-compressed"
+    } else if head.starts_with(b"BZh") {
+        "it is bzip2-compressed"
+    } else if head.starts_with(b"PK\x03\x04") {
+        "it is a zip archive"
+    } else if head.len() > 262 && &head[257..262] == b"ustar" {
+        "it is an uncompressed tar archive"
+    } else if head.starts_with(b"-----BEGIN PGP") {
+        "it is an OpenPGP key or signature"
+    } else if head
+        .trim_ascii_start()
+        .first()
+        .is_some_and(|b| b"{[".contains(b))
+    {
+        "it looks like JSON (a root, catalog or timestamp file on its own?)"
+    } else if std::str::from_utf8(head).is_ok_and(|s| {
+        s.chars()
+            .all(|c| !c.is_control() || c.is_ascii_whitespace())
+    }) {
+        "it looks like a text file"
+    } else {
+        "it does not start with the zstd signature every bundle starts with"
+    };
+    format!("{kind}; bundles are made with `patchward feed export`")
+}
 
 /// Counts decompressed bytes and refuses to go past a cap.
 struct Capped<R> {
@@ -98,7 +161,7 @@ pub struct BlobsSummary {
 
 /// Where decompressed bytes come from: inline, or from a read-ahead thread.
 enum Source<R: Read> {
-    Inline(zstd::stream::read::Decoder<'static, BufReader<R>>),
+    Inline(zstd::stream::read::Decoder<'static, BufReader<Sniffed<R>>>),
     Ahead(super::ahead::ReadAhead),
 }
 
@@ -115,7 +178,7 @@ impl<R: Read + Send + 'static> BundleReader<R> {
     /// Like [`Self::new`], but decompresses on a background thread (bounded read-ahead)
     /// so decompression overlaps with the importer's hashing and writing.
     pub fn new_read_ahead(r: R) -> Result<Self, BundleError> {
-        let dec = zstd::stream::read::Decoder::new(r).map_err(BundleError::Io)?;
+        let dec = zstd::stream::read::Decoder::new(sniff(r)?).map_err(BundleError::Io)?;
         Ok(Self::from_source(Source::Ahead(
             super::ahead::ReadAhead::spawn(dec),
         )))
@@ -123,9 +186,10 @@ impl<R: Read + Send + 'static> BundleReader<R> {
 }
 
 impl<R: Read> BundleReader<R> {
-    /// Starts reading a `*.pwb` stream (nothing is read until [`Self::metadata`]).
+    /// Starts reading a `*.pwb` stream: only its first bytes are read, to refuse a file
+    /// that is not a bundle at all; the rest waits for [`Self::metadata`].
     pub fn new(r: R) -> Result<Self, BundleError> {
-        let dec = zstd::stream::read::Decoder::new(r).map_err(BundleError::Io)?;
+        let dec = zstd::stream::read::Decoder::new(sniff(r)?).map_err(BundleError::Io)?;
         Ok(Self::from_source(Source::Inline(dec)))
     }
 
@@ -294,6 +358,11 @@ impl<R: Read> BundleReader<R> {
             return Ok(None);
         }
         let h = Header::from_byte_slice(&block);
+        if self.stage == Stage::Start && check_cksum(h).is_err() {
+            return Err(BundleError::NotABundle(
+                "it is zstd-compressed, but holds no tar archive".into(),
+            ));
+        }
         check_cksum(h)?;
         let raw = h.path_bytes();
         let name = String::from_utf8(raw.to_vec()).map_err(|_| BundleError::NotUtf8 {
@@ -314,7 +383,16 @@ impl<R: Read> BundleReader<R> {
         let size = h
             .entry_size()
             .map_err(|e| BundleError::Corrupt(format!("entry {name:?} has a bad size: {e}")))?;
-        let kind = classify(&name).ok_or_else(|| BundleError::Unknown { name: name.clone() })?;
+        let kind = match classify(&name) {
+            Some(k) => k,
+            None if self.stage == Stage::Start => {
+                return Err(BundleError::NotABundle(format!(
+                    "it is a zstd-compressed tar archive, but its first entry is {name:?}, \
+                     not {HEADER_NAME}"
+                )));
+            }
+            None => return Err(BundleError::Unknown { name }),
+        };
         if !self.seen.insert(name.clone()) {
             return Err(BundleError::Duplicate { name });
         }

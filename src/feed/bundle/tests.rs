@@ -429,5 +429,50 @@ fn corrupt_headers_and_unknown_formats_are_refused() {
         "patchward-bundle.json is invalid: format 2 is not supported (this binary reads format 1); upgrade patchward"
     );
 
-    assert!(check(b"not zstd at all").0.starts_with("bundle is corrupt"));
+    // A zstd frame that breaks off inside is corrupt (it is a bundle, damaged).
+    let mut t = RawTar::new();
+    t.blob();
+    let mut z = zstd::encode_all(&t.0[..], 3).unwrap();
+    let mid = z.len() / 2;
+    z[mid..].iter_mut().for_each(|b| *b ^= 0x5a);
+    assert!(check(&z).0.starts_with("bundle is"), "{}", check(&z).0);
+}
+
+#[test]
+fn files_that_are_not_bundles_are_named_so() {
+    let mut tar_plain = vec![0u8; 1024];
+    tar_plain[257..262].copy_from_slice(b"ustar");
+    let cases: [(&[u8], &str); 8] = [
+        (b"", "the file is empty"),
+        (b"not zstd at all\n", "it looks like a text file"),
+        (b"!<arch>\ndebian-binary   ", "it is a Debian package"),
+        (&[0x1f, 0x8b, 8, 0, 0, 0], "it is gzip-compressed"),
+        (b"{\"payload\": \"x\"}", "it looks like JSON"),
+        (b"PK\x03\x04rest", "it is a zip archive"),
+        (&tar_plain, "it is an uncompressed tar archive"),
+        (
+            &[0, 1, 2, 3, 0xff, 0xfe],
+            "does not start with the zstd signature",
+        ),
+    ];
+    for (input, what) in cases {
+        let e = check(input).0;
+        assert!(
+            e.starts_with("not a Patchward bundle (*.pwb): ") && e.contains(what),
+            "{what}: {e}"
+        );
+    }
+    // zstd, but not a bundle inside: a compressed JSON file, another tar.zst.
+    let e = check(&zstd::encode_all(&b"{}"[..], 3).unwrap()).0;
+    assert!(
+        e.starts_with("not a Patchward bundle (*.pwb): it is zstd-compressed, but holds no tar"),
+        "{e}"
+    );
+    let mut t = RawTar(Vec::new());
+    t.file("etc/hosts", b"127.0.0.1 localhost\n");
+    let e = check(&t.finish()).0;
+    assert!(
+        e.contains("not a Patchward bundle (*.pwb): it is a zstd-compressed tar archive, but its first entry is \"etc/hosts\""),
+        "{e}"
+    );
 }

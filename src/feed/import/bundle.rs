@@ -31,8 +31,17 @@ impl BundleTransport {
             what: format!("open bundle {}", path.display()),
             source,
         })?;
-        let mut reader = BundleReader::new_read_ahead(BufReader::with_capacity(1 << 20, file))?;
-        let meta = reader.metadata()?;
+        // Name the file when it is not a bundle at all: "x.deb is not a Patchward bundle".
+        let named = |e: BundleError| match e {
+            BundleError::NotABundle(reason) => ImportError::NotABundle {
+                file: path.display().to_string(),
+                reason,
+            },
+            e => e.into(),
+        };
+        let mut reader =
+            BundleReader::new_read_ahead(BufReader::with_capacity(1 << 20, file)).map_err(named)?;
+        let meta = reader.metadata().map_err(named)?;
         Ok(Self {
             path: path.to_path_buf(),
             reader: Some(reader),

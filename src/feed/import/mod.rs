@@ -48,6 +48,8 @@ pub enum ImportError {
     Audit(#[from] AuditError),
     #[error("{0}")]
     Bundle(String),
+    #[error("{file} is not a Patchward bundle (*.pwb): {reason}")]
+    NotABundle { file: String, reason: String },
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -29,6 +29,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../../static/app.css"),
     ),
     (
+        "print.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../../static/print.css"),
+    ),
+    (
         "htmx.min.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../../static/htmx.min.js"),

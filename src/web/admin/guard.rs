@@ -3,7 +3,7 @@
 //! `web::admin`.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -168,29 +168,20 @@ pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Resp
         }
     }
 
-    let now_ms = session::millis(admin.clock.now());
-    let row = match cookie(req.headers(), COOKIE).filter(|t| session::plausible_token(t)) {
-        Some(token) => {
-            let hash = session::token_hash(token);
-            match st
-                .db
-                .read(move |c| crate::db::users::session(c, &hash))
-                .await
-            {
-                Ok(r) => r.filter(|r| session::usable(r, now_ms, &admin.settings.sessions)),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the session");
-                    return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
-                        .into_response();
-                }
-            }
-        }
-        None => None,
+    let now = admin.clock.now();
+    let now_ms = session::millis(now);
+    let row = match session_of(&st, req.headers(), now_ms).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
     };
     let mut req = req;
-    if is_public(&path) {
+    // A path no route serves reaches the 404 fallback, which has no `MatchedPath`.
+    // Reading it needs no session (it must not send anyone to sign in for a page that
+    // does not exist); changing anything there is refused like everywhere else.
+    let unknown = req.extensions().get::<MatchedPath>().is_none();
+    if is_public(&path) || (unknown && !changing) {
         if let Some(r) = &row {
-            insert_session(&mut req, r);
+            insert_session(&mut req, r, now);
         }
         return next.run(req).await;
     }
@@ -229,16 +220,49 @@ pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Resp
         }
     }
     touch(&st, &row, now_ms).await;
-    insert_session(&mut req, &row);
+    insert_session(&mut req, &row, now);
     next.run(req).await
 }
 
-fn insert_session(req: &mut Request, row: &crate::db::users::SessionRow) {
-    req.extensions_mut().insert(Viewer {
+/// The usable session the request's cookie names, if any (read only: nothing is
+/// enforced here). `Err` is the answer when the database cannot say.
+async fn session_of(
+    st: &AppState,
+    headers: &HeaderMap,
+    now_ms: i64,
+) -> Result<Option<crate::db::users::SessionRow>, Response> {
+    let Some(admin) = st.inner.admin.as_ref() else {
+        return Ok(None);
+    };
+    let Some(token) = cookie(headers, COOKIE).filter(|t| session::plausible_token(t)) else {
+        return Ok(None);
+    };
+    let hash = session::token_hash(token);
+    match st
+        .db
+        .read(move |c| crate::db::users::session(c, &hash))
+        .await
+    {
+        Ok(r) => Ok(r.filter(|r| session::usable(r, now_ms, &admin.settings.sessions))),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the session");
+            Err((StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response())
+        }
+    }
+}
+
+/// The [`Viewer`] of a usable session at `now`.
+fn viewer_of(row: &crate::db::users::SessionRow, now: jiff::Timestamp) -> Viewer {
+    Viewer {
         user: row.user.clone(),
         role: row.role,
         csrf: row.csrf.clone(),
-    });
+        printed: super::printed_line(now),
+    }
+}
+
+fn insert_session(req: &mut Request, row: &crate::db::users::SessionRow, now: jiff::Timestamp) {
+    req.extensions_mut().insert(viewer_of(row, now));
     req.extensions_mut().insert(CurrentSession {
         token_hash: row.token_sha256.clone(),
         user_id: row.user_id,

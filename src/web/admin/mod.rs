@@ -35,6 +35,7 @@ pub mod account;
 pub mod assets;
 pub mod guard;
 pub mod headers;
+pub mod not_found;
 pub mod pages;
 
 use axum::Router;
@@ -56,6 +57,20 @@ pub struct Viewer {
     pub role: Role,
     /// This session's CSRF token, for forms and htmx.
     pub csrf: String,
+    /// The header line of a printed page: site name and the time of the request by the
+    /// appliance's clock (`static/app.css` shows it only in print).
+    pub printed: String,
+}
+
+/// "Patchward on HOST · 2026-12-07 12:02 UTC": what a printed page says it is, from
+/// where and as of when.
+pub fn printed_line(now: jiff::Timestamp) -> String {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let host = HOST.get_or_init(crate::hostinfo::hostname);
+    format!(
+        "Patchward on {host} · printed {}",
+        now.strftime("%Y-%m-%d %H:%M UTC")
+    )
 }
 
 impl Viewer {
@@ -230,7 +245,14 @@ pub fn render<T: askama::Template>(t: &T) -> Response {
 /// `/api/v1/...` and every page of [`pages`]) behind the guard and the security
 /// headers. `web::tls_router` merges them with the routes both listeners serve.
 pub fn router(state: AppState) -> Router<AppState> {
-    guarded(own_routes().merge(pages::routes()), state)
+    // The 404 fallback is behind the guard too: reading it needs no session (the guard
+    // lets GET/HEAD of an unmatched path through), changing anything there is refused.
+    guarded(
+        own_routes()
+            .merge(pages::routes())
+            .fallback(not_found::page),
+        state,
+    )
 }
 
 /// Puts `routes` behind the guard and the security headers.

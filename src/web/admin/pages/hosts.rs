@@ -159,6 +159,25 @@ pub(super) struct HostList {
     pub rows: Vec<ListRow>,
     pub pager: Pager,
     pub rings: Vec<String>,
+    /// Machines that fetched a ring's apt index, agent or not (newest first, at most
+    /// [`APT_CLIENTS_SHOWN`]).
+    pub apt_clients: Vec<AptClientLine>,
+    pub apt_clients_total: usize,
+}
+
+/// How many apt clients the Hosts page lists.
+const APT_CLIENTS_SHOWN: usize = 200;
+
+/// One apt client on the Hosts page.
+pub(super) struct AptClientLine {
+    pub ring: String,
+    pub address: String,
+    pub user_agent: String,
+    /// The enrolled host with this address, if one reported it.
+    pub host: Option<String>,
+    pub requests: i64,
+    pub first_seen: String,
+    pub last_seen: String,
 }
 
 /// Reads one page of the host list.
@@ -194,10 +213,30 @@ pub(super) fn load_list(
             host: h,
         })
         .collect();
+    let clients = crate::apt::clients::list(conn)?;
+    let apt_clients_total = clients.len();
+    let apt_clients = clients
+        .into_iter()
+        .take(APT_CLIENTS_SHOWN)
+        .map(|c| AptClientLine {
+            first_seen: super::when(&c.first_seen),
+            last_seen: c
+                .last_seen
+                .parse::<Timestamp>()
+                .map_or_else(|_| c.last_seen.clone(), |t| ago(now, t)),
+            ring: c.ring,
+            address: c.address,
+            user_agent: c.user_agent,
+            host: c.host,
+            requests: c.requests,
+        })
+        .collect();
     Ok(HostList {
         rows,
         pager,
         rings: policy.ring_names().iter().map(|s| s.to_string()).collect(),
+        apt_clients,
+        apt_clients_total,
     })
 }
 
@@ -378,7 +417,7 @@ impl HostTemplate {
 
 fn fleet_status(e: &FleetError) -> StatusCode {
     match e {
-        FleetError::NoSuchHost(_) => StatusCode::NOT_FOUND,
+        FleetError::NoSuchHost(..) => StatusCode::NOT_FOUND,
         FleetError::Invalid { .. } | FleetError::Ambiguous(..) => StatusCode::BAD_REQUEST,
         FleetError::Revoked(_) => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -469,6 +469,12 @@ pub async fn upload(
             };
             done_htmx(&headers, "/mirror", true, &text)
         }
+        // The uploaded file's own name, not the temporary one it was stored under.
+        Ok(Err(crate::mirror::MirrorError::Import(
+            crate::feed::import::ImportError::NotABundle { reason, .. },
+        ))) => refuse(&format!(
+            "{name} is not a Patchward bundle (*.pwb): {reason}"
+        )),
         Ok(Err(e)) => refuse(&format!("{name}: {e}")),
         Err(e) => internal(viewer, "mirror", e),
     }

@@ -304,7 +304,7 @@ impl PatchTemplate {
 pub(super) fn rollout_status(e: &RolloutError) -> StatusCode {
     use crate::fleet::FleetError;
     match e {
-        RolloutError::Fleet(FleetError::NoSuchPatch(_)) | RolloutError::NoRollout(_) => {
+        RolloutError::Fleet(FleetError::NoSuchPatch(..)) | RolloutError::NoRollout(_) => {
             StatusCode::NOT_FOUND
         }
         RolloutError::Fleet(FleetError::AmbiguousPatch(..) | FleetError::Invalid { .. })
@@ -377,18 +377,7 @@ pub(super) fn fields<'a>(form: &'a [(String, String)], name: &str) -> Vec<&'a st
 
 /// Parses a `datetime-local` value (read as UTC) or an RFC 3339 time.
 pub(super) fn parse_time(s: &str) -> Result<Timestamp, String> {
-    if let Ok(t) = s.parse::<Timestamp>() {
-        return Ok(t);
-    }
-    s.parse::<jiff::civil::DateTime>()
-        .ok()
-        .and_then(|dt| {
-            jiff::tz::TimeZone::UTC
-                .to_ambiguous_timestamp(dt)
-                .compatible()
-                .ok()
-        })
-        .ok_or_else(|| format!("{s:?} is not a date and time (e.g. 2026-12-01T08:00, in UTC)"))
+    crate::timefmt::parse_instant(s).map_err(|e| e.to_string())
 }
 
 /// The decision a form asks for, checked for its shape (policy checks the rest).

@@ -134,6 +134,7 @@ pub(super) fn app(site: &Site, role: Role) -> Router {
         user: format!("{role}-user"),
         role,
         csrf: "c".repeat(64),
+        printed: crate::web::admin::printed_line(site.now),
     };
     super::routes()
         .with_state(site.state.clone())
@@ -550,4 +551,35 @@ async fn approve_halt_resume_and_a_window_that_the_scheduler_uses() {
         "web:admin-user rollout.rolled_back"
     );
     let _ = s.now;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosts_page_lists_apt_clients_with_and_without_an_agent() {
+    let s = site();
+    let app = app(&s, Role::Auditor);
+    let (_, before) = get(&app, "/hosts").await;
+    assert!(before.contains("No machine has fetched a ring"), "{before}");
+    let clients = crate::apt::clients::AptClients::new();
+    clients.note("pilot", "192.0.2.44", "Debian APT-HTTP/1.3 (2.6.1)", s.now);
+    crate::apt::clients::flush(&s.db, &clients).unwrap();
+    let (st, body) = get(&app, "/hosts").await;
+    assert_eq!(st, StatusCode::OK);
+    let section = &body[body
+        .find("id=\"apt-clients\"")
+        .expect("apt clients section")..];
+    assert!(
+        section.contains("apt clients <span class=\"muted\">(1)</span>"),
+        "{section}"
+    );
+    assert!(section.contains("192.0.2.44"), "{section}");
+    assert!(section.contains("Debian APT-HTTP/1.3 (2.6.1)"), "{section}");
+    assert!(section.contains("no agent"), "{section}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_counts_hosts_checking_in() {
+    let s = site();
+    let (_, body) = get(&app(&s, Role::Admin), "/").await;
+    assert!(body.contains("</span> checking in</a>"), "{body}");
+    assert!(!body.contains("up to date with check-ins"), "{body}");
 }
