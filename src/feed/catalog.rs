@@ -300,6 +300,11 @@ pub enum CatalogProblem {
     FeedName(String),
     #[error("spec_version {0} is not supported (this binary reads 1); upgrade patchward")]
     SpecVersion(u32),
+    #[error(
+        "catalog version {0} is out of range (at most {max}, what an appliance can store)",
+        max = crate::trust::roles::MAX_VERSION
+    )]
+    VersionRange(u64),
     #[error("patch id {0:?} appears more than once")]
     DuplicateId(String),
     #[error("patch {id:?}: {reason}")]
@@ -334,6 +339,9 @@ impl Catalog {
         let mut problems = Vec::new();
         if self.spec_version != SPEC_VERSION {
             problems.push(CatalogProblem::SpecVersion(self.spec_version));
+        }
+        if self.version > crate::trust::roles::MAX_VERSION {
+            problems.push(CatalogProblem::VersionRange(self.version));
         }
         if self.feed.is_empty() || self.feed.len() > 100 || !self.feed.bytes().all(is_graphic) {
             problems.push(CatalogProblem::FeedName(self.feed.clone()));
