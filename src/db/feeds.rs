@@ -302,6 +302,9 @@ pub struct FeedStatus {
     pub last_success: Option<String>,
     pub last_error: Option<String>,
     pub bytes_fetched: u64,
+    /// The newest signed time this appliance has seen for the feed (its trust state):
+    /// expiry is judged against max(clock, this), as the import pipeline judges it.
+    pub newest_signed_time: Option<String>,
 }
 
 /// Status of `feed` (which may never have been imported).
@@ -335,6 +338,10 @@ pub fn feed_status(conn: &Connection, feed: &str) -> Result<FeedStatus, DbError>
         )
         .optional()?;
     let (last_attempt, last_success, last_error, fetched) = ms.unwrap_or((None, None, None, 0));
+    let newest_signed_time = trust_state(conn, feed)?
+        .map(|t| t.newest_signed_time)
+        .filter(|t| *t > Timestamp::UNIX_EPOCH)
+        .map(|t| t.to_string());
     Ok(FeedStatus {
         feed: feed.to_string(),
         catalog_version: cat.as_ref().map(|c| c.0),
@@ -347,6 +354,7 @@ pub fn feed_status(conn: &Connection, feed: &str) -> Result<FeedStatus, DbError>
         last_success,
         last_error,
         bytes_fetched: int::to_u64(fetched)?,
+        newest_signed_time,
     })
 }
 

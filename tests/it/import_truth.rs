@@ -193,3 +193,105 @@ fn catalog_versions_are_range_checked_end_to_end() {
     );
     assert_eq!(std::fs::read_dir(&cat_dir).unwrap().count(), before);
 }
+
+/// Item 16: the Mirror page's store figures are the ones `mirror status` gives, also
+/// after an import by another process (the CLI) while the server runs.
+#[test]
+fn the_mirror_page_counts_the_store_like_mirror_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let t = Timestamp::now();
+    let mut feed = Feed::init(d, "msp", t);
+    feed.add("P-1", "high", "CVE-2099-5001", 10_000, 51);
+    feed.add("P-2", "low", "CVE-2099-5002", 20_000, 52);
+    feed.publish(t);
+    let full = feed.export(&d.join("full.pwb"), None, t);
+    let site = Site::new(d, "s", &[&feed]);
+    let server = crate::support::Server::start_with(
+        &site.data,
+        &["--config", site.config.to_str().unwrap()],
+    );
+    let admin = crate::support::Admin::first_sign_in(&server, "a long new password");
+    let out = site.import(&full);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = run(site.cmd(&["mirror", "status", "--json"]));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["store_blobs"], 2, "{status}");
+    let page = admin.get("/mirror").text().unwrap();
+    assert!(
+        page.contains("Content store: 2 blobs, 29.3 KiB."),
+        "the page disagrees with mirror status: {page}"
+    );
+}
+
+/// Item 21: a source without a url is bundle-only: accepted by the config, never synced
+/// (no "last attempt failed"), its bundles import, and its status speaks of content age
+/// and expiry.
+#[test]
+fn a_bundle_only_source_is_offline_by_design() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let t = Timestamp::now();
+    let mut feed = Feed::init(d, "msp", t);
+    feed.add("P-1", "high", "CVE-2099-6001", 10_000, 61);
+    feed.publish(t);
+    let full = feed.export(&d.join("full.pwb"), None, t);
+    let site = Site::new(d, "s", &[&feed]);
+    // The same site, its source without a url.
+    let text = std::fs::read_to_string(&site.config).unwrap();
+    let no_url: String = text
+        .lines()
+        .filter(|l| !l.starts_with("url = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(text, no_url);
+    std::fs::write(&site.config, &no_url).unwrap();
+    let check = run(site.cmd(&["config", "check"]));
+    assert!(check.status.success(), "{}", stderr(&check));
+
+    let out = site.import(&full);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let named = run(site.cmd(&["mirror", "sync", "--source", "msp"]));
+    assert!(!named.status.success());
+    assert!(
+        stderr(&named).contains("has no url: it is bundle-only (offline by design)"),
+        "{}",
+        stderr(&named)
+    );
+    let all = run(site.cmd(&["mirror", "sync"]));
+    assert!(all.status.success(), "{}", stderr(&all));
+    assert!(
+        stdout(&all).contains("no mirror source has a url to sync"),
+        "{}",
+        stdout(&all)
+    );
+    let status = run(site.cmd(&["mirror", "status", "--json"]));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let src = &status["sources"][0];
+    assert_eq!(src["bundle_only"], true, "{status}");
+    assert_eq!(src["url"], serde_json::Value::Null, "{status}");
+    assert_eq!(src["catalog_version"], 1, "{status}");
+    assert_eq!(src["expired"], false, "{status}");
+    assert_eq!(src["last_error"], serde_json::Value::Null, "{status}");
+    assert!(src["content_age_hours"].is_number(), "{status}");
+    let human = stdout(&run(site.cmd(&["mirror", "status"])));
+    assert!(human.contains("bundle-only"), "{human}");
+
+    // The server schedules no sync for it; the page and dashboard say bundles only.
+    let server = crate::support::Server::start_with(
+        &site.data,
+        &["--config", site.config.to_str().unwrap()],
+    );
+    let admin = crate::support::Admin::first_sign_in(&server, "a long new password");
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    for path in ["/mirror", "/"] {
+        let page = admin.get(path).text().unwrap();
+        assert!(page.contains("offline by design"), "{path}: {page}");
+        assert!(
+            !page.to_lowercase().contains("last attempt"),
+            "{path}: {page}"
+        );
+    }
+    let audit = stdout(&run(site.cmd(&["audit", "list", "--json"])));
+    assert!(!audit.contains("scheduler"), "{audit}");
+}

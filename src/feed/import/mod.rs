@@ -2,10 +2,12 @@
 //!
 //! Order is the security argument (DESIGN §3): metadata is fetched and verified first
 //! (root chain, timestamp, catalog) against the stored [`TrustState`]; only blobs the
-//! verified catalog names are fetched, each hashed while it streams into the store; the
-//! new catalog becomes visible in one SQLite transaction together with the new trust
-//! state. A crash anywhere before that commit leaves the previous catalog serving, and
-//! a rerun skips blobs already stored.
+//! verified catalog names are fetched, each hashed while it streams into a staging area;
+//! they join the store only after every needed blob arrived and every `.deb` was read,
+//! and the new catalog becomes visible in one SQLite transaction together with the new
+//! trust state. A refused import leaves the store as it was; a crash anywhere before
+//! that commit leaves the previous catalog serving, and a rerun skips blobs already
+//! stored.
 //!
 //! Transports ([`Transport`]) only move bytes; they never decide what is trusted.
 
