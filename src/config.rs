@@ -366,8 +366,7 @@ fn parse_source(
             Some(url)
         }
     };
-    if url.is_none() && rs.interval.is_some() {
-        let i = rs.interval.as_ref().expect("checked");
+    if let (None, Some(i)) = (&url, &rs.interval) {
         return Err(src.err_at(
             i.span(),
             "mirror.sources.interval",
