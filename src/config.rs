@@ -84,8 +84,10 @@ pub struct MirrorConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MirrorSource {
     pub name: String,
-    /// `http://`, `https://` or `file://` base URL of the published feed.
-    pub url: String,
+    /// `http://`, `https://` or `file://` base URL of the published feed; `None` for a
+    /// bundle-only source (offline by design: content arrives only as bundles, by
+    /// `patchward import`, the web page's upload or the drop folder, and is never synced).
+    pub url: Option<String>,
     /// The pinned root metadata (DSSE envelope) that trust starts from.
     pub root: PathBuf,
     pub interval: Duration,
@@ -194,7 +196,7 @@ struct RawMirror {
 #[serde(deny_unknown_fields)]
 struct RawSource {
     name: Spanned<String>,
-    url: Spanned<String>,
+    url: Option<Spanned<String>>,
     root: Spanned<String>,
     interval: Option<Spanned<String>>,
 }
@@ -350,12 +352,34 @@ fn parse_source(
             format!("{name:?} is not a feed name; use 1-64 letters, digits, '-', '_' or '.'"),
         ));
     }
-    let url = rs.url.get_ref().trim().to_string();
-    if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("file://")) {
+    let url = match &rs.url {
+        None => None,
+        Some(u) => {
+            let url = u.get_ref().trim().to_string();
+            let scheme_ok = url.starts_with("http://")
+                || url.starts_with("https://")
+                || url.starts_with("file://");
+            if !scheme_ok {
+                return Err(src.err_at(
+                    u.span(),
+                    "mirror.sources.url",
+                    format!(
+                        "{url:?} must start with http://, https:// or file://; leave `url` out \
+                         for a bundle-only source"
+                    ),
+                ));
+            }
+            Some(url)
+        }
+    };
+    if let (None, Some(i)) = (&url, &rs.interval) {
         return Err(src.err_at(
-            rs.url.span(),
-            "mirror.sources.url",
-            format!("{url:?} must start with http://, https:// or file://"),
+            i.span(),
+            "mirror.sources.interval",
+            format!(
+                "source {name:?} has no url (bundle-only), so it is never synced and an \
+                 interval means nothing; remove `interval` or add a `url`"
+            ),
         ));
     }
     let root = PathBuf::from(rs.root.get_ref());
@@ -791,13 +815,21 @@ impl Config {
             self.mirror
                 .sources
                 .iter()
-                .map(|s| format!(
-                    "\n[[mirror.sources]]\nname = {:?}\nurl = {:?}\nroot = {:?}\ninterval = \"{}s\"\n",
-                    s.name,
-                    s.url,
-                    s.root.display().to_string(),
-                    s.interval.as_secs()
-                ))
+                .map(|s| match &s.url {
+                    Some(url) => format!(
+                        "\n[[mirror.sources]]\nname = {:?}\nurl = {:?}\nroot = {:?}\ninterval = \"{}s\"\n",
+                        s.name,
+                        url,
+                        s.root.display().to_string(),
+                        s.interval.as_secs()
+                    ),
+                    // Bundle-only: no url, and so no interval either.
+                    None => format!(
+                        "\n[[mirror.sources]]\nname = {:?}\nroot = {:?}\n",
+                        s.name,
+                        s.root.display().to_string()
+                    ),
+                })
                 .collect::<String>(),
             apt_toml(&self.apt),
             web_toml(&self.web),
@@ -1072,7 +1104,8 @@ mod tests {
              [[mirror.sources]]\nname = \"a\"\nurl = \"file:///y\"\nroot = \"r\"\n",
             "site.toml:6: key `mirror.sources.name`: \"a\" is listed twice",
         );
-        check("[[mirror.sources]]\nname = \"a\"\n", "missing field `url`");
+        // `url` is optional (bundle-only sources); `root` is what trust needs.
+        check("[[mirror.sources]]\nname = \"a\"\n", "missing field `root`");
         check(
             "[apt]\nsuite = \"fixed\"\n",
             "site.toml:2: key `apt.suite`: \"fixed\" must contain {ring}",
@@ -1093,6 +1126,28 @@ mod tests {
         check("[apt]\norigin = \"\"\n", "key `apt.origin`");
     }
 
+    /// Issue [8] item 21: a source without a url is bundle-only; an interval on it is
+    /// refused as meaningless, and `config show` round-trips it.
+    #[test]
+    fn a_source_without_a_url_is_bundle_only() {
+        let text = "[[mirror.sources]]\nname = \"usb\"\nroot = \"/etc/patchward/usb.root.json\"\n";
+        let c = Config::from_sources(Some(("site.toml", text)), &Overrides::default()).unwrap();
+        assert_eq!(c.mirror.sources[0].url, None);
+        let again =
+            Config::from_sources(Some(("shown", &c.to_toml())), &Overrides::default()).unwrap();
+        assert_eq!(again.mirror.sources, c.mirror.sources);
+        let e = Config::from_sources(
+            Some(("site.toml", &format!("{text}interval = \"1h\"\n"))),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("key `mirror.sources.interval`") && e.contains("has no url (bundle-only)"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn mirror_sources_resolve_relative_roots_against_the_config_file() {
         let text = "[[mirror.sources]]\nname = \"msp\"\nurl = \"https://f.example/\"\n\
@@ -1106,7 +1161,7 @@ mod tests {
             c.mirror.sources,
             vec![MirrorSource {
                 name: "msp".into(),
-                url: "https://f.example/".into(),
+                url: Some("https://f.example/".into()),
                 root: "/etc/patchward/roots/msp.root.json".into(),
                 interval: Duration::from_secs(1800),
             }]

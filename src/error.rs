@@ -29,6 +29,11 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database worker stopped unexpectedly: {0}")]
     Worker(String),
+    #[error(
+        "{what} {value} does not fit the database (at most 9223372036854775807); nothing \
+         was stored"
+    )]
+    OutOfRange { what: &'static str, value: u64 },
 }
 
 /// Errors from reading, generating or storing key material.

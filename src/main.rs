@@ -698,6 +698,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli, None)?;
             let ctx = patchward::mirror::Context::open(&config)?;
             let results = ctx.sync(source.as_deref(), &invoking_user())?;
+            if results.is_empty() && !*json {
+                println!(
+                    "no mirror source has a url to sync; bundle-only sources get their content \
+                     by `patchward import`, the web page or the drop folder"
+                );
+            }
             let mut failed = false;
             for (name, r) in &results {
                 match r {

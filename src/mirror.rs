@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::appliance::{Appliance, DataDir};
 use crate::audit::{self, NewEntry};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::config::{Config, MirrorSource};
 use crate::db::Db;
 use crate::db::feeds::{self, FeedStatus, KevEntry, PatchRow};
@@ -36,6 +36,11 @@ pub enum MirrorError {
     Audit(#[from] AuditError),
     #[error("no mirror source named {0:?} is configured (see `patchward mirror status`)")]
     NoSuchSource(String),
+    #[error(
+        "mirror source {0:?} has no url: it is bundle-only (offline by design); import its \
+         bundles with `patchward import`, the web page or the drop folder"
+    )]
+    BundleOnly(String),
     #[error("{url}: unsupported URL; use file://, http:// or https://")]
     Url { url: String },
     /// The upstream could not be reached or served an error: a normal state for an
@@ -57,6 +62,9 @@ pub struct Context {
     pub config: Config,
     pub db: Db,
     pub store: Arc<Store>,
+    /// The appliance's clock: every decision of these operations (expiry, audit and
+    /// sync times) takes its time from here, never from a bundle or an upstream.
+    pub clock: SharedClock,
 }
 
 /// Opens the content store of a data directory with the configured options.
@@ -79,6 +87,7 @@ impl Context {
             config: config.clone(),
             db,
             store: Arc::new(store),
+            clock: Arc::new(SystemClock),
         })
     }
 
@@ -94,29 +103,48 @@ impl Context {
             &self.store,
             &self.config,
             path,
-            SystemClock.now(),
+            self.clock.now(),
             actor,
             progress,
         )
     }
 
-    /// Syncs one configured source (or all); an unreachable upstream is a recorded
-    /// outcome, not a crash.
+    /// Syncs one configured source (or all that have a URL); an unreachable upstream is
+    /// a recorded outcome, not a crash. Naming a bundle-only source is an error that
+    /// says how its content arrives; syncing "all" skips such sources.
     pub fn sync(&self, only: Option<&str>, actor: &str) -> Result<Vec<SyncOutcome>, MirrorError> {
         let sources: Vec<&MirrorSource> = match only {
-            Some(name) => vec![
-                self.config
+            Some(name) => {
+                let src = self
+                    .config
                     .mirror
                     .sources
                     .iter()
                     .find(|s| s.name == name)
-                    .ok_or_else(|| MirrorError::NoSuchSource(name.into()))?,
-            ],
-            None => self.config.mirror.sources.iter().collect(),
+                    .ok_or_else(|| MirrorError::NoSuchSource(name.into()))?;
+                if src.url.is_none() {
+                    return Err(MirrorError::BundleOnly(name.into()));
+                }
+                vec![src]
+            }
+            None => self
+                .config
+                .mirror
+                .sources
+                .iter()
+                .filter(|s| s.url.is_some())
+                .collect(),
         };
         let mut out = Vec::new();
         for src in sources {
-            let r = sync_source(&self.db, &self.store, src, actor, &import::NoProgress);
+            let r = sync_source(
+                &self.db,
+                &self.store,
+                src,
+                actor,
+                &import::NoProgress,
+                self.clock.as_ref(),
+            );
             out.push((src.name.clone(), r));
         }
         Ok(out)
@@ -135,7 +163,7 @@ impl Context {
         };
         let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         let entries = parse_kev(&text).map_err(err)?;
-        let now = SystemClock.now();
+        let now = self.clock.now();
         let n = self.db.write_blocking(|tx| {
             let n = feeds::replace_kev(tx, &entries)?;
             audit::append(
@@ -202,15 +230,22 @@ pub fn import_bundle_from(
     )?)
 }
 
-/// Status of `sources` and the store. The store is re-counted, because imports by
-/// other processes (the CLI, the drop folder) change it behind this handle's counters.
+/// What the store holds, re-counted: imports through other handles (the CLI in another
+/// process, the drop folder's own handle in this one) change it behind any one handle's
+/// counters. The one source of the store figures of `mirror status`, the Mirror page
+/// and the mirror API.
+pub fn store_usage(store: &Store) -> Result<crate::store::StoreUsage, StoreError> {
+    store.rescan()
+}
+
+/// Status of `sources` and the store (see [`store_usage`]).
 pub fn status(
     db: &Db,
     store: &Store,
     sources: &[MirrorSource],
     now: Timestamp,
 ) -> Result<MirrorStatus, MirrorError> {
-    let usage = store.rescan()?;
+    let usage = store_usage(store)?;
     let mut out = Vec::new();
     for src in sources {
         let name = src.name.clone();
@@ -224,28 +259,35 @@ pub fn status(
     })
 }
 
-/// Builds the transport for a source URL.
+/// Builds the transport for a source URL (a bundle-only source has none).
 pub fn transport_for(src: &MirrorSource) -> Result<Box<dyn Transport>, MirrorError> {
-    if let Some(t) = DirTransport::from_url(&src.url) {
+    let Some(url) = &src.url else {
+        return Err(MirrorError::BundleOnly(src.name.clone()));
+    };
+    if let Some(t) = DirTransport::from_url(url) {
         return Ok(Box::new(t));
     }
-    if src.url.starts_with("http://") || src.url.starts_with("https://") {
-        return Ok(Box::new(HttpTransport::new(&src.url)?));
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Ok(Box::new(HttpTransport::new(url)?));
     }
-    Err(MirrorError::Url {
-        url: src.url.clone(),
-    })
+    Err(MirrorError::Url { url: url.clone() })
 }
 
-/// One sync of one source, with its outcome recorded in `mirror_status`.
+/// One sync of one source, with its outcome recorded in `mirror_status`. `clock` is the
+/// appliance's (the server passes its own). A bundle-only source is refused before
+/// anything is recorded: it has no sync attempts to fail.
 pub fn sync_source(
     db: &Db,
     store: &Store,
     src: &MirrorSource,
     actor: &str,
     progress: &dyn Progress,
+    clock: &dyn Clock,
 ) -> Result<ImportSummary, MirrorError> {
-    let now = SystemClock.now();
+    if src.url.is_none() {
+        return Err(MirrorError::BundleOnly(src.name.clone()));
+    }
+    let now = clock.now();
     let result = (|| {
         let source = FeedSource::from_config(src)?;
         let mut t = transport_for(src)?;
@@ -282,7 +324,7 @@ pub fn sync_source(
         feeds::record_sync(
             tx,
             &name,
-            SystemClock.now(),
+            clock.now(),
             outcome.as_ref().map(|b| *b).map_err(String::as_str),
         )
     })?;
@@ -336,27 +378,49 @@ pub struct MirrorStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceStatus {
     pub name: String,
-    pub url: String,
+    /// The sync URL; `None` for a bundle-only source.
+    pub url: Option<String>,
+    /// True for a source without a URL: offline by design, never synced; its freshness
+    /// is its content age and catalog expiry alone.
+    pub bundle_only: bool,
     #[serde(flatten)]
     pub feed: FeedStatus,
-    /// Hours since the accepted catalog was signed (content age).
+    /// Hours since the accepted catalog was signed (content age), never negative.
     pub content_age_hours: Option<i64>,
     /// True when the accepted catalog has expired: new content is needed.
     pub expired: bool,
 }
 
 impl SourceStatus {
-    pub fn new(src: &MirrorSource, feed: FeedStatus, now: Timestamp) -> Self {
+    /// `now` is the appliance's clock. Age and expiry are judged against
+    /// max(now, newest signed time seen), the time the import pipeline uses (DESIGN §3):
+    /// a clock set back neither revives an expired catalog nor shows a negative age.
+    pub fn new(src: &MirrorSource, mut feed: FeedStatus, now: Timestamp) -> Self {
+        if src.url.is_none() {
+            // Never synced: an error recorded while it still had a URL says nothing now.
+            feed.last_attempt = None;
+            feed.last_error = None;
+        }
         let parse = |s: &Option<String>| s.as_ref().and_then(|t| t.parse::<Timestamp>().ok());
-        let age = parse(&feed.catalog_issued).map(|t| now.duration_since(t).as_hours());
-        let expired = parse(&feed.catalog_expires).is_some_and(|e| e <= now);
+        let effective = parse(&feed.newest_signed_time).map_or(now, |t| now.max(t));
+        let age =
+            parse(&feed.catalog_issued).map(|t| effective.duration_since(t).as_hours().max(0));
+        let expired = parse(&feed.catalog_expires).is_some_and(|e| e <= effective);
         Self {
             name: src.name.clone(),
             url: src.url.clone(),
+            bundle_only: src.url.is_none(),
             feed,
             content_age_hours: age,
             expired,
         }
+    }
+
+    /// The URL, or what stands in for it, for people.
+    pub fn url_text(&self) -> &str {
+        self.url
+            .as_deref()
+            .unwrap_or("bundle-only, offline by design")
     }
 }
 
@@ -438,7 +502,7 @@ pub fn render_status(s: &MirrorStatus) -> String {
     }
     for src in &s.sources {
         let f = &src.feed;
-        out.push_str(&format!("{} ({})\n", src.name, src.url));
+        out.push_str(&format!("{} ({})\n", src.name, src.url_text()));
         out.push_str(&format!(
             "  catalog version  {}\n",
             f.catalog_version
@@ -467,10 +531,16 @@ pub fn render_status(s: &MirrorStatus) -> String {
             f.patches,
             bytes_h(f.blob_bytes)
         ));
-        out.push_str(&format!(
-            "  last success     {}\n",
-            crate::timefmt::display_or(f.last_success.as_deref(), "never")
-        ));
+        if src.bundle_only {
+            out.push_str(
+                "  sync             none (bundle-only: freshness is content age and expiry)\n",
+            );
+        } else {
+            out.push_str(&format!(
+                "  last success     {}\n",
+                crate::timefmt::display_or(f.last_success.as_deref(), "never")
+            ));
+        }
         if let Some(e) = &f.last_error {
             out.push_str(&format!("  last error       {e}\n"));
         }
@@ -567,7 +637,7 @@ impl Context {
             .read_blocking(feeds::blobs_in_use)?
             .into_iter()
             .collect();
-        let now = SystemClock.now();
+        let now = self.clock.now();
         let r = self.store.gc(
             &referenced,
             self.config.store.gc_grace,

@@ -7,6 +7,10 @@
 //! unreachable upstream is the usual case) is already recorded in `mirror_status` by
 //! [`mirror::sync_source`]; here it is only logged, and the next tick tries again.
 //! Syncs run on tokio's blocking pool because the import pipeline is synchronous.
+//!
+//! A source without a `url` is bundle-only (offline by design) and gets no task: there
+//! is nothing to sync, and a sync that could only fail would show a permanent error.
+//! Sync times come from the server's [`Clock`](crate::clock::Clock).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +19,7 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::clock::SharedClock;
 use crate::config::{Config, MirrorSource};
 use crate::db::Db;
 use crate::feed::import::NoProgress;
@@ -24,21 +29,32 @@ use crate::store::Store;
 /// The actor recorded in the audit log for scheduled syncs.
 pub const ACTOR: &str = "scheduler";
 
-/// Starts one task per configured source; they stop when `shutdown` turns true (a sync
+/// Starts one task per configured source with a URL; they stop when `shutdown` turns true (a sync
 /// already running finishes on its blocking thread; the import is crash-safe anyway).
 pub fn spawn(
     config: &Config,
     db: Db,
     store: Arc<Store>,
+    clock: SharedClock,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
-    config
-        .mirror
-        .sources
-        .iter()
+    syncable(&config.mirror.sources)
         .cloned()
-        .map(|src| tokio::spawn(run_source(src, db.clone(), store.clone(), shutdown.clone())))
+        .map(|src| {
+            tokio::spawn(run_source(
+                src,
+                db.clone(),
+                store.clone(),
+                clock.clone(),
+                shutdown.clone(),
+            ))
+        })
         .collect()
+}
+
+/// The sources the scheduler syncs: those with a URL.
+fn syncable(sources: &[MirrorSource]) -> impl Iterator<Item = &MirrorSource> {
+    sources.iter().filter(|s| s.url.is_some())
 }
 
 /// The first sync waits 2-10 s, so start-up is not slowed and appliances restarted
@@ -58,6 +74,7 @@ async fn run_source(
     src: MirrorSource,
     db: Db,
     store: Arc<Store>,
+    clock: SharedClock,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut wait = first_delay();
@@ -66,9 +83,9 @@ async fn run_source(
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        let (s, d, st) = (src.clone(), db.clone(), store.clone());
+        let (s, d, st, ck) = (src.clone(), db.clone(), store.clone(), clock.clone());
         let sync = tokio::task::spawn_blocking(move || {
-            mirror::sync_source(&d, &st, &s, ACTOR, &NoProgress)
+            mirror::sync_source(&d, &st, &s, ACTOR, &NoProgress, ck.as_ref())
         });
         tokio::select! {
             r = sync => match r {
@@ -92,6 +109,20 @@ async fn run_source(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue [8] item 21: a bundle-only source gets no sync task.
+    #[test]
+    fn bundle_only_sources_are_not_scheduled() {
+        let src = |name: &str, url: Option<&str>| MirrorSource {
+            name: name.into(),
+            url: url.map(str::to_string),
+            root: "/r.json".into(),
+            interval: Duration::from_secs(3600),
+        };
+        let sources = [src("online", Some("https://f.example/")), src("usb", None)];
+        let names: Vec<&str> = syncable(&sources).map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["online"]);
+    }
 
     #[test]
     fn delays_stay_in_their_ranges() {

@@ -573,7 +573,13 @@ pub async fn run(
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     if !config.mirror.sources.is_empty() {
-        crate::mirror_schedule::spawn(&config, app.db.clone(), store.clone(), stop_rx.clone());
+        crate::mirror_schedule::spawn(
+            &config,
+            app.db.clone(),
+            store.clone(),
+            clock.clone(),
+            stop_rx.clone(),
+        );
     }
     let expiry = spawn_job_expiry(
         app.db.clone(),

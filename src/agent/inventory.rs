@@ -111,9 +111,11 @@ pub fn collect(now: Timestamp, hostname: Option<&str>) -> Inventory {
         packages: Some(packages),
         packages_digest: None,
         uptime_s,
-        last_boot: now
-            .checked_sub(SignedDuration::from_secs(uptime_s as i64))
+        // An uptime that does not fit a signed duration gives no boot time (not a
+        // wrapped, negative one).
+        last_boot: i64::try_from(uptime_s)
             .ok()
+            .and_then(|s| now.checked_sub(SignedDuration::from_secs(s)).ok())
             .map(|t| Timestamp::from_second(t.as_second()).unwrap_or(t)),
         reboot_required: Path::new("/var/run/reboot-required").exists(),
     }

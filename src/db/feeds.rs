@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
+use crate::db::int;
 use crate::error::DbError;
 use crate::feed::catalog::{Catalog, PatchEntry};
 use crate::trust::state::TrustState;
@@ -39,7 +40,7 @@ pub fn catalog_envelope(
     Ok(conn
         .query_row(
             "SELECT envelope FROM catalogs WHERE feed = ?1 AND version = ?2",
-            params![feed, version as i64],
+            params![feed, int::to_i64("catalog version", version)?],
             |r| r.get(0),
         )
         .optional()?)
@@ -49,8 +50,7 @@ pub fn catalog_envelope(
 pub fn catalog_versions(conn: &Connection, feed: &str) -> Result<Vec<u64>, DbError> {
     let mut st = conn.prepare("SELECT version FROM catalogs WHERE feed = ?1 ORDER BY version")?;
     let v = st
-        .query_map([feed], |r| r.get::<_, i64>(0))?
-        .map(|r| r.map(|v| v as u64))
+        .query_map([feed], |r| int::get_u64(r, 0))?
         .collect::<Result<_, _>>()?;
     Ok(v)
 }
@@ -120,6 +120,7 @@ pub fn commit_catalog(
     c: &CatalogCommit<'_>,
 ) -> Result<CommitCounts, DbError> {
     let now = c.now.to_string();
+    let version = int::to_i64("catalog version", c.catalog.version)?;
     let state = serde_json::to_string(c.state)
         .map_err(|e| DbError::Worker(format!("cannot encode trust state: {e}")))?;
     tx.execute(
@@ -134,7 +135,7 @@ pub fn commit_catalog(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             c.feed,
-            c.catalog.version as i64,
+            version,
             c.envelope_sha256,
             c.envelope,
             c.catalog.issued.to_string(),
@@ -176,7 +177,7 @@ pub fn commit_catalog(
             params![
                 c.feed,
                 p.id,
-                c.catalog.version as i64,
+                version,
                 p.title,
                 serde_json::to_value(p.kind)
                     .ok()
@@ -204,7 +205,7 @@ pub fn commit_catalog(
     for (sha, size) in c.catalog.blobs() {
         tx.execute(
             "INSERT INTO patch_blobs (feed, sha256, size) VALUES (?1, ?2, ?3)",
-            params![c.feed, sha, size as i64],
+            params![c.feed, sha, int::to_i64("blob size", size)?],
         )?;
     }
     Ok(counts)
@@ -248,7 +249,7 @@ pub fn list_patches(conn: &Connection) -> Result<Vec<PatchRow>, DbError> {
             r.get::<_, String>(6)?,
             r.get::<_, String>(7)?,
             r.get::<_, String>(8)?,
-            r.get::<_, i64>(9)?,
+            int::get_u64(r, 9)?,
         ))
     })?;
     for row in rows {
@@ -281,7 +282,7 @@ pub fn list_patches(conn: &Connection) -> Result<Vec<PatchRow>, DbError> {
             kev_due: due,
             released,
             first_seen,
-            catalog_version: version as u64,
+            catalog_version: version,
         });
     }
     Ok(out)
@@ -301,16 +302,19 @@ pub struct FeedStatus {
     pub last_success: Option<String>,
     pub last_error: Option<String>,
     pub bytes_fetched: u64,
+    /// The newest signed time this appliance has seen for the feed (its trust state):
+    /// expiry is judged against max(clock, this), as the import pipeline judges it.
+    pub newest_signed_time: Option<String>,
 }
 
 /// Status of `feed` (which may never have been imported).
 pub fn feed_status(conn: &Connection, feed: &str) -> Result<FeedStatus, DbError> {
-    let cat: Option<(i64, String, String, String)> = conn
+    let cat: Option<(u64, String, String, String)> = conn
         .query_row(
             "SELECT version, issued, expires, imported_at FROM catalogs
              WHERE feed = ?1 ORDER BY version DESC LIMIT 1",
             [feed],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((int::get_u64(r, 0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
     let patches: i64 = conn.query_row(
@@ -334,18 +338,23 @@ pub fn feed_status(conn: &Connection, feed: &str) -> Result<FeedStatus, DbError>
         )
         .optional()?;
     let (last_attempt, last_success, last_error, fetched) = ms.unwrap_or((None, None, None, 0));
+    let newest_signed_time = trust_state(conn, feed)?
+        .map(|t| t.newest_signed_time)
+        .filter(|t| *t > Timestamp::UNIX_EPOCH)
+        .map(|t| t.to_string());
     Ok(FeedStatus {
         feed: feed.to_string(),
-        catalog_version: cat.as_ref().map(|c| c.0 as u64),
+        catalog_version: cat.as_ref().map(|c| c.0),
         catalog_issued: cat.as_ref().map(|c| c.1.clone()),
         catalog_expires: cat.as_ref().map(|c| c.2.clone()),
         imported_at: cat.as_ref().map(|c| c.3.clone()),
-        patches: patches as u64,
-        blob_bytes: bytes as u64,
+        patches: int::to_u64(patches)?,
+        blob_bytes: int::to_u64(bytes)?,
         last_attempt,
         last_success,
         last_error,
-        bytes_fetched: fetched as u64,
+        bytes_fetched: int::to_u64(fetched)?,
+        newest_signed_time,
     })
 }
 
@@ -357,13 +366,17 @@ pub fn record_sync(
     result: Result<u64, &str>,
 ) -> Result<(), DbError> {
     let at = at.to_string();
+    let result = match result {
+        Ok(b) => Ok(int::to_i64("bytes fetched", b)?),
+        Err(e) => Err(e),
+    };
     match result {
         Ok(bytes) => tx.execute(
             "INSERT INTO mirror_status (source, last_attempt, last_success, last_error, bytes_fetched)
              VALUES (?1, ?2, ?2, NULL, ?3)
              ON CONFLICT(source) DO UPDATE SET last_attempt = ?2, last_success = ?2,
                  last_error = NULL, bytes_fetched = bytes_fetched + ?3",
-            params![source, at, bytes as i64],
+            params![source, at, bytes],
         )?,
         Err(e) => tx.execute(
             "INSERT INTO mirror_status (source, last_attempt, last_error) VALUES (?1, ?2, ?3)

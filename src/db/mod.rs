@@ -10,6 +10,7 @@
 
 pub mod feeds;
 pub mod fleet;
+pub mod int;
 pub mod jobs;
 mod migrations;
 pub mod rollout;

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::trust::error::TrustError;
-use crate::trust::roles::{Role, SPEC_VERSION, parse_payload};
+use crate::trust::roles::{Role, SPEC_VERSION, check_range, parse_payload};
 
 /// Largest artifact accepted: far above real firmware images, small enough that sums
 /// over any catalog cannot overflow and a typo'd size is caught.
@@ -219,8 +219,8 @@ impl PatchEntry {
                 reason,
             })
         };
-        if !is_valid_id(id) {
-            bad("the id must be 1-200 printable ASCII characters without spaces".into());
+        if !is_safe_patch_id(id) {
+            bad(format!("the id is not a safe patch id ({PATCH_ID_RULE})"));
         }
         if self.title.trim().is_empty() {
             bad("the title is empty".into());
@@ -281,6 +281,13 @@ impl PatchEntry {
             if list.contains(id) {
                 bad(format!("it names itself in {field}"));
             }
+            // References are ids too (of patches that may be absent): the same rule, so
+            // nothing downstream ever meets an unsafe id.
+            for other in list.iter().filter(|o| !is_safe_patch_id(o)) {
+                bad(format!(
+                    "{field} names {other:?}, which is not a safe patch id ({PATCH_ID_RULE})"
+                ));
+            }
         }
         out
     }
@@ -293,6 +300,11 @@ pub enum CatalogProblem {
     FeedName(String),
     #[error("spec_version {0} is not supported (this binary reads 1); upgrade patchward")]
     SpecVersion(u32),
+    #[error(
+        "catalog version {0} is out of range (at most {max}, what an appliance can store)",
+        max = crate::trust::roles::MAX_VERSION
+    )]
+    VersionRange(u64),
     #[error("patch id {0:?} appears more than once")]
     DuplicateId(String),
     #[error("patch {id:?}: {reason}")]
@@ -317,7 +329,9 @@ pub struct InvalidCatalog(pub Vec<CatalogProblem>);
 impl Catalog {
     /// Parses a catalog payload (signatures are checked by the caller).
     pub fn parse(payload: &[u8]) -> Result<Self, TrustError> {
-        parse_payload(Role::Catalog, payload)
+        let c: Catalog = parse_payload(Role::Catalog, payload)?;
+        check_range(Role::Catalog, "version", c.version)?;
+        Ok(c)
     }
 
     /// Checks ids, references, cycles, hashes, sizes and names; reports every problem.
@@ -325,6 +339,9 @@ impl Catalog {
         let mut problems = Vec::new();
         if self.spec_version != SPEC_VERSION {
             problems.push(CatalogProblem::SpecVersion(self.spec_version));
+        }
+        if self.version > crate::trust::roles::MAX_VERSION {
+            problems.push(CatalogProblem::VersionRange(self.version));
         }
         if self.feed.is_empty() || self.feed.len() > 100 || !self.feed.bytes().all(is_graphic) {
             problems.push(CatalogProblem::FeedName(self.feed.clone()));
@@ -442,8 +459,31 @@ fn is_graphic(b: u8) -> bool {
     b.is_ascii_graphic()
 }
 
-fn is_valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 200 && id.bytes().all(is_graphic)
+/// Longest patch id accepted (the ids of real advisories are a few dozen bytes).
+pub const MAX_PATCH_ID: usize = 128;
+
+/// The patch id rule in words, for error messages and documentation.
+pub const PATCH_ID_RULE: &str = "at most 128 bytes of segments separated by single `/`; \
+    each segment starts with a letter or digit and continues with letters, digits or \
+    `._+~:-`, e.g. \"DSA-5912-1/openssl\" or \"vendor/fw-2.3.1\"";
+
+/// Whether `id` is a safe patch id ([`PATCH_ID_RULE`]). Ids end up in URLs, file names
+/// (`feed add` slugs them), audit subjects and the environment of scripts, so the rule
+/// excludes everything that could mean something there: no leading, trailing or double
+/// `/` (so never an absolute path or an empty segment), no `.`/`..` segment or any
+/// segment that starts with `.` or `-` (hidden files, traversal, option injection),
+/// no backslash, space, quote or control character.
+pub fn is_safe_patch_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_PATCH_ID
+        && id.split('/').all(|seg| {
+            let mut b = seg.bytes();
+            b.next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && b.all(|c| {
+                    c.is_ascii_alphanumeric()
+                        || matches!(c, b'.' | b'_' | b'+' | b'~' | b':' | b'-')
+                })
+        })
 }
 
 fn is_cve(s: &str) -> bool {
@@ -562,6 +602,71 @@ pub(crate) mod tests {
         assert_eq!(
             problems(&catalog(1, vec![d, a, b, c])),
             "requires cycle: a -> b -> c -> a"
+        );
+    }
+
+    /// Issue [8] item 8: ids are safe identifiers; a single `/` between safe segments
+    /// (as in real advisory ids) is allowed, traversal and anything odd is not.
+    #[test]
+    fn patch_ids_are_safe_identifiers() {
+        // The entry's artifact is named after its id; keep that name simple here.
+        let entry = |id: &str, c: &[u8]| {
+            let mut e = entry(id, c);
+            e.artifacts[0].name = "p.deb".into();
+            e
+        };
+        for good in [
+            "DSA-5912-1/openssl",
+            "vendor/fw-2.3.1",
+            "RHSA-2024:1234",
+            "a",
+            "USN-7000-1/linux+hwe~22.04",
+            &"x".repeat(MAX_PATCH_ID),
+        ] {
+            assert!(is_safe_patch_id(good), "{good:?} refused");
+            catalog(1, vec![entry(good, b"1")]).validate().unwrap();
+        }
+        for bad in [
+            "../../x",
+            "..",
+            ".",
+            "a/../b",
+            "a/./b",
+            "/etc/passwd",
+            "a/",
+            "a//b",
+            "a\\b",
+            ".hidden",
+            "a/.hidden",
+            "-rf",
+            "a b",
+            "a\u{7f}b",
+            "a\nb",
+            "a\tb",
+            "caf\u{e9}",
+            "a\"b",
+            "a;b",
+            "",
+            &"x".repeat(MAX_PATCH_ID + 1),
+        ] {
+            assert!(!is_safe_patch_id(bad), "{bad:?} accepted");
+            let e = problems(&catalog(1, vec![entry(bad, b"1")]));
+            assert!(
+                e.contains(&format!("patch {bad:?}: the id is not a safe patch id")),
+                "{bad:?}: {e}"
+            );
+        }
+        // References are held to the same rule.
+        let mut a = entry("a", b"1");
+        a.supersedes = vec!["../../x".into()];
+        a.conflicts = vec!["ok/fine".into()];
+        let e = problems(&catalog(1, vec![a]));
+        assert_eq!(
+            e,
+            format!(
+                "patch \"a\": supersedes names \"../../x\", which is not a safe patch id \
+                 ({PATCH_ID_RULE})"
+            )
         );
     }
 

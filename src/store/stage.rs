@@ -7,6 +7,11 @@
 //! (atomic per blob, no copy). Dropping an uncommitted staging area deletes it, and
 //! areas left by a killed process are deleted by the next one.
 //!
+//! The import pipeline owns the staging area of every transport (bundle, directory,
+//! HTTP): it checks that everything the catalog needs arrived and that every package
+//! is sound *before* [`Staging::commit`], so a refused import of any kind leaves the
+//! store's blob list exactly as it was.
+//!
 //! Durability is batched: staged blobs are not flushed one by one (a thousand 1 MiB
 //! blobs would cost a thousand fsyncs). `commit` flushes the file system once before
 //! the renames (so no rename can expose unflushed bytes) and once after (so the renames
@@ -15,18 +20,24 @@
 use std::fs;
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{PutOutcome, Sha256Hex, Store, StoreError};
 use crate::fsutil;
 
-/// A private area whose blobs join the store only on [`Staging::commit`].
+/// A private area whose blobs join the store only on [`Staging::commit`]. All methods
+/// take `&self`, so transport worker threads may stage blobs concurrently.
 pub struct Staging<'a> {
     main: &'a Store,
     area: Option<Store>,
     dir: PathBuf,
-    staged: Vec<(Sha256Hex, u64)>,
+    /// What was staged, in order (a std Mutex: held for a push or a lookup only).
+    staged: Mutex<Vec<(Sha256Hex, u64)>>,
 }
+
+/// Numbers this process's staging areas (see [`Store::staging`]).
+static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -47,15 +58,25 @@ impl Store {
                 }
             }
         }
-        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!("{}-{n}", std::process::id()));
+        // Unique per process, not per handle: the server's drop folder, scheduler and
+        // upload may each hold their own `Store` on the same root, and two imports must
+        // never share (or remove) one area. `create_dir` refuses an existing one.
+        let dir = loop {
+            let n = STAGING_SEQ.fetch_add(1, Ordering::Relaxed);
+            let dir = base.join(format!("{}-{n}", std::process::id()));
+            match fs::create_dir(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(StoreError::io("create directory", &dir, e)),
+            }
+        };
         let mut area = Store::open(&dir, self.opts.clone())?.with_clock(self.clock.clone());
         area.sync_each = false;
         Ok(Staging {
             main: self,
             area: Some(area),
             dir,
-            staged: Vec::new(),
+            staged: Mutex::new(Vec::new()),
         })
     }
 }
@@ -63,18 +84,39 @@ impl Store {
 impl Staging<'_> {
     /// Verifies `reader` against `hash`/`size` into the staging area.
     pub fn put(
-        &mut self,
+        &self,
         hash: &Sha256Hex,
         size: u64,
         reader: &mut dyn Read,
     ) -> Result<PutOutcome, StoreError> {
-        let area = self
-            .area
-            .as_ref()
-            .expect("staging area is open until commit");
-        let out = area.put(Some((hash, size)), reader)?;
-        self.staged.push((hash.clone(), size));
+        let out = self.area().put(Some((hash, size)), reader)?;
+        let mut staged = self.list();
+        if !staged.iter().any(|(h, _)| h == hash) {
+            staged.push((hash.clone(), size));
+        }
         Ok(out)
+    }
+
+    /// Whether `hash` was staged here (it is not in the store until commit).
+    pub fn contains(&self, hash: &Sha256Hex) -> bool {
+        self.list().iter().any(|(h, _)| h == hash)
+    }
+
+    /// Where a staged blob's verified bytes are until commit, so they can be checked
+    /// (a package's control data) before anything joins the store.
+    pub fn staged_path(&self, hash: &Sha256Hex) -> Option<PathBuf> {
+        self.contains(hash).then(|| self.area().path(hash))
+    }
+
+    fn area(&self) -> &Store {
+        self.area
+            .as_ref()
+            .expect("staging area is open until commit")
+    }
+
+    fn list(&self) -> std::sync::MutexGuard<'_, Vec<(Sha256Hex, u64)>> {
+        // A plain list: a panic elsewhere cannot leave it torn.
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Moves every staged blob into the store. A crash part-way leaves some blobs in
@@ -82,12 +124,13 @@ impl Staging<'_> {
     /// and the rest in a staging area the next import removes.
     pub fn commit(mut self) -> Result<usize, StoreError> {
         let area = self.area.take().expect("commit once");
-        if self.staged.is_empty() {
+        let staged = std::mem::take(&mut *self.list());
+        if staged.is_empty() {
             return Ok(0);
         }
         self.syncfs()?;
         let mut moved = 0;
-        for (hash, size) in &self.staged {
+        for (hash, size) in &staged {
             let from = area.path(hash);
             let dir = self.main.blobs.join(hash.prefix());
             if !dir.is_dir() {

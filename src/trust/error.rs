@@ -30,6 +30,16 @@ pub enum TrustError {
     },
     #[error("{role} payload is malformed: {reason}")]
     MalformedPayload { role: String, reason: String },
+    #[error(
+        "{role} {field} {value} is out of range (at most {max}, what this appliance can \
+         store); refused"
+    )]
+    OutOfRange {
+        role: &'static str,
+        field: &'static str,
+        value: u64,
+        max: u64,
+    },
     #[error("root version {version} is invalid: {reason}")]
     InvalidRoot { version: u64, reason: String },
     #[error("root version {given} given but {expected} expected next (skipped root)")]

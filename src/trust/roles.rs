@@ -29,6 +29,24 @@ pub const TIMESTAMP_TYPE: &str = "application/vnd.patchward.timestamp+json";
 /// The only `spec_version` this binary reads and writes.
 pub const SPEC_VERSION: u32 = 1;
 
+/// Largest version (and metadata size) a signed document may carry: the appliance stores
+/// them in SQLite integers (`i64`), so anything above is refused when the document is
+/// parsed, before it can reach a cast or a column (DESIGN leaves the range open).
+pub const MAX_VERSION: u64 = i64::MAX as u64;
+
+/// Refuses an integer of a signed document that the appliance could not store.
+pub fn check_range(role: Role, field: &'static str, value: u64) -> Result<(), TrustError> {
+    if value > MAX_VERSION {
+        return Err(TrustError::OutOfRange {
+            role: role.name(),
+            field,
+            value,
+            max: MAX_VERSION,
+        });
+    }
+    Ok(())
+}
+
 /// The three feed roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -200,6 +218,7 @@ impl Root {
         if self.version == 0 {
             return Err(bad("versions start at 1".into()));
         }
+        check_range(Role::Root, "version", self.version)?;
         self.verifying_keys()?;
         for role in [Role::Root, Role::Catalog, Role::Timestamp] {
             let r = self.role(role);
@@ -250,6 +269,9 @@ impl TimestampDoc {
                 reason: format!("spec_version {} is not supported", t.spec_version),
             });
         }
+        check_range(Role::Timestamp, "version", t.version)?;
+        check_range(Role::Timestamp, "catalog version", t.catalog.version)?;
+        check_range(Role::Timestamp, "catalog size", t.catalog.size)?;
         Ok(t)
     }
 }

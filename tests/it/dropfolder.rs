@@ -157,6 +157,15 @@ fn drop_folder_imports_rejects_and_survives_the_folder_vanishing() {
     let text = std::fs::read_to_string(&note).unwrap();
     assert!(text.contains("already had catalog version 1"), "{text}");
 
+    // A half-written copy of that same (current) bundle is broken, not current: it is
+    // filed under rejected/ with the reason (issue [8] item 7).
+    std::fs::write(drop.join("cut.pwb"), &bytes[..bytes.len() / 2]).unwrap();
+    let reason = drop.join("rejected/cut.pwb.reason.txt");
+    wait_for("rejected/cut.pwb.reason.txt", || reason.exists());
+    assert!(!drop.join("imported/cut.pwb").exists());
+    let text = std::fs::read_to_string(&reason).unwrap();
+    assert!(text.contains("truncated"), "{text}");
+
     // The folder vanishes (unplugged) and comes back with a new bundle.
     std::fs::remove_dir_all(&drop).unwrap();
     std::thread::sleep(Duration::from_secs(3));

@@ -14,6 +14,7 @@ mod feedkit;
 mod fleet;
 mod import;
 mod import_crash;
+mod import_truth;
 mod jobs;
 mod lifecycle;
 mod rollout;

@@ -649,6 +649,14 @@ fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
         "{}",
         flash(&r)
     );
+    // The current bundle cut short near its end (its metadata intact): broken, not
+    // "already at catalog version" (issue [8] item 7).
+    let r = upload(a, "short.pwb", &b[..b.len() - 20]);
+    let msg = flash(&r);
+    assert!(
+        msg.starts_with("Bundle not imported: short.pwb:") && msg.contains("truncated"),
+        "{msg}"
+    );
     assert_eq!(
         std::fs::read_dir(site.data.join("uploads"))
             .unwrap()

@@ -118,6 +118,16 @@ pub enum BundleError {
         "blob {sha256} was not read to its end ({left} bytes left); the importer must hash every byte"
     )]
     BlobNotConsumed { sha256: String, left: u64 },
+    #[error(
+        "blob {sha256} in the bundle hashes to {actual}: the bundle is damaged or was \
+         tampered with; copy it again from the original"
+    )]
+    BlobHash { sha256: String, actual: String },
+    #[error(
+        "the bundle is incomplete: it is a full bundle but lacks {count} blob(s) its catalog \
+         references ({list}); copy it again from the original"
+    )]
+    Incomplete { count: usize, list: String },
     #[error("bundle reader misuse: {0}")]
     Misuse(&'static str),
     #[error("cannot write bundle: {0}")]

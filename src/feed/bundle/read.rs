@@ -423,7 +423,13 @@ impl<R: Read> BundleReader<R> {
 
     /// Reads a metadata entry's data (size already capped) and its padding.
     fn read_data(&mut self, entry: &Entry) -> Result<Vec<u8>, BundleError> {
-        let mut buf = vec![0u8; entry.size as usize];
+        // Capped by MAX_METADATA_ENTRY before this is called; checked all the same.
+        let len = usize::try_from(entry.size).map_err(|_| BundleError::MetadataTooLarge {
+            name: entry.name.clone(),
+            size: entry.size,
+            max: MAX_METADATA_ENTRY,
+        })?;
+        let mut buf = vec![0u8; len];
         let got = self.fill(&mut buf, &entry.name)?;
         if got < buf.len() {
             return Err(BundleError::Truncated(format!(

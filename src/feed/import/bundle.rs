@@ -1,6 +1,7 @@
 //! An offline bundle (`*.pwb`) as a transport. The bundle is one stream: its metadata
 //! is read when the transport is opened, and its blobs are streamed into the store in
-//! bundle order after the pipeline has verified the catalog.
+//! bundle order after the pipeline has verified the catalog. Every blob the bundle
+//! carries is hashed, staged or not, and the stream is read to its end.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -9,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use super::{ImportError, Progress, ProgressReader, Transport};
 use crate::feed::bundle::{BundleError, BundleMetadata, BundleReader};
-use crate::store::{Sha256Hex, Store};
+use crate::store::{Sha256Hex, Staging};
+use sha2::{Digest, Sha256};
 
 /// A bundle file opened for import.
 pub struct BundleTransport {
@@ -104,32 +106,63 @@ impl Transport for BundleTransport {
         &mut self,
         needed: &BTreeMap<String, u64>,
         all: &BTreeMap<String, u64>,
-        store: &Store,
+        staging: &Staging<'_>,
         progress: &dyn Progress,
     ) -> Result<u64, ImportError> {
         let reader = self.reader.take().ok_or(ImportError::Bundle(
             "the bundle's blobs were already read".into(),
         ))?;
-        // Blobs are verified into a staging area and join the store only once the whole
-        // bundle has been read without fault: a refused bundle leaves the store as it was.
-        let mut staging = store.staging()?;
+        // The whole stream is read to its end-of-archive marker, also when nothing in it
+        // is needed: a truncated copy fails here, never passes as "already current".
         let mut stored = 0u64;
-        reader.blobs(all, |hash, size, r| {
+        let summary = reader.blobs(all, |hash, size, r| {
             if needed.contains_key(hash) {
                 let h = Sha256Hex::parse(hash)?;
                 let mut pr = ProgressReader { inner: r, progress };
                 staging.put(&h, size, &mut pr)?;
                 stored += size;
             } else {
-                // Already stored: read past it (the stream has no seek).
-                io::copy(r, &mut io::sink()).map_err(|source| ImportError::Io {
-                    what: "read bundle".into(),
-                    source,
-                })?;
+                // Already stored: the bundle's copy is hashed all the same (the stream
+                // has no seek, and a tampered copy must be reported as such).
+                check_copy(hash, r)?;
             }
             Ok::<_, ImportError>(())
         })?;
-        staging.commit()?;
+        // A full bundle carries every blob its catalog references; one that lacks some
+        // is an incomplete copy even if this appliance happens to have them.
+        if self.meta.header.base_catalog_version.is_none() {
+            let lacking: Vec<String> = all
+                .keys()
+                .filter(|h| !summary.blobs.contains_key(*h))
+                .cloned()
+                .collect();
+            if !lacking.is_empty() {
+                return Err(BundleError::Incomplete {
+                    count: lacking.len(),
+                    list: super::short_list(&lacking),
+                }
+                .into());
+            }
+        }
         Ok(stored)
     }
+}
+
+/// Hashes a blob the store already has as the bundle carries it; a mismatch means the
+/// bundle is damaged or was tampered with.
+fn check_copy(hash: &str, r: &mut dyn io::Read) -> Result<(), ImportError> {
+    let mut hasher = Sha256::new();
+    io::copy(r, &mut hasher).map_err(|source| ImportError::Io {
+        what: "read bundle".into(),
+        source,
+    })?;
+    let actual = hex::encode(hasher.finalize());
+    if actual != hash {
+        return Err(BundleError::BlobHash {
+            sha256: hash.to_string(),
+            actual,
+        }
+        .into());
+    }
+    Ok(())
 }

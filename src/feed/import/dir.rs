@@ -7,7 +7,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::{ImportError, Progress, ProgressReader, Transport, layout};
-use crate::store::{Sha256Hex, Store};
+use crate::store::{Sha256Hex, Staging};
 
 /// Metadata files are small; anything larger is refused before it is read.
 pub const MAX_METADATA_BYTES: u64 = 16 << 20;
@@ -81,7 +81,7 @@ impl Transport for DirTransport {
         &mut self,
         needed: &BTreeMap<String, u64>,
         _all: &BTreeMap<String, u64>,
-        store: &Store,
+        staging: &Staging<'_>,
         progress: &dyn Progress,
     ) -> Result<u64, ImportError> {
         let mut bytes = 0;
@@ -96,7 +96,7 @@ impl Transport for DirTransport {
                 inner: file,
                 progress,
             };
-            store.put(Some((&h, *size)), &mut r)?;
+            staging.put(&h, *size, &mut r)?;
             bytes += size;
         }
         Ok(bytes)

@@ -5,8 +5,8 @@
 //!
 //! The pipeline is synchronous, so this uses reqwest's blocking client (it runs its own
 //! small runtime thread); the server calls sync on a blocking thread. Blobs are fetched
-//! by a few worker threads sharing a queue, each streaming one blob into
-//! [`Store::put`], which hashes while it writes.
+//! by a few worker threads sharing a queue, each streaming one blob into the import's
+//! [`Staging`] area (`Store::put` beneath), which hashes while it writes.
 //!
 //! Interrupted downloads resume inside the reader ([`resume::ResumingReader`]): when a
 //! body fails or ends short, it asks again with `Range: bytes=<received>-` (after a
@@ -29,7 +29,7 @@ use reqwest::blocking::Client;
 
 use super::dir::MAX_METADATA_BYTES;
 use super::{ImportError, Progress, ProgressReader, Transport, layout};
-use crate::store::{Sha256Hex, Store, StoreError};
+use crate::store::{Sha256Hex, Staging, StoreError};
 
 pub use resume::RetryPolicy;
 use resume::{Attempt, ResumingReader};
@@ -225,7 +225,7 @@ impl HttpTransport {
         &self,
         hash: &str,
         size: u64,
-        store: &Store,
+        staging: &Staging<'_>,
         progress: &dyn Progress,
     ) -> Result<(), ImportError> {
         let h = Sha256Hex::parse(hash)?;
@@ -242,7 +242,7 @@ impl HttpTransport {
                 inner: &mut reader,
                 progress,
             };
-            store.put(Some((&h, size)), &mut pr)
+            staging.put(&h, size, &mut pr)
         };
         match result {
             Ok(_) => Ok(()),
@@ -288,7 +288,7 @@ impl Transport for HttpTransport {
         &mut self,
         needed: &BTreeMap<String, u64>,
         _all: &BTreeMap<String, u64>,
-        store: &Store,
+        staging: &Staging<'_>,
         progress: &dyn Progress,
     ) -> Result<u64, ImportError> {
         let before = self.stats.blob_bytes.load(Ordering::Relaxed);
@@ -306,7 +306,7 @@ impl Transport for HttpTransport {
                         let Some(&(hash, size)) = queue.get(i) else {
                             break;
                         };
-                        if let Err(e) = this.fetch_blob(hash, size, store, progress) {
+                        if let Err(e) = this.fetch_blob(hash, size, staging, progress) {
                             stop.store(true, Ordering::Relaxed);
                             let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
                             slot.get_or_insert(e);

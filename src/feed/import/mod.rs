@@ -2,10 +2,12 @@
 //!
 //! Order is the security argument (DESIGN §3): metadata is fetched and verified first
 //! (root chain, timestamp, catalog) against the stored [`TrustState`]; only blobs the
-//! verified catalog names are fetched, each hashed while it streams into the store; the
-//! new catalog becomes visible in one SQLite transaction together with the new trust
-//! state. A crash anywhere before that commit leaves the previous catalog serving, and
-//! a rerun skips blobs already stored.
+//! verified catalog names are fetched, each hashed while it streams into a staging area;
+//! they join the store only after every needed blob arrived and every `.deb` was read,
+//! and the new catalog becomes visible in one SQLite transaction together with the new
+//! trust state. A refused import leaves the store as it was; a crash anywhere before
+//! that commit leaves the previous catalog serving, and a rerun skips blobs already
+//! stored.
 //!
 //! Transports ([`Transport`]) only move bytes; they never decide what is trusted.
 
@@ -27,7 +29,7 @@ use crate::db::Db;
 use crate::db::feeds::{self, CatalogCommit, CommitCounts};
 use crate::error::{AuditError, DbError};
 use crate::feed::catalog::Catalog;
-use crate::store::{Sha256Hex, Store, StoreError};
+use crate::store::{Sha256Hex, Staging, Store, StoreError};
 use crate::trust::error::TrustError;
 use crate::trust::state::TrustState;
 
@@ -83,7 +85,10 @@ pub enum ImportError {
         count: usize,
         list: String,
     },
-    #[error("after the transfer {count} blob(s) the catalog references are still missing: {list}")]
+    #[error(
+        "after the transfer {count} blob(s) the catalog references are still missing: {list}; \
+         nothing was imported or stored"
+    )]
     MissingBlobs { count: usize, list: String },
     #[error(
         "patch {patch_id:?}: the deb artifact {name:?} is not a usable Debian package \
@@ -147,15 +152,17 @@ pub trait Transport {
     fn timestamp(&mut self) -> Result<Option<Vec<u8>>, ImportError>;
     /// The catalog envelope: `version` when a verified timestamp named it, else latest.
     fn catalog(&mut self, version: Option<u64>) -> Result<Vec<u8>, ImportError>;
-    /// Stores every blob in `needed` (hash -> size; all named by the verified catalog,
-    /// none present in the store yet) into `store`. `all` is every blob the catalog
-    /// references (a bundle may carry some the store already has). Returns bytes
-    /// transferred.
+    /// Stages every blob in `needed` (hash -> size; all named by the verified catalog,
+    /// none present in the store yet) into `staging`; nothing joins the store here.
+    /// `all` is every blob the catalog references: a stream transport (a bundle) that
+    /// carries blobs the store already has verifies them too, so a damaged or tampered
+    /// copy is refused even when nothing from it is needed. Called on every import,
+    /// also when `needed` is empty. Returns bytes transferred.
     fn fetch_blobs(
         &mut self,
         needed: &BTreeMap<String, u64>,
         all: &BTreeMap<String, u64>,
-        store: &Store,
+        staging: &Staging<'_>,
         progress: &dyn Progress,
     ) -> Result<u64, ImportError>;
 }
@@ -291,8 +298,23 @@ pub fn import(
         }
     }
 
-    // Re-import of the accepted catalog with everything stored: nothing to do.
-    if previous_version == Some(catalog.version) && needed.is_empty() {
+    // Re-import of the accepted catalog with everything stored: nothing will change,
+    // but the source is still read and checked in full below (a bundle's whole stream,
+    // every blob it carries re-hashed), so a broken copy is never called current.
+    let current = previous_version == Some(catalog.version) && needed.is_empty();
+
+    // 3. An incremental bundle must build on content this appliance has.
+    if !current && let Some(base) = transport.base_catalog_version() {
+        check_base(db, &source.name, base, &catalog, &needed)?;
+    }
+
+    // 4. Blobs, each verified against the catalog's hash and size while it streams into
+    //    a staging area: nothing joins the store until every check below has passed, so
+    //    a refused import leaves the store's blob list exactly as it was.
+    let staging = store.staging()?;
+    progress.start(needed.values().sum());
+    let transferred = transport.fetch_blobs(&needed, &all, &staging, progress)?;
+    if current {
         return Ok(ImportSummary {
             feed: source.name.clone(),
             via,
@@ -309,18 +331,11 @@ pub fn import(
             notes,
         });
     }
-
-    // 3. An incremental bundle must build on content this appliance has.
-    if let Some(base) = transport.base_catalog_version() {
-        check_base(db, &source.name, base, &catalog, &needed)?;
-    }
-
-    // 4. Blobs, each verified against the catalog's hash and size while it streams.
-    progress.start(needed.values().sum());
-    let transferred = transport.fetch_blobs(&needed, &all, store, progress)?;
     let mut missing = Vec::new();
     for hash in needed.keys() {
-        if !store.contains(&Sha256Hex::parse(hash)?)? {
+        let h = Sha256Hex::parse(hash)?;
+        // Another import may have stored it meanwhile; touch keeps GC off it.
+        if !staging.contains(&h) && !store.touch(&h)? {
             missing.push(hash.clone());
         }
     }
@@ -331,9 +346,15 @@ pub fn import(
         });
     }
 
-    // 4b. Every deb artifact's control data, read from the stored package itself (the
-    //     apt indexes are built from it); a package that is not sound refuses the import.
-    let debs = read_new_debs(db, store, &catalog)?;
+    // 4b. Every deb artifact's control data, read from the verified package itself (the
+    //     apt indexes are built from it); a package that is not sound refuses the import
+    //     while its bytes are still only staged.
+    let debs = read_new_debs(db, store, &staging, &catalog)?;
+
+    // 4c. Everything checked: the staged blobs join the store (durably), then the
+    //     catalog that references them commits. A crash between the two leaves complete,
+    //     unreferenced blobs that a rerun reuses and `store gc` removes otherwise.
+    staging.commit()?;
 
     // 5. One transaction makes it visible: patches, blobs, catalog, trust state, audit.
     let envelope_sha256 = hex::encode(Sha256::digest(&envelope));
@@ -365,10 +386,11 @@ pub fn import(
 }
 
 /// Reads the control data of the catalog's deb artifacts that the database does not
-/// have yet, from the verified blobs in the store.
+/// have yet, from the verified blobs (staged by this import, or already in the store).
 fn read_new_debs(
     db: &Db,
     store: &Store,
+    staging: &Staging<'_>,
     catalog: &Catalog,
 ) -> Result<Vec<crate::deb::DebMeta>, ImportError> {
     use crate::feed::catalog::ArtifactFormat;
@@ -391,7 +413,8 @@ fn read_new_debs(
         if known.contains(sha) {
             continue;
         }
-        let path = store.path(&Sha256Hex::parse(sha)?);
+        let h = Sha256Hex::parse(sha)?;
+        let path = staging.staged_path(&h).unwrap_or_else(|| store.path(&h));
         let meta = crate::deb::read_meta(&path).map_err(|source| ImportError::BadDeb {
             patch_id: patch_id.to_owned(),
             name: name.to_owned(),

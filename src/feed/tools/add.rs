@@ -85,6 +85,17 @@ pub fn add_patch(
         path: patch_toml.to_path_buf(),
         reason: e.to_string(),
     })?;
+    // The id first: an unsafe one is refused before any artifact is copied in.
+    if !crate::feed::catalog::is_safe_patch_id(&src.id) {
+        return Err(FeedError::PatchFile {
+            path: patch_toml.to_path_buf(),
+            reason: format!(
+                "id {:?} is not a safe patch id ({})",
+                src.id,
+                crate::feed::catalog::PATCH_ID_RULE
+            ),
+        });
+    }
     let files = match_artifacts(&src.artifacts, artifacts)?;
     let needs_backup = src.needs_backup.unwrap_or(src.kind == PatchKind::Firmware);
     let names = check_contents(&src, &files, needs_backup)?;

@@ -46,7 +46,13 @@ pub fn publish(
 
     let mut patches = read_patches(&ws)?;
     patches.sort_by(|a, b| a.id.cmp(&b.id));
-    let version = ws.catalog_versions()?.last().copied().unwrap_or(0) + 1;
+    // Saturating: a version at u64::MAX is refused by `validate` below, not a panic.
+    let version = ws
+        .catalog_versions()?
+        .last()
+        .copied()
+        .unwrap_or(0)
+        .saturating_add(1);
     let catalog = Catalog {
         tag: CatalogTag::Catalog,
         spec_version: SPEC_VERSION,

@@ -269,3 +269,46 @@ fn cli_parses_and_runs_init() {
         "--out is required"
     );
 }
+
+/// Every file under `dir` (relative path -> bytes), for "nothing changed" checks.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Issue [8] item 8 on the MSP side: `feed add` refuses an unsafe patch id before it
+/// copies anything into the feed, and says what an id may be.
+#[test]
+fn feed_add_refuses_unsafe_patch_ids_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let feed = work.join("example-msp");
+    init(&feed, &InitOptions::default(), t("2026-11-20T00:00:00Z")).unwrap();
+    let before = tree(&feed);
+    for (n, id) in ["../../x", "/etc/passwd", "a//b", "a/..", "-rf", "a\\u0001b"]
+        .iter()
+        .enumerate()
+    {
+        let (p, a) = write_patch(work, id, &format!("x{n}_1_amd64.deb"), &[]);
+        let e = add_patch(&feed, &p, std::slice::from_ref(&a))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a safe patch id"), "{id}: {e}");
+        assert!(e.contains("e.g. \"DSA-5912-1/openssl\""), "{id}: {e}");
+        assert_eq!(tree(&feed), before, "{id}: the feed changed");
+    }
+    let (p, a) = write_patch(work, "vendor/fw-2.3.1", "fw_2.3.1_amd64.deb", &[]);
+    add_patch(&feed, &p, std::slice::from_ref(&a)).unwrap();
+}

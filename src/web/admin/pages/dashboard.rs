@@ -288,12 +288,16 @@ pub(super) fn load(
                 },
             ),
             expired: s.expired,
-            last_success: s
-                .feed
-                .last_success
-                .as_deref()
-                .and_then(|t| t.parse().ok())
-                .map_or_else(|| "never".into(), |t| ago(now, t)),
+            // A bundle-only source is never synced; "never" would read as a fault.
+            last_success: if s.bundle_only {
+                "bundles only (offline by design)".into()
+            } else {
+                s.feed
+                    .last_success
+                    .as_deref()
+                    .and_then(|t| t.parse().ok())
+                    .map_or_else(|| "never".into(), |t| ago(now, t))
+            },
             last_error: s.feed.last_error.clone(),
         });
     }

@@ -110,9 +110,13 @@ fn import_line(e: AuditEntry) -> ImportLine {
     }
 }
 
+/// The page's data. `usage` is the store as [`crate::mirror::store_usage`] counts it,
+/// the figures `mirror status` shows (this handle's in-memory counters miss what the
+/// CLI and the drop folder stored through their own handles).
 pub(super) fn load(
     conn: &rusqlite::Connection,
     m: &MirrorState,
+    usage: crate::store::StoreUsage,
     now: Timestamp,
 ) -> Result<MirrorView, crate::error::AuditError> {
     let mut sources = Vec::new();
@@ -153,7 +157,6 @@ pub(super) fn load(
         ..Default::default()
     };
     let (entries, _) = crate::audit::search(conn, &f, 0, 20)?;
-    let usage = m.store.usage();
     Ok(MirrorView {
         sources,
         blobs: usage.blobs,
@@ -187,10 +190,17 @@ pub async fn page(State(st): State<AppState>, viewer: Viewer, headers: HeaderMap
         return internal(viewer, "mirror", "no mirror state");
     }
     let now = ctx.now;
+    let store = mirror_state(&st).expect("checked").store.clone();
+    let usage = match tokio::task::spawn_blocking(move || crate::mirror::store_usage(&store)).await
+    {
+        Ok(Ok(u)) => u,
+        Ok(Err(e)) => return internal(viewer, "mirror", e),
+        Err(e) => return internal(viewer, "mirror", e),
+    };
     let s2 = st.clone();
     let r = ctx
         .db
-        .read(move |c| load(c, mirror_state(&s2).expect("checked"), now))
+        .read(move |c| load(c, mirror_state(&s2).expect("checked"), usage, now))
         .await;
     match r {
         Ok(m) => {
@@ -223,16 +233,26 @@ pub async fn sync(
         return internal(viewer, "mirror", "no mirror state");
     };
     let only = field(&form, "source");
+    if let Some(s) = m.sources.iter().find(|s| s.name == only && s.url.is_none()) {
+        return done(
+            "/mirror",
+            false,
+            &crate::mirror::MirrorError::BundleOnly(s.name.clone()).to_string(),
+        );
+    }
+    // "Sync all" syncs the sources that have a URL; bundle-only ones are never synced.
     let picked: Vec<crate::config::MirrorSource> = m
         .sources
         .iter()
-        .filter(|s| only.is_empty() || s.name == only)
+        .filter(|s| (only.is_empty() || s.name == only) && s.url.is_some())
         .cloned()
         .collect();
     if picked.is_empty() {
         let text = if m.sources.is_empty() {
             "No mirror source is configured; add one under [[mirror.sources]] in the configuration."
                 .to_string()
+        } else if only.is_empty() {
+            "Every mirror source is bundle-only (no url): import bundles instead.".to_string()
         } else {
             format!("No mirror source is called {only:?}.")
         };
@@ -250,6 +270,7 @@ pub async fn sync(
         }
         started.push(src.name.clone());
         let (db, store, actor) = (st.db.clone(), m.store.clone(), super::actor(&viewer));
+        let clock = m.clock.clone();
         tokio::task::spawn_blocking(move || {
             let r = crate::mirror::sync_source(
                 &db,
@@ -257,6 +278,7 @@ pub async fn sync(
                 &src,
                 &actor,
                 &crate::feed::import::NoProgress,
+                clock.as_ref(),
             );
             if let Err(e) = r {
                 tracing::warn!(source = %src.name, error = %e, "sync started on the web page failed");
