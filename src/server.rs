@@ -522,6 +522,7 @@ pub async fn run(
     let limits = Limits {
         max_body_bytes: config.server.max_body_bytes,
         request_timeout: config.server.request_timeout,
+        max_upload_bytes: config.import.max_upload_bytes,
     };
     let state = state.with_admin(crate::web::AdminState {
         clock: clock.clone(),

@@ -315,18 +315,16 @@ enum Refused {
     Internal(String),
 }
 
-/// How much of an oversized upload is read and discarded before answering, so the
-/// client gets the answer rather than a reset connection; a larger body is cut off.
-const DRAIN_MAX: u64 = 256 << 20;
+/// How much more than the cap an upload may carry (multipart framing, small fields) and
+/// is read and discarded before answering, so the client gets the answer rather than a
+/// reset connection; the same bound `web::limits` puts on this route's body.
+const DRAIN_MAX: u64 = crate::web::limits::UPLOAD_FRAMING;
 
 async fn receive(
     mp: &mut Multipart,
     file: &mut std::fs::File,
     cap: u64,
 ) -> Result<(String, u64), Refused> {
-    let cut = |e: axum::extract::multipart::MultipartError| {
-        Refused::Bad(format!("the upload was cut off or malformed: {e}"))
-    };
     let too_large = || {
         Refused::Bad(format!(
             "the file is larger than the upload limit of {} MiB (import.max_upload_mb); \
@@ -334,13 +332,23 @@ async fn receive(
             cap >> 20
         ))
     };
+    // A read that fails past the cap is the body bound of `web::limits` at work.
+    let cut = |size: u64| {
+        move |e: axum::extract::multipart::MultipartError| {
+            if size > cap {
+                too_large()
+            } else {
+                Refused::Bad(format!("the upload was cut off or malformed: {e}"))
+            }
+        }
+    };
     let mut name = None;
     let mut size = 0u64;
     let mut over = false;
-    while let Some(mut field) = mp.next_field().await.map_err(cut)? {
+    while let Some(mut field) = mp.next_field().await.map_err(cut(size))? {
         if field.name() != Some("bundle") || name.is_some() {
             // Other fields (and a second file) are read and ignored.
-            while let Some(c) = field.chunk().await.map_err(cut)? {
+            while let Some(c) = field.chunk().await.map_err(cut(size))? {
                 size += c.len() as u64;
                 if size > cap + DRAIN_MAX {
                     return Err(too_large());
@@ -349,7 +357,7 @@ async fn receive(
             continue;
         }
         name = Some(field.file_name().unwrap_or("bundle.pwb").to_string());
-        while let Some(chunk) = field.chunk().await.map_err(cut)? {
+        while let Some(chunk) = field.chunk().await.map_err(cut(size))? {
             size += chunk.len() as u64;
             if size > cap {
                 // Keep reading (up to DRAIN_MAX more) without storing, then refuse.
