@@ -50,14 +50,14 @@ pub enum AgentError {
         /// The job the refusal is about, when it is about one.
         job_id: Option<String>,
     },
-    #[error("cannot reach the appliance at {url}: {source}")]
-    Http { url: String, source: reqwest::Error },
+    #[error("cannot reach the appliance at {url}: {cause}")]
+    Http { url: String, cause: reqwest::Error },
     #[error("the appliance's answer is not understood: {0}")]
     Protocol(String),
-    #[error("cannot use {path}: {source}")]
+    #[error("cannot use {path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "another patchward-agent is working in {0} right now (it holds agent.lock); \
@@ -85,14 +85,14 @@ impl StateLock {
             .open(&path)
             .map_err(|source| AgentError::Io {
                 path: path.clone(),
-                source,
+                cause: source,
             })?;
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(Self { _file: file }),
             Err(rustix::io::Errno::WOULDBLOCK) => Err(AgentError::Busy(dir.to_path_buf())),
             Err(e) => Err(AgentError::Io {
                 path,
-                source: e.into(),
+                cause: e.into(),
             }),
         }
     }
@@ -124,7 +124,7 @@ fn state_path(dir: &Path) -> PathBuf {
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
     move |source| AgentError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 
@@ -167,7 +167,7 @@ fn post(
     }
     let http = |source| AgentError::Http {
         url: url.to_string(),
-        source,
+        cause: source,
     };
     let resp = req.send().map_err(http)?;
     let status = resp.status();
@@ -239,11 +239,11 @@ pub fn enroll(
             .and_then(|r| r.error_for_status())
             .map_err(|source| AgentError::Http {
                 url: url.clone(),
-                source,
+                cause: source,
             })?;
         let v: serde_json::Value = resp
             .json()
-            .map_err(|source| AgentError::Http { url, source })?;
+            .map_err(|source| AgentError::Http { url, cause: source })?;
         let got = verified_key_id(
             v["appliance_key"].as_str().unwrap_or_default(),
             v["appliance_key_id"].as_str().unwrap_or_default(),

@@ -46,7 +46,15 @@ pub enum ExtractError {
     #[error("the archive unpacks to more than {0} bytes")]
     TooLarge(u64),
     #[error("cannot read the archive: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+// The cause is part of the message above, so it is not also exposed as `source()`
+// (a chain printer would name it twice); hence these by hand instead of `#[from]`.
+impl From<io::Error> for ExtractError {
+    fn from(e: io::Error) -> Self {
+        ExtractError::Io(e)
+    }
 }
 
 fn refuse(name: &str, reason: impl Into<String>) -> ExtractError {

@@ -4,8 +4,9 @@
 //! Every route has a bound. Most get `server.max_body_bytes`; the admin page's bundle
 //! upload, which streams to disk, gets `import.max_upload_mb` plus room for the
 //! multipart framing ([`UPLOAD_FRAMING`]) and a longer time bound. A `Content-Length`
-//! over the bound is refused before anything runs, and a body without one is wrapped
-//! so that reading past the bound fails (axum's extractors answer 413). Nothing, the
+//! over the bound is refused before anything runs (the upload's handler does that
+//! itself, to answer on the page), and every body is wrapped so that reading past the
+//! bound fails (axum's extractors answer 413). Nothing, the
 //! admin guard included, can read more than its route's bound.
 //!
 //! A refused request usually leaves its body unread (the guard refuses an auditor or a
@@ -73,8 +74,10 @@ pub async fn enforce(State(l): State<Limits>, req: Request, next: Next) -> Respo
     let declared = declared_length(req.headers());
     let drain = drain_budget(&req);
     let (parts, body) = req.into_parts();
-    if declared.is_some_and(|n| n > cap) {
-        let answer = too_large(streamed, cap);
+    // The upload's handler refuses an oversized declared length itself, on the page
+    // (it runs for admins only; the guard reads nothing of anyone else's upload).
+    if !streamed && declared.is_some_and(|n| n > cap) {
+        let answer = too_large(cap);
         return keep_until_sent(answer, Some(body), drain);
     }
     if body.is_end_stream() {
@@ -136,20 +139,11 @@ fn declared_length(h: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-fn too_large(streamed: bool, cap: u64) -> Response {
-    let text = if streamed {
-        format!(
-            "Bundle not imported: the upload is larger than the upload limit of {} MiB \
-             (import.max_upload_mb); copy it to the drop folder or use `patchward import` \
-             instead.\n",
-            cap.saturating_sub(UPLOAD_FRAMING) >> 20
-        )
-    } else {
-        format!(
-            "length limit exceeded: the request body is larger than {cap} bytes \
-             (server.max_body_bytes)\n"
-        )
-    };
+fn too_large(cap: u64) -> Response {
+    let text = format!(
+        "length limit exceeded: the request body is larger than {cap} bytes \
+         (server.max_body_bytes); nothing was changed\n"
+    );
     (
         StatusCode::PAYLOAD_TOO_LARGE,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -274,4 +268,3 @@ async fn drain(mut rest: Body, budget: u64) {
     })
     .await;
 }
-

@@ -29,7 +29,7 @@ impl BundleTransport {
     pub fn open(path: &Path) -> Result<Self, ImportError> {
         let file = File::open(path).map_err(|source| ImportError::Io {
             what: format!("open bundle {}", path.display()),
-            source,
+            cause: source,
         })?;
         let mut reader = BundleReader::new_read_ahead(BufReader::with_capacity(1 << 20, file))?;
         let meta = reader.metadata()?;
@@ -115,7 +115,7 @@ impl Transport for BundleTransport {
                 // Already stored: read past it (the stream has no seek).
                 io::copy(r, &mut io::sink()).map_err(|source| ImportError::Io {
                     what: "read bundle".into(),
-                    source,
+                    cause: source,
                 })?;
             }
             Ok::<_, ImportError>(())

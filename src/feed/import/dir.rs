@@ -33,7 +33,7 @@ impl DirTransport {
         let path = self.root.join(rel);
         let io = |source| ImportError::Io {
             what: format!("read {}", path.display()),
-            source,
+            cause: source,
         };
         match std::fs::metadata(&path) {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -89,7 +89,7 @@ impl Transport for DirTransport {
             let path = self.root.join(layout::blob(hash));
             let file = std::fs::File::open(&path).map_err(|source| ImportError::Io {
                 what: format!("open {}", path.display()),
-                source,
+                cause: source,
             })?;
             let h = Sha256Hex::parse(hash)?;
             let mut r = ProgressReader {

@@ -39,8 +39,8 @@ pub use http::{HttpTransport, RetryPolicy, TransferTotals};
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("verification failed: {0}")]
-    Trust(#[from] TrustError),
-    #[error("{0}")]
+    Trust(TrustError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Db(#[from] DbError),
@@ -48,11 +48,8 @@ pub enum ImportError {
     Audit(#[from] AuditError),
     #[error("{0}")]
     Bundle(String),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: std::io::Error },
     #[error("cannot fetch {what}: {reason}")]
     Fetch { what: String, reason: String },
     #[error(
@@ -85,14 +82,21 @@ pub enum ImportError {
     MissingBlobs { count: usize, list: String },
     #[error(
         "patch {patch_id:?}: the deb artifact {name:?} is not a usable Debian package \
-         ({source}); nothing was imported"
+         ({cause}); nothing was imported"
     )]
     BadDeb {
         patch_id: String,
         name: String,
-        #[source]
-        source: crate::deb::DebError,
+        cause: crate::deb::DebError,
     },
+}
+
+// The cause is part of the message above, so it is not also exposed as `source()`
+// (a chain printer would name it twice); hence these by hand instead of `#[from]`.
+impl From<TrustError> for ImportError {
+    fn from(e: TrustError) -> Self {
+        ImportError::Trust(e)
+    }
 }
 
 /// Progress reporting (a progress bar in the CLI, nothing in the server).
@@ -393,7 +397,7 @@ fn read_new_debs(
         let meta = crate::deb::read_meta(&path).map_err(|source| ImportError::BadDeb {
             patch_id: patch_id.to_owned(),
             name: name.to_owned(),
-            source,
+            cause: source,
         })?;
         out.push(meta);
     }

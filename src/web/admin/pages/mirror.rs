@@ -403,6 +403,18 @@ pub async fn upload(
             &format!("Bundle not imported: {text}"),
         )
     };
+    // A declared length over the cap is refused before a byte is read or stored.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > m.max_upload_bytes.saturating_add(DRAIN_MAX)) {
+        return refuse(&format!(
+            "the file is larger than the upload limit of {} MiB (import.max_upload_mb); \
+             copy it to the drop folder or use `patchward import` instead",
+            m.max_upload_bytes >> 20
+        ));
+    }
     let dir = match upload_dir(m.store.root()) {
         Ok(d) => d,
         Err(e) => return internal(viewer, "mirror", e),
