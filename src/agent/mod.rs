@@ -27,6 +27,9 @@ use crate::trust::keys::Ed25519Key;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/patchward-agent";
 
+/// The largest answer the agent reads from the appliance's API.
+pub const MAX_ANSWER_BYTES: u64 = 16 << 20;
+
 /// Errors an operator of the agent sees.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -171,7 +174,19 @@ fn post(
     };
     let resp = req.send().map_err(http)?;
     let status = resp.status();
-    let bytes = resp.bytes().map_err(http)?.to_vec();
+    // The answer is bounded like every other read from outside: a check-in answer is
+    // a few KiB of signed tickets, far below the bound.
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(resp, MAX_ANSWER_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(|e| AgentError::Protocol(format!("cannot read the answer from {url}: {e}")))?;
+    if bytes.len() as u64 > MAX_ANSWER_BYTES {
+        return Err(AgentError::Protocol(format!(
+            "the answer from {url} is larger than {MAX_ANSWER_BYTES} bytes"
+        )));
+    }
     if !status.is_success() {
         let v = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default();
         let text = |k: &str| v[k].as_str().map(str::to_string);

@@ -46,7 +46,21 @@ impl DirTransport {
             }
             Ok(_) => {}
         }
-        std::fs::read(&path).map(Some).map_err(io)
+        // Read through the bound too: the file may grow after the size check.
+        let mut buf = Vec::new();
+        let f = std::fs::File::open(&path).map_err(io)?;
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(f, MAX_METADATA_BYTES + 1),
+            &mut buf,
+        )
+        .map_err(io)?;
+        if buf.len() as u64 > MAX_METADATA_BYTES {
+            return Err(ImportError::Fetch {
+                what: path.display().to_string(),
+                reason: "it grew past the metadata limit while being read".into(),
+            });
+        }
+        Ok(Some(buf))
     }
 }
 
