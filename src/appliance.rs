@@ -216,7 +216,7 @@ impl Appliance {
         let db = Db::open(&dir.db(), db_options(config))?;
         fsutil::ensure_dir(&dir.keys(), 0o700).map_err(|source| KeyError::Write {
             path: dir.keys(),
-            source,
+            cause: source,
         })?;
 
         let mut generated = Vec::new();
@@ -241,7 +241,7 @@ impl Appliance {
             fsutil::write_atomic(&dir.apt_key(), secret.as_bytes(), 0o600).map_err(|source| {
                 KeyError::Write {
                     path: dir.apt_key(),
-                    source,
+                    cause: source,
                 }
             })?;
             generated.push(("apt.pgp", k.fingerprint()));
@@ -257,7 +257,7 @@ impl Appliance {
             fsutil::write_atomic(&dir.apt_public_key(), public.as_bytes(), 0o644).map_err(
                 |source| KeyError::Write {
                     path: dir.apt_public_key(),
-                    source,
+                    cause: source,
                 },
             )?;
         }

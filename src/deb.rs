@@ -23,7 +23,15 @@ pub enum DebError {
     #[error("the package's control file is malformed: {0}")]
     Control(String),
     #[error("cannot read the package: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+// The cause is part of the message above, so it is not also exposed as `source()`
+// (a chain printer would name it twice); hence these by hand instead of `#[from]`.
+impl From<io::Error> for DebError {
+    fn from(e: io::Error) -> Self {
+        DebError::Io(e)
+    }
 }
 
 fn format(why: impl Into<String>) -> DebError {

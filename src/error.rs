@@ -9,13 +9,13 @@ use std::path::PathBuf;
 /// Errors from the SQLite state database.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("cannot open database {path}: {source}")]
+    #[error("cannot open database {path}: {cause}")]
     Open {
         path: PathBuf,
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     #[error("database migration failed: {0}")]
-    Migration(#[from] rusqlite_migration::Error),
+    Migration(rusqlite_migration::Error),
     #[error(
         "database {path} has schema version {found}, newer than this binary knows ({known}); \
          run the newer patchward binary or restore a backup"
@@ -26,7 +26,7 @@ pub enum DbError {
         known: usize,
     },
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("database worker stopped unexpectedly: {0}")]
     Worker(String),
     #[error(
@@ -36,18 +36,31 @@ pub enum DbError {
     OutOfRange { what: &'static str, value: u64 },
 }
 
+// The cause is part of the message above, so it is not also exposed as `source()`
+// (a chain printer would name it twice); hence these by hand instead of `#[from]`.
+impl From<rusqlite_migration::Error> for DbError {
+    fn from(e: rusqlite_migration::Error) -> Self {
+        DbError::Migration(e)
+    }
+}
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Sqlite(e)
+    }
+}
+
 /// Errors from reading, generating or storing key material.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot write key file {path}: {source}")]
+    #[error("cannot write key file {path}: {cause}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "key file {path} is malformed: {reason}; restore it from backup or move it away to generate a new key"
@@ -74,9 +87,22 @@ pub enum ApplianceError {
     #[error(transparent)]
     Audit(#[from] AuditError),
     #[error("HTTPS certificate: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(crate::tls::TlsError),
     #[error("accounts: {0}")]
-    Account(#[from] crate::auth::AuthError),
+    Account(crate::auth::AuthError),
+}
+
+// The cause is part of the message above, so it is not also exposed as `source()`
+// (a chain printer would name it twice); hence these by hand instead of `#[from]`.
+impl From<crate::tls::TlsError> for ApplianceError {
+    fn from(e: crate::tls::TlsError) -> Self {
+        ApplianceError::Tls(e)
+    }
+}
+impl From<crate::auth::AuthError> for ApplianceError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        ApplianceError::Account(e)
+    }
 }
 
 /// Errors from the audit log.
@@ -85,7 +111,15 @@ pub enum AuditError {
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("audit details are not valid JSON: {0}")]
-    Details(#[from] serde_json::Error),
+    Details(serde_json::Error),
+}
+
+// The cause is part of the message above, so it is not also exposed as `source()`
+// (a chain printer would name it twice); hence these by hand instead of `#[from]`.
+impl From<serde_json::Error> for AuditError {
+    fn from(e: serde_json::Error) -> Self {
+        AuditError::Details(e)
+    }
 }
 
 impl From<rusqlite::Error> for AuditError {

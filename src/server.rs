@@ -41,15 +41,15 @@ pub enum ServeError {
     #[error(transparent)]
     Appliance(#[from] ApplianceError),
     #[error(
-        "cannot listen on {addr}: {source}; is another patchward already running there? \
+        "cannot listen on {addr}: {cause}; is another patchward already running there? \
          choose another address with --listen or PATCHWARD_LISTEN"
     )]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("HTTPS certificate: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(crate::tls::TlsError),
     #[error("HTTP server failed: {0}")]
     Server(std::io::Error),
     #[error(transparent)]
@@ -58,6 +58,14 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error("start-up work was interrupted: {0}")]
     Join(String),
+}
+
+// The cause is part of the message above, so it is not also exposed as `source()`
+// (a chain printer would name it twice); hence these by hand instead of `#[from]`.
+impl From<crate::tls::TlsError> for ServeError {
+    fn from(e: crate::tls::TlsError) -> Self {
+        ServeError::Tls(e)
+    }
 }
 
 /// Installs the SIGTERM/SIGINT handlers now (so a signal that arrives while starting is
@@ -392,7 +400,10 @@ pub async fn serve(
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
-            .map_err(|source| ServeError::Bind { addr, source })
+            .map_err(|source| ServeError::Bind {
+                addr,
+                cause: source,
+            })
     };
     let listener = bind(config.server.listen).await?;
     let tls_listener = bind(config.server.tls_listen).await?;
@@ -562,6 +573,7 @@ pub async fn run(
     let limits = Limits {
         max_body_bytes: config.server.max_body_bytes,
         request_timeout: config.server.request_timeout,
+        max_upload_bytes: config.import.max_upload_bytes,
     };
     let state = state.with_admin(crate::web::AdminState {
         clock: clock.clone(),

@@ -30,6 +30,9 @@ use crate::trust::keys::Ed25519Key;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/patchward-agent";
 
+/// The largest answer the agent reads from the appliance's API.
+pub const MAX_ANSWER_BYTES: u64 = 16 << 20;
+
 /// Errors an operator of the agent sees.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -53,14 +56,14 @@ pub enum AgentError {
         /// The job the refusal is about, when it is about one.
         job_id: Option<String>,
     },
-    #[error("cannot reach the appliance at {url}: {source}")]
-    Http { url: String, source: reqwest::Error },
+    #[error("cannot reach the appliance at {url}: {cause}")]
+    Http { url: String, cause: reqwest::Error },
     #[error("the appliance's answer is not understood: {0}")]
     Protocol(String),
-    #[error("cannot use {path}: {source}")]
+    #[error("cannot use {path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "another patchward-agent is working in {0} right now (it holds agent.lock); \
@@ -88,14 +91,14 @@ impl StateLock {
             .open(&path)
             .map_err(|source| AgentError::Io {
                 path: path.clone(),
-                source,
+                cause: source,
             })?;
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(Self { _file: file }),
             Err(rustix::io::Errno::WOULDBLOCK) => Err(AgentError::Busy(dir.to_path_buf())),
             Err(e) => Err(AgentError::Io {
                 path,
-                source: e.into(),
+                cause: e.into(),
             }),
         }
     }
@@ -127,7 +130,7 @@ fn state_path(dir: &Path) -> PathBuf {
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
     move |source| AgentError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 
@@ -162,7 +165,7 @@ type Signer<'a> = &'a dyn Fn(&[u8]) -> signing::SignedHeaders;
 fn post(url: &str, body: Vec<u8>, sign: Option<Signer<'_>>) -> Result<Vec<u8>, AgentError> {
     let http = |source| AgentError::Http {
         url: url.to_string(),
-        source,
+        cause: source,
     };
     let c = client();
     let make = || {
@@ -179,7 +182,19 @@ fn post(url: &str, body: Vec<u8>, sign: Option<Signer<'_>>) -> Result<Vec<u8>, A
     };
     let resp = retry::send(make, &mut std::thread::sleep).map_err(http)?;
     let status = resp.status();
-    let bytes = resp.bytes().map_err(http)?.to_vec();
+    // The answer is bounded like every other read from outside: a check-in answer is
+    // a few KiB of signed tickets, far below the bound.
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(resp, MAX_ANSWER_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(|e| AgentError::Protocol(format!("cannot read the answer from {url}: {e}")))?;
+    if bytes.len() as u64 > MAX_ANSWER_BYTES {
+        return Err(AgentError::Protocol(format!(
+            "the answer from {url} is larger than {MAX_ANSWER_BYTES} bytes"
+        )));
+    }
     if !status.is_success() {
         let v = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default();
         let text = |k: &str| v[k].as_str().map(str::to_string);
@@ -247,11 +262,11 @@ pub fn enroll(
             .and_then(|r| r.error_for_status())
             .map_err(|source| AgentError::Http {
                 url: url.clone(),
-                source,
+                cause: source,
             })?;
         let v: serde_json::Value = resp
             .json()
-            .map_err(|source| AgentError::Http { url, source })?;
+            .map_err(|source| AgentError::Http { url, cause: source })?;
         let got = verified_key_id(
             v["appliance_key"].as_str().unwrap_or_default(),
             v["appliance_key_id"].as_str().unwrap_or_default(),

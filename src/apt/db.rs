@@ -46,7 +46,7 @@ pub fn record_debs(tx: &Transaction<'_>, debs: &[DebMeta], now: Timestamp) -> Re
         let e = PackageEntry::from_meta(meta).map_err(|source| AptError::BadPackage {
             patch_id: String::new(),
             name: meta.sha256.clone(),
-            source,
+            cause: source,
         })?;
         st.execute(params![
             e.sha256,

@@ -108,28 +108,34 @@ pub enum AptError {
          the feed again so the appliance reads it"
     )]
     NoMetadata { patch_id: String, sha256: String },
-    #[error("deb artifact {name:?} of patch {patch_id:?} is not a usable Debian package: {source}")]
+    #[error("deb artifact {name:?} of patch {patch_id:?} is not a usable Debian package: {cause}")]
     BadPackage {
         patch_id: String,
         name: String,
-        #[source]
-        source: crate::deb::DebError,
+        cause: crate::deb::DebError,
     },
-    #[error("cannot {what} {}: {source}", path.display())]
+    #[error("cannot {what} {}: {cause}", path.display())]
     Io {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("signing the Release file failed: {0}")]
-    Sign(#[from] crate::trust::openpgp::OpenPgpError),
+    Sign(crate::trust::openpgp::OpenPgpError),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
     Audit(#[from] AuditError),
     #[error("a time computation overflowed: {0}")]
     Time(String),
+}
+
+// The cause is part of the message above, so it is not also exposed as `source()`
+// (a chain printer would name it twice); hence these by hand instead of `#[from]`.
+impl From<crate::trust::openpgp::OpenPgpError> for AptError {
+    fn from(e: crate::trust::openpgp::OpenPgpError) -> Self {
+        AptError::Sign(e)
+    }
 }
 
 impl From<rusqlite::Error> for AptError {
@@ -143,5 +149,9 @@ pub(crate) fn io_err(
     path: impl Into<PathBuf>,
 ) -> impl FnOnce(std::io::Error) -> AptError {
     let path = path.into();
-    move |source| AptError::Io { what, path, source }
+    move |source| AptError::Io {
+        what,
+        path,
+        cause: source,
+    }
 }

@@ -73,6 +73,7 @@ fn serve(tmp: &Path, key: &AptSigningKey) -> Served {
     let limits = Limits {
         max_body_bytes: 1 << 20,
         request_timeout: Duration::from_secs(30),
+        max_upload_bytes: 1 << 20,
     };
     let router = crate::web::router(state, &limits);
     let listener = rt

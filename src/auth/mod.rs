@@ -53,7 +53,15 @@ pub enum AuthError {
     #[error("Too many failed attempts; try again after {until}.")]
     Throttled { until: jiff::Timestamp },
     #[error("cannot write the output: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+// The cause is part of the message above, so it is not also exposed as `source()`
+// (a chain printer would name it twice); hence these by hand instead of `#[from]`.
+impl From<std::io::Error> for AuthError {
+    fn from(e: std::io::Error) -> Self {
+        AuthError::Io(e)
+    }
 }
 
 impl From<rusqlite::Error> for AuthError {

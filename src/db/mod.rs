@@ -91,7 +91,7 @@ impl Db {
     pub fn open(path: &Path, opts: DbOptions) -> Result<Db, DbError> {
         let open_err = |source| DbError::Open {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         };
         let existed = path.exists();
         let mut writer = Connection::open(path).map_err(open_err)?;
@@ -129,7 +129,7 @@ impl Db {
         )
         .map_err(|source| DbError::Open {
             path: self.inner.path.clone(),
-            source,
+            cause: source,
         })?;
         conn.busy_timeout(self.inner.opts.busy_timeout)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;

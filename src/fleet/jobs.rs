@@ -175,11 +175,19 @@ impl Ticket {
 #[derive(Debug, thiserror::Error)]
 pub enum TicketError {
     #[error("the ticket is not a valid signed envelope from the appliance: {0}")]
-    Signature(#[from] crate::trust::error::TrustError),
+    Signature(crate::trust::error::TrustError),
     #[error("the ticket's payload is malformed: {0}")]
     Malformed(String),
     #[error("the ticket is for host {got}, not this host ({expected})")]
     WrongHost { expected: String, got: String },
+}
+
+// The cause is part of the message above, so it is not also exposed as `source()`
+// (a chain printer would name it twice); hence these by hand instead of `#[from]`.
+impl From<crate::trust::error::TrustError> for TicketError {
+    fn from(e: crate::trust::error::TrustError) -> Self {
+        TicketError::Signature(e)
+    }
 }
 
 /// Verifies a ticket envelope against the pinned appliance key and checks that it is

@@ -47,7 +47,7 @@ pub enum FleetError {
     #[error("too large: {0}")]
     TooLarge(String),
     #[error("enrollment refused: {0}")]
-    Token(#[from] TokenRefusal),
+    Token(TokenRefusal),
     #[error("this public key is already enrolled as host {0}; generate a new key to enroll again")]
     KeyInUse(String),
     #[error("no host matches {0:?}{1}; see `patchward hosts list`")]
@@ -77,7 +77,20 @@ pub enum FleetError {
     #[error(transparent)]
     Audit(#[from] AuditError),
     #[error("cannot encode JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
+}
+
+// The cause is part of the message above, so it is not also exposed as `source()`
+// (a chain printer would name it twice); hence these by hand instead of `#[from]`.
+impl From<TokenRefusal> for FleetError {
+    fn from(e: TokenRefusal) -> Self {
+        FleetError::Token(e)
+    }
+}
+impl From<serde_json::Error> for FleetError {
+    fn from(e: serde_json::Error) -> Self {
+        FleetError::Json(e)
+    }
 }
 
 impl From<rusqlite::Error> for FleetError {

@@ -14,20 +14,20 @@ use super::Sha256Hex;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A file system operation on the store's own files failed.
-    #[error("blob store: cannot {action} {path}: {source}")]
+    #[error("blob store: cannot {action} {path}: {cause}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
 
     /// The stream being stored failed (network, bundle reader, decompressor).
-    #[error("reading the content to store failed after {read} bytes: {source}; nothing was stored")]
-    Read { read: u64, source: io::Error },
+    #[error("reading the content to store failed after {read} bytes: {cause}; nothing was stored")]
+    Read { read: u64, cause: io::Error },
 
     /// The destination of [`Store::read_verified`](super::Store::read_verified) failed.
-    #[error("writing blob {hash} to its destination failed: {source}")]
-    Write { hash: Sha256Hex, source: io::Error },
+    #[error("writing blob {hash} to its destination failed: {cause}")]
+    Write { hash: Sha256Hex, cause: io::Error },
 
     #[error("'{input}' is not a sha256: expected 64 lowercase hex digits")]
     InvalidHash { input: String },
@@ -112,7 +112,7 @@ impl StoreError {
         StoreError::Io {
             action,
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

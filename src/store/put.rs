@@ -128,7 +128,7 @@ impl Store {
             };
             let n = fill(reader, &mut buf[..want]).map_err(|(got, source)| StoreError::Read {
                 read: total + got as u64,
-                source,
+                cause: source,
             })?;
             total += n as u64;
             if let Some((hash, size)) = expected

@@ -67,7 +67,7 @@ impl Store {
             out.write_all(&buf[..n])
                 .map_err(|source| StoreError::Write {
                     hash: hash.clone(),
-                    source,
+                    cause: source,
                 })?;
             total += n as u64;
         }

@@ -25,10 +25,10 @@ pub const GENERATED_VALIDITY_YEARS: i16 = 10;
 /// Errors loading, checking or creating the certificate; each says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}; check the path in server.tls_cert / server.tls_key")]
+    #[error("cannot read {path}: {cause}; check the path in server.tls_cert / server.tls_key")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path} is not usable: {reason}")]
     Parse { path: PathBuf, reason: String },
@@ -48,10 +48,10 @@ pub enum TlsError {
     Permissions { path: PathBuf, mode: u32 },
     #[error("cannot generate the TLS certificate: {0}")]
     Generate(String),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {cause}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -122,7 +122,7 @@ pub fn generated_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })
 }
 
@@ -276,19 +276,19 @@ pub fn ensure(
         let (cert_pem, key_pem) = generate(&default_names(hostname), now)?;
         fsutil::ensure_dir(&dir, 0o700).map_err(|source| TlsError::Write {
             path: dir.clone(),
-            source,
+            cause: source,
         })?;
         // Key first: a crash between the two leaves no certificate without its key.
         fsutil::write_atomic(&key, key_pem.as_bytes(), 0o600).map_err(|source| {
             TlsError::Write {
                 path: key.clone(),
-                source,
+                cause: source,
             }
         })?;
         fsutil::write_atomic(&cert, cert_pem.as_bytes(), 0o644).map_err(|source| {
             TlsError::Write {
                 path: cert.clone(),
-                source,
+                cause: source,
             }
         })?;
     }

@@ -45,20 +45,18 @@ pub enum TrustError {
     #[error("root version {given} given but {expected} expected next (skipped root)")]
     RootSkipped { given: u64, expected: u64 },
     #[error(
-        "new root version {version} is not signed by the old root's keys: {source} (rotation must be approved by the old root)"
+        "new root version {version} is not signed by the old root's keys: {cause} (rotation must be approved by the old root)"
     )]
     RootNotSignedByOld {
         version: u64,
-        #[source]
-        source: Box<TrustError>,
+        cause: Box<TrustError>,
     },
     #[error(
-        "new root version {version} is not signed by its own keys: {source} (the new root keys must prove possession)"
+        "new root version {version} is not signed by its own keys: {cause} (the new root keys must prove possession)"
     )]
     RootNotSignedByNew {
         version: u64,
-        #[source]
-        source: Box<TrustError>,
+        cause: Box<TrustError>,
     },
     #[error("{role} version {given} is older than the accepted version {accepted} (rollback)")]
     Rollback {
@@ -96,12 +94,8 @@ pub enum TrustError {
         found: u64,
         found_sha256: String,
     },
-    #[error("catalog version {version} is signed but invalid: {source}")]
-    InvalidCatalog {
-        version: u64,
-        #[source]
-        source: InvalidCatalog,
-    },
+    #[error("catalog version {version} is signed but invalid: {cause}")]
+    InvalidCatalog { version: u64, cause: InvalidCatalog },
 }
 
 fn notes_suffix(notes: &[String]) -> String {

@@ -74,7 +74,7 @@ impl Ed25519Key {
         fsutil::write_atomic(path, self.to_file_text().as_bytes(), 0o600).map_err(|source| {
             KeyError::Write {
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             }
         })
     }
@@ -107,7 +107,7 @@ impl Ed25519Key {
 pub fn read_secret_file(path: &Path) -> Result<String, KeyError> {
     let read_err = |source| KeyError::Read {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let meta = std::fs::metadata(path).map_err(read_err)?;
     let mode = meta.permissions().mode() & 0o777;

@@ -70,7 +70,7 @@ pub enum OpenPgpError {
 
     /// The `pgp` crate failed to generate a key.
     #[error("generating the apt signing key failed: {0}")]
-    Generate(#[source] pgp::errors::Error),
+    Generate(pgp::errors::Error),
 
     /// The stored key could not be parsed as an armored OpenPGP secret key.
     #[error(
@@ -78,7 +78,7 @@ pub enum OpenPgpError {
          restore apt.pgp from a backup, or generate a new key and give apt clients its \
          new public key"
     )]
-    Parse(#[source] pgp::errors::Error),
+    Parse(pgp::errors::Error),
 
     /// The stored key is OpenPGP, but not the shape apt 2.6 / gpgv 2.2 accept.
     #[error(
@@ -120,17 +120,16 @@ pub enum OpenPgpError {
 
     /// The `pgp` crate failed while making or encoding a signature.
     #[error("OpenPGP signing failed: {0}")]
-    Sign(#[source] pgp::errors::Error),
+    Sign(pgp::errors::Error),
 
     /// A freshly made signature did not verify with the key's own public key.
     #[error(
-        "the {what} just made does not verify with the key's own public key ({source}); \
+        "the {what} just made does not verify with the key's own public key ({cause}); \
          nothing was published; this is a bug in patchward or the pgp crate, please report it"
     )]
     SelfCheck {
         what: &'static str,
-        #[source]
-        source: pgp::errors::Error,
+        cause: pgp::errors::Error,
     },
 }
 
@@ -277,7 +276,7 @@ impl AptSigningKey {
         });
         self_check.map_err(|source| OpenPgpError::SelfCheck {
             what: "InRelease signature",
-            source,
+            cause: source,
         })?;
         Ok(armored.into_bytes())
     }
@@ -301,7 +300,7 @@ impl AptSigningKey {
             .and_then(|(parsed, _)| parsed.verify(self.secret.primary_key.public_key(), data));
         self_check.map_err(|source| OpenPgpError::SelfCheck {
             what: "Release.gpg signature",
-            source,
+            cause: source,
         })?;
         Ok(armored)
     }

@@ -105,7 +105,7 @@ impl TrustState {
             state.root.verify_role(Role::Root, &env).map_err(|e| {
                 TrustError::RootNotSignedByOld {
                     version: peek.version,
-                    source: Box::new(e),
+                    cause: Box::new(e),
                 }
             })?;
             let new = Root::parse(&env.payload)?;
@@ -118,7 +118,7 @@ impl TrustState {
             new.verify_role(Role::Root, &env)
                 .map_err(|e| TrustError::RootNotSignedByNew {
                     version: new.version,
-                    source: Box::new(e),
+                    cause: Box::new(e),
                 })?;
             if !same_keys(&state.root, &new, Role::Catalog) {
                 state.catalog_version = None;
@@ -212,7 +212,7 @@ impl TrustState {
             .validate()
             .map_err(|source| TrustError::InvalidCatalog {
                 version: catalog.version,
-                source,
+                cause: source,
             })?;
         let mut next = self.clone();
         next.catalog_version = Some(catalog.version);

@@ -49,6 +49,9 @@ pub struct AptServe {
 }
 
 const CHUNK: usize = 256 * 1024;
+/// Files up to this size are read whole and sent with the headers in one write
+/// (`InRelease`, indexes, small packages); larger ones stream in [`CHUNK`]s.
+const SMALL_FILE: u64 = 64 * 1024;
 /// Content-addressed files (by-hash, pool) never change behind their name.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Named index files change with every publish: revalidate.
@@ -252,10 +255,19 @@ async fn serve_path(
         if !m.is_file() {
             return Err(std::io::ErrorKind::NotFound.into());
         }
-        Ok::<_, std::io::Error>((f, m.len()))
+        // A small file is read here, in the same trip to the blocking pool, so its
+        // bytes go out with the headers in one write (no second segment to wait for).
+        let small = if m.len() <= SMALL_FILE {
+            let mut buf = Vec::with_capacity(m.len() as usize);
+            std::io::Read::read_to_end(&mut std::io::Read::take(&f, SMALL_FILE + 1), &mut buf)?;
+            Some(Bytes::from(buf))
+        } else {
+            None
+        };
+        Ok::<_, std::io::Error>((f, m.len(), small))
     })
     .await;
-    let (file, size) = match opened {
+    let (file, size, small) = match opened {
         Ok(Ok(x)) => x,
         Ok(Err(e))
             if matches!(
@@ -288,7 +300,16 @@ async fn serve_path(
         }
     };
     out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    (status, out, stream(file, first, len)).into_response()
+    match small {
+        // The file may have been replaced between the size and the read: only bytes
+        // of the length announced are sent, else it is streamed as before.
+        Some(bytes) if bytes.len() as u64 == size => {
+            let end = usize::try_from(first + len).unwrap_or(bytes.len());
+            let start = usize::try_from(first).unwrap_or(0);
+            (status, out, Body::from(bytes.slice(start..end))).into_response()
+        }
+        _ => (status, out, stream(file, first, len)).into_response(),
+    }
 }
 
 fn libc_nofollow() -> i32 {

@@ -154,3 +154,65 @@ fn admin_commands_refuse_a_missing_data_directory_instead_of_creating_one() {
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
     assert!(!data.exists());
 }
+
+/// Each distinct clause of a one-line error message, split where a chain printer joins
+/// an error and its cause (`": "`), and the clauses that occur more than once.
+fn repeated_clauses(err: &str) -> Vec<String> {
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in {err:?}"));
+    let mut seen = std::collections::BTreeMap::<&str, usize>::new();
+    for part in line.trim_start_matches("error:").split(": ") {
+        let part = part.trim();
+        if part.len() > 8 {
+            *seen.entry(part).or_default() += 1;
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(p, _)| p.to_string())
+        .collect()
+}
+
+#[test]
+fn cli_errors_name_their_cause_once() {
+    // `serve` on a busy port: the OS error once, with the hint.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let err = serve_fails(
+        &data,
+        &["--listen", &addr, "--tls-listen", "127.0.0.1:0"],
+        None,
+    );
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert_eq!(err.matches("os error 98").count(), 1, "{err}");
+    assert!(repeated_clauses(&err).is_empty(), "{err}");
+
+    // A bundle signed by another publisher's keys under the pinned feed's name.
+    use crate::feedkit::{Feed, Site};
+    let t = jiff::Timestamp::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut good = Feed::init(&tmp.path().join("good"), "msp", t);
+    good.add("P-1", "high", "CVE-2099-1001", 1000, 5);
+    good.publish(t);
+    let site = Site::new(tmp.path(), "s", &[&good]);
+    let mut evil = Feed::init(&tmp.path().join("evil"), "msp", t);
+    evil.add("P-1", "high", "CVE-2099-1001", 1000, 5);
+    evil.publish(t);
+    let forged = evil.export(&tmp.path().join("evil.pwb"), None, t);
+    let before = site.snapshot();
+    let out = site.import(&forged);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("which is not a timestamp key"), "{err}");
+    assert_eq!(
+        err.matches("which is not a timestamp key").count(),
+        1,
+        "{err}"
+    );
+    assert!(repeated_clauses(&err).is_empty(), "{err}");
+    assert_eq!(site.snapshot(), before, "a refused import changes nothing");
+}

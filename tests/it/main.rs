@@ -12,6 +12,7 @@ mod crash;
 mod dropfolder;
 mod feedkit;
 mod fleet;
+mod http_limits;
 mod import;
 mod import_crash;
 mod import_truth;

@@ -31,7 +31,7 @@ impl BundleTransport {
     pub fn open(path: &Path) -> Result<Self, ImportError> {
         let file = File::open(path).map_err(|source| ImportError::Io {
             what: format!("open bundle {}", path.display()),
-            source,
+            cause: source,
         })?;
         // Name the file when it is not a bundle at all: "x.deb is not a Patchward bundle".
         let named = |e: BundleError| match e {
@@ -152,9 +152,9 @@ impl Transport for BundleTransport {
 /// bundle is damaged or was tampered with.
 fn check_copy(hash: &str, r: &mut dyn io::Read) -> Result<(), ImportError> {
     let mut hasher = Sha256::new();
-    io::copy(r, &mut hasher).map_err(|source| ImportError::Io {
+    io::copy(r, &mut hasher).map_err(|cause| ImportError::Io {
         what: "read bundle".into(),
-        source,
+        cause,
     })?;
     let actual = hex::encode(hasher.finalize());
     if actual != hash {

@@ -33,7 +33,7 @@ impl DirTransport {
         let path = self.root.join(rel);
         let io = |source| ImportError::Io {
             what: format!("read {}", path.display()),
-            source,
+            cause: source,
         };
         match std::fs::metadata(&path) {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -46,7 +46,21 @@ impl DirTransport {
             }
             Ok(_) => {}
         }
-        std::fs::read(&path).map(Some).map_err(io)
+        // Read through the bound too: the file may grow after the size check.
+        let mut buf = Vec::new();
+        let f = std::fs::File::open(&path).map_err(io)?;
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(f, MAX_METADATA_BYTES + 1),
+            &mut buf,
+        )
+        .map_err(io)?;
+        if buf.len() as u64 > MAX_METADATA_BYTES {
+            return Err(ImportError::Fetch {
+                what: path.display().to_string(),
+                reason: "it grew past the metadata limit while being read".into(),
+            });
+        }
+        Ok(Some(buf))
     }
 }
 
@@ -89,7 +103,7 @@ impl Transport for DirTransport {
             let path = self.root.join(layout::blob(hash));
             let file = std::fs::File::open(&path).map_err(|source| ImportError::Io {
                 what: format!("open {}", path.display()),
-                source,
+                cause: source,
             })?;
             let h = Sha256Hex::parse(hash)?;
             let mut r = ProgressReader {

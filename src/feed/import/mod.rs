@@ -41,8 +41,8 @@ pub use http::{HttpTransport, RetryPolicy, TransferTotals};
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("verification failed: {0}")]
-    Trust(#[from] TrustError),
-    #[error("{0}")]
+    Trust(TrustError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Db(#[from] DbError),
@@ -52,11 +52,8 @@ pub enum ImportError {
     Bundle(String),
     #[error("{file} is not a Patchward bundle (*.pwb): {reason}")]
     NotABundle { file: String, reason: String },
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: std::io::Error },
     #[error("cannot fetch {what}: {reason}")]
     Fetch { what: String, reason: String },
     #[error(
@@ -92,14 +89,21 @@ pub enum ImportError {
     MissingBlobs { count: usize, list: String },
     #[error(
         "patch {patch_id:?}: the deb artifact {name:?} is not a usable Debian package \
-         ({source}); nothing was imported"
+         ({cause}); nothing was imported"
     )]
     BadDeb {
         patch_id: String,
         name: String,
-        #[source]
-        source: crate::deb::DebError,
+        cause: crate::deb::DebError,
     },
+}
+
+// The cause is part of the message above, so it is not also exposed as `source()`
+// (a chain printer would name it twice); hence these by hand instead of `#[from]`.
+impl From<TrustError> for ImportError {
+    fn from(e: TrustError) -> Self {
+        ImportError::Trust(e)
+    }
 }
 
 /// Progress reporting (a progress bar in the CLI, nothing in the server).
@@ -418,7 +422,7 @@ fn read_new_debs(
         let meta = crate::deb::read_meta(&path).map_err(|source| ImportError::BadDeb {
             patch_id: patch_id.to_owned(),
             name: name.to_owned(),
-            source,
+            cause: source,
         })?;
         out.push(meta);
     }

@@ -240,7 +240,7 @@ fn script_archives_are_checked_with_the_agents_rules_before_anything_is_stored()
         .to_string();
     assert!(e.contains("this one has 2"), "{e}");
     assert_eq!(stored(&f), before);
-    // A catalog problem found after hashing leaves no staged blob behind either.
+    // An unsafe id is refused before any artifact is copied: nothing is staged.
     let other = bad(
         "other.tar.zst",
         archive(&[
@@ -256,6 +256,6 @@ fn script_archives_are_checked_with_the_agents_rules_before_anything_is_stored()
         &[("other.tar.zst", "script")],
     );
     let e = add_patch(&f, &p, &[other]).unwrap_err().to_string();
-    assert!(e.contains("the id must be"), "{e}");
+    assert!(e.contains("is not a safe patch id"), "{e}");
     assert_eq!(stored(&f), before);
 }

@@ -90,10 +90,10 @@ use crate::trust::error::TrustError;
 /// Why a feed tool failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
-    #[error("cannot access {path}: {source}")]
+    #[error("cannot access {path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("cannot write output: {0}")]
     Output(std::io::Error),
@@ -112,7 +112,7 @@ pub enum FeedError {
     #[error("artifacts do not match the patch file: {0}")]
     Artifacts(String),
     #[error("the feed's catalog would be invalid: {0}")]
-    Invalid(#[from] InvalidCatalog),
+    Invalid(InvalidCatalog),
     #[error(
         "only {have} of the {need} needed {role} keys are available; copy them into keys/ \
          or pass --keys DIR (e.g. the offline media holding them)"
@@ -135,5 +135,18 @@ pub enum FeedError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error("self-check failed, nothing was written: {0}")]
-    Trust(#[from] TrustError),
+    Trust(TrustError),
+}
+
+// The cause is part of the message above, so it is not also exposed as `source()`
+// (a chain printer would name it twice); hence these by hand instead of `#[from]`.
+impl From<InvalidCatalog> for FeedError {
+    fn from(e: InvalidCatalog) -> Self {
+        FeedError::Invalid(e)
+    }
+}
+impl From<TrustError> for FeedError {
+    fn from(e: TrustError) -> Self {
+        FeedError::Trust(e)
+    }
 }

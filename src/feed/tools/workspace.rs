@@ -54,7 +54,7 @@ pub struct Workspace {
 pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FeedError + '_ {
     move |source| FeedError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The central checks in front of every admin route, so no page can forget one:
-//! session, forced password change, same-origin, CSRF token, role. See the contract in
-//! `web::admin`.
+//! same-origin, session, forced password change, role, CSRF token. See the contract in
+//! `web::admin`. The order matters: everything that can refuse a request without its
+//! body runs before the one check that may read a (small, bounded) form body.
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -102,49 +103,62 @@ const CSRF_REFUSED: &str = "Refused: the form's security token is missing or out
                             (for example after signing in again elsewhere). Reload the page and \
                             try again.";
 
-/// Reads the body's `csrf` field (urlencoded forms) and gives the body back. A
-/// multipart form (a file upload, which is streamed and never buffered here) carries
-/// it in its action URL's query instead (`?csrf=...`), so an upload works without
-/// JavaScript too.
-async fn body_token(req: Request) -> Result<(Request, Option<String>), Response> {
-    let is_multipart = req
-        .headers()
+/// Whether the request's `Content-Type` is `ty` (parameters ignored).
+fn content_type_is(req: &Request, ty: &str) -> bool {
+    req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("multipart/form-data"))
-        });
-    if is_multipart {
-        let token = req.uri().query().and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "csrf")
-                .map(|(_, v)| v.into_owned())
-        });
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(ty))
+}
+
+/// The `csrf` parameter of the request's query.
+fn query_token(req: &Request) -> Option<String> {
+    req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.into_owned())
+    })
+}
+
+/// Finds the CSRF token of a state-changing request and gives the request back. Only
+/// a small urlencoded form is ever read for it (at most
+/// [`limits::MAX_FORM_BYTES`](crate::web::limits::MAX_FORM_BYTES), and never on a
+/// streamed route); a multipart form (a file upload, streamed and never buffered here)
+/// carries it in its action URL's query instead (`?csrf=...`), so an upload works
+/// without JavaScript too. The caller has already checked the session and the role, so
+/// nobody who may not make the change gets a body read at all.
+async fn body_token(req: Request) -> Result<(Request, Option<String>), Response> {
+    let streamed = crate::web::limits::STREAMED.contains(&req.uri().path());
+    if streamed || content_type_is(&req, "multipart/form-data") {
+        let token = query_token(&req);
         return Ok((req, token));
     }
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';').next().is_some_and(|t| {
-                t.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            })
-        });
-    if !is_form {
+    if !content_type_is(&req, "application/x-www-form-urlencoded") {
         return Ok((req, None));
     }
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("cannot read the form: {e}\n"),
-        )
-            .into_response()
-    })?;
+    let max = crate::web::limits::MAX_FORM_BYTES;
+    let bytes = match axum::body::to_bytes(body, max).await {
+        Ok(b) => b,
+        Err(e) => {
+            // Over the bound, or cut off: either way nothing is changed.
+            let too_large = crate::web::limits::is_length_limit(&e);
+            return Err(if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("The form is larger than {max} bytes; nothing was changed.\n"),
+                )
+                    .into_response()
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("Cannot read the form: {e}; nothing was changed.\n"),
+                )
+                    .into_response()
+            });
+        }
+    };
     let token = form_urlencoded::parse(&bytes)
         .find(|(k, _)| k == "csrf")
         .map(|(_, v)| v.into_owned());
@@ -197,6 +211,12 @@ pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Resp
         };
     }
     if changing {
+        // The role first: an auditor is refused before anything of its body is read.
+        if row.role == Role::Auditor && !is_self_service(&path) {
+            return forbidden(
+                "Your account has the auditor role: it can read everything but change nothing.",
+            );
+        }
         let header_token = req
             .headers()
             .get("x-csrf-token")
@@ -212,11 +232,6 @@ pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Resp
         req = r;
         if !token.is_some_and(|t| session::secrets_equal(&t, &row.csrf)) {
             return forbidden(CSRF_REFUSED);
-        }
-        if row.role == Role::Auditor && !is_self_service(&path) {
-            return forbidden(
-                "Your account has the auditor role: it can read everything but change nothing.",
-            );
         }
     }
     touch(&st, &row, now_ms).await;

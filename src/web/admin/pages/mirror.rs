@@ -337,18 +337,16 @@ enum Refused {
     Internal(String),
 }
 
-/// How much of an oversized upload is read and discarded before answering, so the
-/// client gets the answer rather than a reset connection; a larger body is cut off.
-const DRAIN_MAX: u64 = 256 << 20;
+/// How much more than the cap an upload may carry (multipart framing, small fields) and
+/// is read and discarded before answering, so the client gets the answer rather than a
+/// reset connection; the same bound `web::limits` puts on this route's body.
+const DRAIN_MAX: u64 = crate::web::limits::UPLOAD_FRAMING;
 
 async fn receive(
     mp: &mut Multipart,
     file: &mut std::fs::File,
     cap: u64,
 ) -> Result<(String, u64), Refused> {
-    let cut = |e: axum::extract::multipart::MultipartError| {
-        Refused::Bad(format!("the upload was cut off or malformed: {e}"))
-    };
     let too_large = || {
         Refused::Bad(format!(
             "the file is larger than the upload limit of {} MiB (import.max_upload_mb); \
@@ -356,13 +354,23 @@ async fn receive(
             cap >> 20
         ))
     };
+    // A read that fails past the cap is the body bound of `web::limits` at work.
+    let cut = |size: u64| {
+        move |e: axum::extract::multipart::MultipartError| {
+            if size > cap {
+                too_large()
+            } else {
+                Refused::Bad(format!("the upload was cut off or malformed: {e}"))
+            }
+        }
+    };
     let mut name = None;
     let mut size = 0u64;
     let mut over = false;
-    while let Some(mut field) = mp.next_field().await.map_err(cut)? {
+    while let Some(mut field) = mp.next_field().await.map_err(cut(size))? {
         if field.name() != Some("bundle") || name.is_some() {
             // Other fields (and a second file) are read and ignored.
-            while let Some(c) = field.chunk().await.map_err(cut)? {
+            while let Some(c) = field.chunk().await.map_err(cut(size))? {
                 size += c.len() as u64;
                 if size > cap + DRAIN_MAX {
                     return Err(too_large());
@@ -371,7 +379,7 @@ async fn receive(
             continue;
         }
         name = Some(field.file_name().unwrap_or("bundle.pwb").to_string());
-        while let Some(chunk) = field.chunk().await.map_err(cut)? {
+        while let Some(chunk) = field.chunk().await.map_err(cut(size))? {
             size += chunk.len() as u64;
             if size > cap {
                 // Keep reading (up to DRAIN_MAX more) without storing, then refuse.
@@ -417,6 +425,18 @@ pub async fn upload(
             &format!("Bundle not imported: {text}"),
         )
     };
+    // A declared length over the cap is refused before a byte is read or stored.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > m.max_upload_bytes.saturating_add(DRAIN_MAX)) {
+        return refuse(&format!(
+            "the file is larger than the upload limit of {} MiB (import.max_upload_mb); \
+             copy it to the drop folder or use `patchward import` instead",
+            m.max_upload_bytes >> 20
+        ));
+    }
     let dir = match upload_dir(m.store.root()) {
         Ok(d) => d,
         Err(e) => return internal(viewer, "mirror", e),
