@@ -56,7 +56,15 @@ pub enum ExtractError {
     #[error("the archive's `{0}` is not an executable file (chmod +x it before packing)")]
     NotExecutable(String),
     #[error("cannot read the archive: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+// The cause is part of the message, so it is not also exposed as `source()` (a chain
+// printer would name it twice); hence by hand instead of `#[from]`.
+impl From<io::Error> for ExtractError {
+    fn from(e: io::Error) -> Self {
+        ExtractError::Io(e)
+    }
 }
 
 fn refuse(name: &str, reason: impl Into<String>) -> ExtractError {
