@@ -51,8 +51,8 @@ impl Setup {
             "  next steps\n    \
              1. pin a feed root{}\n         \
                 install -D -m 0644 FEED.root.json /etc/patchward/roots/FEED.root.json\n         \
-                add [[mirror.sources]] with name, url and root = \"roots/FEED.root.json\" to \
-                the config (mirror/README.md), then restart\n    \
+                add [[mirror.sources]] with name and root = \"roots/FEED.root.json\" (and a url to \
+                sync online; none for bundles only) to the config (mirror/README.md), then restart\n    \
              2. import a bundle or sync{}\n         \
                 {pw} import FILE.pwb\n         \
                 {pw} mirror sync\n    \
