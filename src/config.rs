@@ -14,7 +14,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod agent_api;
+mod legacy;
 pub use agent_api::AgentApiConfig;
+pub use legacy::LegacyConfig;
 
 /// The embedded defaults, shipped inside the binary.
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
@@ -57,6 +59,8 @@ pub struct Config {
     pub web: crate::auth::WebSettings,
     /// Per-host shares of the agent API (`[agent_api]`).
     pub agent_api: AgentApiConfig,
+    /// How end-of-life hosts are judged (`[legacy]`).
+    pub legacy: LegacyConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +148,7 @@ struct RawConfig {
     apt: Option<RawApt>,
     web: Option<RawWeb>,
     agent_api: Option<agent_api::RawAgentApi>,
+    legacy: Option<legacy::RawLegacy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -738,6 +743,7 @@ impl Config {
             defaults.agent_api.as_ref(),
             &dsrc,
         )?;
+        let legacy = legacy::parse(raw.legacy.as_ref(), &fsrc, defaults.legacy.as_ref(), &dsrc)?;
 
         Ok(Config {
             policy,
@@ -770,6 +776,7 @@ impl Config {
             mirror: MirrorConfig { sources },
             apt,
             agent_api,
+            legacy,
         })
     }
 
@@ -780,7 +787,7 @@ impl Config {
              request_timeout_secs = {}\nshutdown_grace_secs = {}\n\n[log]\n\
              format = \"{}\"\nlevel = {:?}\n\n[database]\nbusy_timeout_ms = {}\nreaders = {}\n\n\
              [store]\nfree_space_reserve_mb = {}\nverify_on_read = {}\ngc_grace_hours = {}\n\n\
-             [import]\ndrop_dir = {:?}\nstable_secs = {}\nmax_upload_mb = {}\n\n{}{}\n{}\n{}",
+             [import]\ndrop_dir = {:?}\nstable_secs = {}\nmax_upload_mb = {}\n\n{}{}\n{}\n{}\n{}",
             self.data_dir.display().to_string(),
             self.server.listen,
             self.server.tls_listen,
@@ -834,6 +841,7 @@ impl Config {
             apt_toml(&self.apt),
             web_toml(&self.web),
             agent_api::to_toml(&self.agent_api),
+            legacy::to_toml(&self.legacy),
         )
     }
 }

@@ -46,9 +46,9 @@
 //!   `tls::cert`: the HTTPS certificate (generated self-signed, or the operator's).
 //! - [`hostinfo`]: host name and local addresses (certificate names, printed URLs).
 //! - [`health`]: the `healthcheck` client used by container and systemd health checks.
+//! - [`legacy`]: end-of-life hosts: the lifecycle catalog and os-release mapping.
 //!
-//! Modules that later work fills (legacy hosts, compliance) are not present until they
-//! do something.
+//! Modules that later work fills (compliance) are not present until they do something.
 
 pub mod agent;
 pub mod appliance;
@@ -65,6 +65,7 @@ pub mod fleet;
 pub mod fsutil;
 pub mod health;
 pub mod hostinfo;
+pub mod legacy;
 pub mod mirror;
 pub mod mirror_schedule;
 pub mod policy;

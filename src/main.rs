@@ -148,6 +148,10 @@ enum Command {
     /// The apt repositories per ring (`/apt/<ring>/`).
     #[command(subcommand)]
     Apt(AptCmd),
+    /// End-of-life ("legacy") hosts: the lifecycle catalog, hosts without an agent,
+    /// decisions about them.
+    #[command(subcommand)]
+    Legacy(patchward::legacy::cli::LegacyCmd),
 }
 
 #[derive(Subcommand)]
@@ -772,6 +776,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "loaded {n} known exploited vulnerabilities from {}",
                 file.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Legacy(cmd) => {
+            let config = load_config(&cli, None)?;
+            let db = Appliance::open_existing(&config)?;
+            let mut out = std::io::stdout();
+            patchward::legacy::cli::run(
+                &db,
+                &config,
+                SystemClock.now(),
+                cmd,
+                &invoking_user(),
+                &mut out,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Feed(cmd) => {

@@ -15,7 +15,7 @@ fn read(path: &str) -> String {
         .to_string()
 }
 
-/// `ID` and `VERSION_ID` from os-release text.
+/// `ID`, `VERSION_ID` and `ID_LIKE` from os-release text.
 pub fn parse_os_release(text: &str) -> OsRelease {
     let mut os = OsRelease::default();
     for line in text.lines() {
@@ -24,6 +24,7 @@ pub fn parse_os_release(text: &str) -> OsRelease {
             match k.trim() {
                 "ID" => os.id = v,
                 "VERSION_ID" => os.version_id = v,
+                "ID_LIKE" => os.id_like = v,
                 _ => {}
             }
         }
@@ -32,6 +33,13 @@ pub fn parse_os_release(text: &str) -> OsRelease {
         os.id = "linux".into();
     }
     os
+}
+
+/// Where the OS identity is read: `/etc/os-release`, or the file
+/// `PATCHWARD_AGENT_OS_RELEASE` names (containers whose image is not the host's OS,
+/// and tests that play an older distribution).
+fn os_release_path() -> String {
+    std::env::var("PATCHWARD_AGENT_OS_RELEASE").unwrap_or_else(|_| "/etc/os-release".into())
 }
 
 /// `dpkg-query -W` lines: `name\tversion\tarch`.
@@ -94,7 +102,7 @@ pub fn collect(now: Timestamp, hostname: Option<&str>) -> Inventory {
     .map(|t| parse_dpkg(&t))
     .unwrap_or_default();
     Inventory {
-        os: parse_os_release(&read("/etc/os-release")),
+        os: parse_os_release(&read(&os_release_path())),
         kernel: read("/proc/sys/kernel/osrelease"),
         // dpkg's architecture is the one patch selectors name; without dpkg, the
         // agent's own build architecture in Debian's vocabulary.
@@ -129,6 +137,9 @@ mod tests {
     fn parsers() {
         let os = parse_os_release("PRETTY_NAME=\"Debian\"\nID=debian\nVERSION_ID=\"12\"\n");
         assert_eq!((os.id.as_str(), os.version_id.as_str()), ("debian", "12"));
+        let os =
+            parse_os_release("ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"8.10\"\n");
+        assert_eq!(os.id_like, "rhel centos fedora");
         let p = parse_dpkg("openssl\t3.0.15\tamd64\nbad line\n");
         assert_eq!(p.len(), 1);
         let a = parse_ip_json(

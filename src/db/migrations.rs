@@ -428,11 +428,62 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         CREATE INDEX apt_clients_by_last_seen ON apt_clients(last_seen);
         "#,
         ),
+        M::up(
+            r#"
+        -- Issue [9]: legacy end-of-life hosts (see legacy::).
+        -- The lifecycle catalog in force once a signed feed brought one newer than the
+        -- snapshot built into the binary (one row; none: the built-in snapshot). The
+        -- body is the verified JSON, replaced in the import's transaction.
+        CREATE TABLE eol_catalog (
+            id           INTEGER PRIMARY KEY CHECK (id = 1),
+            version      TEXT NOT NULL,
+            source       TEXT NOT NULL,
+            sha256       TEXT NOT NULL,
+            feed         TEXT NOT NULL,
+            imported_at  TEXT NOT NULL,
+            body         BLOB NOT NULL
+        ) STRICT;
+        -- Hosts without an agent (old Windows, appliances, printers with a web UI),
+        -- registered by hand or from a CSV file. `addresses`: a JSON array of IP
+        -- addresses, at least one.
+        CREATE TABLE legacy_hosts (
+            name         TEXT PRIMARY KEY,
+            addresses    TEXT NOT NULL,
+            product      TEXT NOT NULL,
+            cycle        TEXT NOT NULL,
+            owner        TEXT NOT NULL,
+            notes        TEXT NOT NULL,
+            added_at     TEXT NOT NULL,
+            added_by     TEXT NOT NULL
+        ) STRICT;
+        -- `host` below is an agent host's id (`h-...`) or an agentless host's name.
+        -- A legacy host opted in to rollouts despite its state (`legacy include`).
+        CREATE TABLE legacy_includes (
+            host         TEXT PRIMARY KEY,
+            reason       TEXT NOT NULL,
+            at           TEXT NOT NULL,
+            actor        TEXT NOT NULL
+        ) STRICT;
+        -- A risk acceptance: who accepted running the host as it is, why, under which
+        -- compensating controls (JSON array of names), until when. An expired one stays
+        -- (shown as expired) until revoked or replaced; `expiry_audited` records that
+        -- its expiry has its audit entry.
+        CREATE TABLE legacy_acceptances (
+            host            TEXT PRIMARY KEY,
+            reason          TEXT NOT NULL,
+            controls        TEXT NOT NULL,
+            accepted_at     TEXT NOT NULL,
+            until           TEXT NOT NULL,
+            actor           TEXT NOT NULL,
+            expiry_audited  INTEGER NOT NULL DEFAULT 0 CHECK (expiry_audited IN (0, 1))
+        ) STRICT;
+        "#,
+        ),
     ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 12;
+pub const LATEST: usize = 13;
 
 /// Migration 6's hook: fills `job_artifacts` from the tickets of jobs created before it,
 /// in the migration's transaction. SQLite cannot decode the envelope's base64 payload,

@@ -12,6 +12,7 @@ pub mod feeds;
 pub mod fleet;
 pub mod int;
 pub mod jobs;
+pub mod legacy;
 mod migrations;
 pub mod rollout;
 pub mod users;

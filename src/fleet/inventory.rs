@@ -15,13 +15,17 @@ pub const MAX_PACKAGES: usize = 20_000;
 /// At most this many addresses in one report.
 pub const MAX_ADDRESSES: usize = 256;
 
-/// `/etc/os-release` `ID` and `VERSION_ID`.
+/// `/etc/os-release` `ID`, `VERSION_ID` and `ID_LIKE` (the last is left out of the
+/// JSON when empty, so an agent on a distribution without it still talks to an
+/// appliance from before it existed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct OsRelease {
     pub id: String,
     #[serde(default)]
     pub version_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id_like: String,
 }
 
 /// One installed package.
@@ -81,6 +85,13 @@ impl Inventory {
     pub fn validate(&self) -> Result<(), FleetError> {
         text("os.id", &self.os.id, 64, false)?;
         text("os.version_id", &self.os.version_id, 64, true)?;
+        // ID_LIKE is a space-separated list of IDs.
+        if self.os.id_like.len() > 128 {
+            return Err(invalid("os.id_like", "must be 0-128 characters"));
+        }
+        for word in self.os.id_like.split(' ') {
+            text("os.id_like", word, 64, true)?;
+        }
         text("kernel", &self.kernel, 128, false)?;
         text("arch", &self.arch, 32, false)?;
         validate_hostname(&self.hostname)?;
@@ -186,6 +197,7 @@ pub(crate) fn sample(hostname: &str) -> Inventory {
         os: OsRelease {
             id: "debian".into(),
             version_id: "12".into(),
+            id_like: String::new(),
         },
         kernel: "6.1.0-28-amd64".into(),
         arch: "x86_64".into(),
@@ -222,6 +234,11 @@ mod tests {
         check(|i| i.hostname = "<b>x</b>".into(), "invalid hostname");
         check(|i| i.kernel = "6.1\n".into(), "invalid kernel");
         check(|i| i.os.id = String::new(), "invalid os.id");
+        check(|i| i.os.id_like = "rhel centos fedora".into(), "ok");
+        check(
+            |i| i.os.id_like = "rhel\tfedora".into(),
+            "invalid os.id_like",
+        );
         check(|i| i.arch = "x".repeat(33), "invalid arch");
         check(
             |i| i.addresses = vec!["a".into(); 257],
