@@ -6,6 +6,7 @@
 //!   product and cycle, pure.
 //! - [`active`]: the catalog in force (the one a signed feed brought, else the
 //!   snapshot) and a host's lifecycle under it.
+//! - [`decisions`]: includes and risk acceptances as recorded (read side).
 //! - [`cli`]: `patchward legacy ...`.
 //!
 //! A legacy host is either an enrolled agent host whose OS the catalog places in a
@@ -15,6 +16,7 @@
 pub mod active;
 pub mod catalog;
 pub mod cli;
+pub mod decisions;
 pub mod mapping;
 
 use rusqlite::Connection;
