@@ -166,7 +166,13 @@ async fn a_new_listener_on_a_watched_port_is_reported_as_drift() {
         assert_eq!(monitor.state("legacy-db"), Some(expected));
         clock.advance(SignedDuration::from_secs(60));
     }
-    let b = serve((addr, b_port).into(), None, Duration::ZERO, Arc::clone(&counts)).await;
+    let b = serve(
+        (addr, b_port).into(),
+        None,
+        Duration::ZERO,
+        Arc::clone(&counts),
+    )
+    .await;
     let report = monitor.run_cycle(&targets, &quick(), &clock).await.unwrap();
     assert_eq!(report.events.len(), 1, "{:?}", report.events);
     let event = &report.events[0];
@@ -182,7 +188,11 @@ async fn a_new_listener_on_a_watched_port_is_reported_as_drift() {
     // A fourth cycle: nothing new.
     let report = monitor.run_cycle(&targets, &quick(), &clock).await.unwrap();
     assert_eq!(report.events, vec![]);
-    assert_eq!(other.accepted.load(Ordering::SeqCst), 0, "an unwatched port was probed");
+    assert_eq!(
+        other.accepted.load(Ordering::SeqCst),
+        0,
+        "an unwatched port was probed"
+    );
     assert_eq!(counts.resets.load(Ordering::SeqCst), 0);
     for s in [a, b, unwatched] {
         s.stop().await;
@@ -199,7 +209,13 @@ async fn a_changed_banner_is_reported_and_the_close_stays_clean() {
         .leak();
     let counts = Arc::new(Counts::default());
     let addr = ip(2, 1);
-    let old = serve((addr, 0).into(), Some(OLD), Duration::ZERO, Arc::clone(&counts)).await;
+    let old = serve(
+        (addr, 0).into(),
+        Some(OLD),
+        Duration::ZERO,
+        Arc::clone(&counts),
+    )
+    .await;
     let port = old.addr.port();
     let targets = [Target {
         name: "legacy-ssh".into(),
@@ -218,10 +234,20 @@ async fn a_changed_banner_is_reported_and_the_close_stays_clean() {
     );
     old.stop().await;
 
-    let new_server = serve((addr, port).into(), Some(new), Duration::ZERO, Arc::clone(&counts)).await;
+    let new_server = serve(
+        (addr, port).into(),
+        Some(new),
+        Duration::ZERO,
+        Arc::clone(&counts),
+    )
+    .await;
     let report = monitor.run_cycle(&targets, &quick(), &clock).await.unwrap();
     assert_eq!(
-        report.events.iter().map(|e| e.kind.clone()).collect::<Vec<_>>(),
+        report
+            .events
+            .iter()
+            .map(|e| e.kind.clone())
+            .collect::<Vec<_>>(),
         vec![EventKind::BannerChanged {
             port,
             old: BannerHash::of_first_line(b"SSH-2.0-OpenSSH_7.4"),
@@ -236,7 +262,11 @@ async fn a_changed_banner_is_reported_and_the_close_stays_clean() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(counts.accepted.load(Ordering::SeqCst), 2);
-    assert_eq!(counts.resets.load(Ordering::SeqCst), 0, "a probe ended with an RST");
+    assert_eq!(
+        counts.resets.load(Ordering::SeqCst),
+        0,
+        "a probe ended with an RST"
+    );
     new_server.stop().await;
 }
 
@@ -244,7 +274,14 @@ async fn a_changed_banner_is_reported_and_the_close_stays_clean() {
 async fn a_host_whose_listeners_are_gone_is_pending_then_down_then_up_after_recovery() {
     let counts = Arc::new(Counts::default());
     let addr = ip(3, 1);
-    let start = |port: u16| serve((addr, port).into(), None, Duration::ZERO, Arc::clone(&counts));
+    let start = |port: u16| {
+        serve(
+            (addr, port).into(),
+            None,
+            Duration::ZERO,
+            Arc::clone(&counts),
+        )
+    };
     let (a, b) = (start(0).await, start(0).await);
     let ports = [a.addr.port(), b.addr.port()];
     let targets = [target("legacy-plc", addr, &ports)];
@@ -324,12 +361,22 @@ async fn many_hosts_stay_within_the_global_limit_and_one_probe_per_host() {
         .filter(|p| p.outcome.is_open())
         .count();
     assert_eq!(open, HOSTS as usize * PORTS, "{:?}", report.results);
-    assert_eq!(counts.accepted.load(Ordering::SeqCst), HOSTS as usize * PORTS);
+    assert_eq!(
+        counts.accepted.load(Ordering::SeqCst),
+        HOSTS as usize * PORTS
+    );
     let max = counts.max.load(Ordering::SeqCst);
     assert!(max <= LIMIT, "{max} connections at once, limit {LIMIT}");
-    assert_eq!(max, LIMIT, "the limit was never reached: the test proves nothing");
+    assert_eq!(
+        max, LIMIT,
+        "the limit was never reached: the test proves nothing"
+    );
     assert_eq!(counts.max_per_addr(), 1, "two probes at once on one host");
-    assert_eq!(counts.resets.load(Ordering::SeqCst), 0, "a probe ended with an RST");
+    assert_eq!(
+        counts.resets.load(Ordering::SeqCst),
+        0,
+        "a probe ended with an RST"
+    );
     for s in served {
         s.stop().await;
     }

@@ -110,7 +110,10 @@ fn the_monitor_sees_drift_a_cut_link_and_recovery_in_network_namespaces() {
         "link", "add", &veth_app, "netns", &app, "type", "veth", "peer", "name", &veth_host,
         "netns", &host,
     ]);
-    for (ns, dev, addr) in [(&app, &veth_app, APPLIANCE_IP), (&host, &veth_host, HOST_IP)] {
+    for (ns, dev, addr) in [
+        (&app, &veth_app, APPLIANCE_IP),
+        (&host, &veth_host, HOST_IP),
+    ] {
         ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
         ip(&["-n", ns, "link", "set", "lo", "up"]);
         ip(&["-n", ns, "link", "set", dev, "up"]);
@@ -147,7 +150,12 @@ fn out_rsts() -> u64 {
         .split_whitespace()
         .position(|n| n == "OutRsts")
         .expect("OutRsts in /proc/net/snmp");
-    values.split_whitespace().nth(index).unwrap().parse().unwrap()
+    values
+        .split_whitespace()
+        .nth(index)
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 async fn run(host_ns: &str, veth_host: &str) {
@@ -221,7 +229,14 @@ async fn run(host_ns: &str, veth_host: &str) {
     let (state, kinds, texts) = cycle().await;
     assert_eq!(state, HostState::Down);
     assert!(
-        matches!(kinds.as_slice(), [EventKind::HostDown { failed: 2, window: 3, .. }]),
+        matches!(
+            kinds.as_slice(),
+            [EventKind::HostDown {
+                failed: 2,
+                window: 3,
+                ..
+            }]
+        ),
         "{kinds:?}"
     );
     assert!(
@@ -246,7 +261,10 @@ async fn run(host_ns: &str, veth_host: &str) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(reachable, "the host did not answer within 5 s of its link coming back");
+    assert!(
+        reachable,
+        "the host did not answer within 5 s of its link coming back"
+    );
     assert_eq!(cycle().await, (HostState::Down, vec![], vec![]));
     let (state, kinds, _) = cycle().await;
     assert_eq!(state, HostState::Up);

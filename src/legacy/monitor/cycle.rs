@@ -128,7 +128,10 @@ pub async fn probe_targets(
         tasks.spawn(async move {
             let mut probes = Vec::with_capacity(target.ports.len());
             for watched in &target.ports {
-                let permit = permits.acquire().await.expect("the semaphore is never closed");
+                let permit = permits
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed");
                 let addr = SocketAddr::new(target.addr, watched.port);
                 let outcome = probe::probe(addr, watched.banner, &probe_opts).await;
                 drop(permit);

@@ -56,7 +56,11 @@ pub enum ThresholdError {
         "monitor window_m is {window_m}: it must be between fail_n ({fail_n}) and {max} \
          (the number of recent cycles fail_n is counted in)"
     )]
-    Window { window_m: u32, fail_n: u32, max: u32 },
+    Window {
+        window_m: u32,
+        fail_n: u32,
+        max: u32,
+    },
     #[error(
         "monitor recover_n is {0}: it must be at least 1 (the answered cycles in a row that \
          bring a DOWN host UP again)"

@@ -60,11 +60,20 @@ fn run(thresholds: Thresholds, cycles: &str) -> (String, Vec<(usize, &'static st
     (states, events)
 }
 
+/// (what, thresholds, cycles, states after each cycle, events).
+type Case<'a> = (
+    &'a str,
+    Thresholds,
+    &'a str,
+    &'a str,
+    &'a [(usize, &'a str)],
+);
+
 #[test]
 fn host_transitions() {
     let d = Thresholds::default(); // 3 of 5, 2 to recover
     let one = Thresholds::new(1, 1, 1).unwrap();
-    let cases: &[(&str, Thresholds, &str, &str, &[(usize, &str)])] = &[
+    let cases: &[Case] = &[
         ("a new host is PENDING until confirmed", d, "oo", "PU", &[]),
         ("one lost SYN raises no alert", d, "ooroo", "PUPPU", &[]),
         ("timeout and unreachable fail too", d, "ootuo", "PUPPP", &[]),
@@ -211,7 +220,11 @@ fn drift_on(host: &mut HostTracker, cycles: &[&[(u16, ProbeOutcome)]]) -> Vec<(u
                 outcome: outcome.clone(),
             })
             .collect();
-        out.extend(host.observe(&probes, at(i)).into_iter().map(|e| (i, e.kind)));
+        out.extend(
+            host.observe(&probes, at(i))
+                .into_iter()
+                .map(|e| (i, e.kind)),
+        );
     }
     out
 }
