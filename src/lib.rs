@@ -46,7 +46,7 @@
 //!   `tls::cert`: the HTTPS certificate (generated self-signed, or the operator's).
 //! - [`hostinfo`]: host name and local addresses (certificate names, printed URLs).
 //! - [`health`]: the `healthcheck` client used by container and systemd health checks.
-//! - [`legacy`]: end-of-life hosts: the lifecycle catalog and os-release mapping.
+//! - [`legacy`]: end-of-life hosts: the lifecycle catalog, os-release mapping, the monitor.
 //!
 //! Modules that later work fills (compliance) are not present until they do something.
 

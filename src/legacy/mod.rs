@@ -8,6 +8,8 @@
 //!   snapshot) and a host's lifecycle under it.
 //! - [`decisions`]: includes and risk acceptances as recorded (read side).
 //! - [`cli`]: `patchward legacy ...`.
+//! - [`monitor`]: watching legacy hosts from the network (issue [10]): pure state core,
+//!   prober, cycle runner.
 //!
 //! A legacy host is either an enrolled agent host whose OS the catalog places in a
 //! legacy state, or an agentless host registered by hand. Both are named the same way
@@ -18,6 +20,7 @@ pub mod catalog;
 pub mod cli;
 pub mod decisions;
 pub mod mapping;
+pub mod monitor;
 
 use rusqlite::Connection;
 use serde::Serialize;
