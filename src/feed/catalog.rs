@@ -44,6 +44,24 @@ pub struct Catalog {
     /// The feed's name, e.g. "example-msp".
     pub feed: String,
     pub patches: Vec<PatchEntry>,
+    /// The lifecycle catalog (artifact kind `eol-catalog`) this feed ships, if any.
+    /// Absent from catalogs without one, so they serialise exactly as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eol_catalog: Option<EolCatalogRef>,
+}
+
+/// A lifecycle catalog blob (endoflife.date JSON, `legacy::catalog`) named by a feed
+/// catalog: addressed by sha256 like every artifact, fetched and verified by the same
+/// import pipeline, and carrying its export date so an appliance can refuse an older
+/// one without trusting anything but the signed catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EolCatalogRef {
+    /// Lowercase hex sha256 of the JSON: the blob's address.
+    pub sha256: String,
+    pub size: u64,
+    /// The lifecycle catalog's own version: its export date (`source_date`, YYYY-MM-DD).
+    pub version: jiff::civil::Date,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,6 +331,8 @@ pub enum CatalogProblem {
     UnknownRequires { id: String, missing: String },
     #[error("requires cycle: {}", .0.join(" -> "))]
     RequiresCycle(Vec<String>),
+    #[error("the eol_catalog entry: {0}")]
+    EolCatalog(String),
     #[error("blob {sha256} is listed with sizes {first} and {second}")]
     BlobSizeConflict {
         sha256: String,
@@ -366,18 +386,23 @@ impl Catalog {
         if let Some(cycle) = self.requires_cycle() {
             problems.push(CatalogProblem::RequiresCycle(cycle));
         }
+        if let Some(e) = &self.eol_catalog {
+            problems.extend(e.problems());
+        }
         let mut sizes: BTreeMap<&str, u64> = BTreeMap::new();
-        for a in self.patches.iter().flat_map(|p| &p.artifacts) {
-            match sizes.get(a.sha256.as_str()) {
-                Some(&first) if first != a.size => {
-                    problems.push(CatalogProblem::BlobSizeConflict {
-                        sha256: a.sha256.clone(),
-                        first,
-                        second: a.size,
-                    })
-                }
+        let refs = self.patches.iter().flat_map(|p| &p.artifacts);
+        let refs = refs
+            .map(|a| (a.sha256.as_str(), a.size))
+            .chain(self.eol_catalog.iter().map(|e| (e.sha256.as_str(), e.size)));
+        for (sha256, size) in refs {
+            match sizes.get(sha256) {
+                Some(&first) if first != size => problems.push(CatalogProblem::BlobSizeConflict {
+                    sha256: sha256.to_string(),
+                    first,
+                    second: size,
+                }),
                 _ => {
-                    sizes.insert(&a.sha256, a.size);
+                    sizes.insert(sha256, size);
                 }
             }
         }
@@ -388,13 +413,16 @@ impl Catalog {
         }
     }
 
-    /// Every blob the catalog references, by sha256, with its size. One blob may back
-    /// several artifacts (the same .deb in two patches).
+    /// Every blob the catalog references, by sha256, with its size: the patches'
+    /// artifacts and the lifecycle catalog. One blob may back several artifacts (the
+    /// same .deb in two patches). Export, import, the blob records and GC all go by
+    /// this list, so the lifecycle catalog travels and is verified like any artifact.
     pub fn blobs(&self) -> BTreeMap<String, u64> {
         self.patches
             .iter()
             .flat_map(|p| &p.artifacts)
             .map(|a| (a.sha256.clone(), a.size))
+            .chain(self.eol_catalog.iter().map(|e| (e.sha256.clone(), e.size)))
             .collect()
     }
 
@@ -452,6 +480,27 @@ impl Catalog {
             }
         }
         None
+    }
+}
+
+impl EolCatalogRef {
+    /// Problems with the reference itself (its content is checked where it is read).
+    pub fn problems(&self) -> Vec<CatalogProblem> {
+        let mut out = Vec::new();
+        if !is_sha256_hex(&self.sha256) {
+            out.push(CatalogProblem::EolCatalog(format!(
+                "sha256 {:?} is not 64 lowercase hex digits",
+                self.sha256
+            )));
+        }
+        let max = crate::legacy::catalog::MAX_CATALOG_BYTES as u64;
+        if self.size == 0 || self.size > max {
+            out.push(CatalogProblem::EolCatalog(format!(
+                "size {} bytes is outside 1..={max}",
+                self.size
+            )));
+        }
+        out
     }
 }
 
@@ -561,6 +610,7 @@ pub(crate) mod tests {
             expires: "2027-02-18T00:00:00Z".parse().unwrap(),
             feed: "example-msp".into(),
             patches,
+            eol_catalog: None,
         }
     }
 

@@ -15,8 +15,10 @@
 
 pub mod active;
 pub mod catalog;
+pub mod catalog_cli;
 pub mod cli;
 pub mod decisions;
+pub mod eol_import;
 pub mod mapping;
 
 use rusqlite::Connection;
