@@ -745,6 +745,48 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_eol_catalog_reference_is_optional_checked_and_one_of_the_blobs() {
+        let c = catalog(1, vec![entry("a", b"1")]);
+        let json = String::from_utf8(serde_json::to_vec(&c).unwrap()).unwrap();
+        assert!(!json.contains("eol_catalog"), "{json}");
+
+        let mut c = c;
+        c.eol_catalog = Some(EolCatalogRef {
+            sha256: "e".repeat(64),
+            size: 1000,
+            version: jiff::civil::date(2026, 10, 1),
+        });
+        c.validate().unwrap();
+        let json = serde_json::to_vec(&c).unwrap();
+        assert!(
+            String::from_utf8_lossy(&json).contains(r#""eol_catalog":{"sha256":"eeee"#),
+            "{}",
+            String::from_utf8_lossy(&json)
+        );
+        assert_eq!(Catalog::parse(&json).unwrap(), c);
+        assert_eq!(c.blobs().get(&"e".repeat(64)), Some(&1000));
+
+        let e = c.eol_catalog.as_mut().unwrap();
+        e.sha256 = "E".into();
+        e.size = 0;
+        let p = problems(&c);
+        assert!(
+            p.contains("the eol_catalog entry: sha256 \"E\" is not 64 lowercase hex digits")
+                && p.contains("the eol_catalog entry: size 0 bytes is outside 1..=16777216"),
+            "{p}"
+        );
+        // The same blob named by an artifact with another size.
+        let mut c = catalog(1, vec![entry("a", b"1")]);
+        let a = &c.patches[0].artifacts[0];
+        c.eol_catalog = Some(EolCatalogRef {
+            sha256: a.sha256.clone(),
+            size: 5,
+            version: jiff::civil::date(2026, 10, 1),
+        });
+        assert!(problems(&c).contains("is listed with sizes 1 and 5"));
+    }
+
+    #[test]
     fn firmware_needs_backup_by_default() {
         let mut a = entry("fw", b"1");
         assert!(!a.needs_backup());
