@@ -123,7 +123,7 @@ pub fn run(
     args: &CatalogArgs,
     out: &mut dyn Write,
 ) -> Result<(), LegacyError> {
-    let active = db.read_blocking(|c| active::load(c))?;
+    let active = db.read_blocking(active::load)?;
     let i = info(&active, now);
     let text = if args.json {
         let mut s = serde_json::to_string_pretty(&i).expect("catalog info serialises");

@@ -54,7 +54,7 @@ fn newer_replaces_older_is_refused_and_the_same_is_a_no_op() {
         (r.active_version.as_str(), r.active_origin.as_str()),
         ("2026-08-22", "built-in snapshot")
     );
-    let active = db.read_blocking(|c| super::super::active::load(c)).unwrap();
+    let active = db.read_blocking(super::super::active::load).unwrap();
     assert_eq!(active.catalog.version.to_string(), "2026-10-01");
     assert_eq!(active.origin.feed.as_deref(), Some("msp-a"));
     assert_eq!(
@@ -72,7 +72,7 @@ fn newer_replaces_older_is_refused_and_the_same_is_a_no_op() {
         "{}",
         r.message
     );
-    let after = db.read_blocking(|c| super::super::active::load(c)).unwrap();
+    let after = db.read_blocking(super::super::active::load).unwrap();
     assert_eq!(after.origin, active.origin);
 
     // The same one again: nothing.
