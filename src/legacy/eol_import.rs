@@ -155,6 +155,19 @@ pub fn apply(
     ))
 }
 
+/// The built-in snapshot's bytes with another export date, for tests.
+#[cfg(test)]
+pub(crate) fn dated_snapshot(date: &str) -> Vec<u8> {
+    let snapshot = include_str!("../../mirror/eol/snapshot.json");
+    let text = snapshot.replacen(
+        "\"source_date\": \"2026-08-22\"",
+        &format!("\"source_date\": \"{date}\""),
+        1,
+    );
+    assert_ne!(text, snapshot, "the snapshot's source_date moved");
+    text.into_bytes()
+}
+
 #[cfg(test)]
 #[path = "eol_import_tests.rs"]
 mod tests;

@@ -6,17 +6,6 @@ use crate::feed::hashing::sha256_hex;
 
 const SNAPSHOT: &[u8] = include_bytes!("../../mirror/eol/snapshot.json");
 
-fn dated(date: &str) -> Vec<u8> {
-    String::from_utf8(SNAPSHOT.to_vec())
-        .unwrap()
-        .replacen(
-            "\"source_date\": \"2026-08-22\"",
-            &format!("\"source_date\": \"{date}\""),
-            1,
-        )
-        .into_bytes()
-}
-
 fn reference(body: &[u8], version: &str) -> EolCatalogRef {
     EolCatalogRef {
         sha256: sha256_hex(body),
@@ -47,7 +36,7 @@ fn audit(db: &Db) -> Vec<(String, String)> {
 fn newer_replaces_older_is_refused_and_the_same_is_a_no_op() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("t.db"), Default::default()).unwrap();
-    let oct = dated("2026-10-01");
+    let oct = super::dated_snapshot("2026-10-01");
     let r = run(&db, "msp-a", &oct, "2026-10-01");
     assert_eq!(r.outcome, Outcome::Replaced);
     assert_eq!(

@@ -110,17 +110,6 @@ mod tests {
         f
     }
 
-    fn dated(date: &str) -> Vec<u8> {
-        String::from_utf8(SNAPSHOT.to_vec())
-            .unwrap()
-            .replacen(
-                "\"source_date\": \"2026-08-22\"",
-                &format!("\"source_date\": \"{date}\""),
-                1,
-            )
-            .into_bytes()
-    }
-
     fn blobs(feed: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(feed.join("blobs/sha256"))
             .unwrap()
@@ -174,7 +163,11 @@ mod tests {
         assert!(!f.join(RECORD).exists());
 
         let newer = tmp.path().join("newer.json");
-        fs::write(&newer, dated("2026-10-01")).unwrap();
+        fs::write(
+            &newer,
+            crate::legacy::eol_import::dated_snapshot("2026-10-01"),
+        )
+        .unwrap();
         add_eol_catalog(&f, &newer).unwrap();
         let before = (blobs(&f), fs::read(f.join(RECORD)).unwrap());
         let older = tmp.path().join("older.json");
