@@ -69,11 +69,22 @@ pub fn apply(
     body: &[u8],
     actor: &str,
 ) -> Result<EolImport, LegacyError> {
-    let active = super::active::load(tx)?;
-    let active_version = active.catalog.version.to_string();
-    let active_origin = match (&active.origin.feed, &active.origin.sha256) {
-        (Some(f), Some(sha)) => format!("feed {f:?}, sha256 {sha}"),
-        _ => "built-in snapshot".to_string(),
+    // A stored row that no longer parses (only damage does that) must not block the
+    // very import that repairs it: any verified catalog replaces it.
+    let active = match super::active::load(tx) {
+        Ok(a) => Some(a),
+        Err(LegacyError::Refused(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let (active_version, active_origin) = match &active {
+        Some(a) => (
+            a.catalog.version.to_string(),
+            match (&a.origin.feed, &a.origin.sha256) {
+                (Some(f), Some(sha)) => format!("feed {f:?}, sha256 {sha}"),
+                _ => "built-in snapshot".to_string(),
+            },
+        ),
+        None => ("unreadable".to_string(), "a damaged stored row".to_string()),
     };
     let version = catalog.version.to_string();
     let report = |outcome, message| EolImport {
@@ -84,13 +95,16 @@ pub fn apply(
         active_origin: active_origin.clone(),
         message,
     };
-    if active.origin.sha256.as_deref() == Some(reference.sha256.as_str()) {
+    let active_sha = active.as_ref().and_then(|a| a.origin.sha256.as_deref());
+    if active_sha == Some(reference.sha256.as_str()) {
         return Ok(report(
             Outcome::Unchanged,
             format!("lifecycle catalog version {version} is already the one in force"),
         ));
     }
-    if catalog.version < active.catalog.version {
+    if let Some(a) = &active
+        && catalog.version < a.catalog.version
+    {
         let message = format!(
             "lifecycle catalog version {version} from feed {feed:?} was refused: it is older \
              than version {active_version} in force ({active_origin}), which stays; the \

@@ -93,3 +93,27 @@ fn a_blob_that_is_no_catalog_or_another_version_fails_the_check() {
         "its export date is 2026-08-22, but the signed catalog names version 2026-09-01"
     );
 }
+
+#[test]
+fn a_damaged_stored_catalog_is_replaced_by_any_verified_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("t.db"), Default::default()).unwrap();
+    db.write_blocking(|tx| {
+        tx.execute(
+            "INSERT INTO eol_catalog (id, version, source, sha256, feed, imported_at, body)
+             VALUES (1, '2027-01-01', 's', 'x', 'f', 't', X'00')",
+            [],
+        )
+        .map_err(crate::error::DbError::from)
+    })
+    .unwrap();
+    assert!(db.read_blocking(super::super::active::load).is_err());
+    let r = run(&db, "msp-a", SNAPSHOT, "2026-08-22");
+    assert_eq!(r.outcome, Outcome::Replaced);
+    assert_eq!(r.active_origin, "a damaged stored row");
+    let active = db.read_blocking(super::super::active::load).unwrap();
+    assert_eq!(
+        active.origin.sha256.as_deref(),
+        Some(sha256_hex(SNAPSHOT).as_str())
+    );
+}
