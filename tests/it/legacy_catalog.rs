@@ -284,7 +284,19 @@ fn a_tampered_or_unparseable_eol_catalog_is_refused_and_changes_nothing() {
     assert!(!feed.dir.join("eol-catalog.toml").exists());
 
     // A good one, published; its blob changed in the bundle: the pipeline refuses it.
-    let sha = feed.add_eol_catalog(&catalog_dated(d, "2026-10-01"));
+    let good = catalog_dated(d, "2026-10-01");
+    let sha = sha256_hex(&std::fs::read(&good).unwrap());
+    let mut c = patchward(&site.data);
+    c.args(["feed", "add"])
+        .arg(&feed.dir)
+        .arg("--eol-catalog")
+        .arg(&good);
+    let said = run_ok(c);
+    assert!(
+        said.starts_with("recorded lifecycle catalog version 2026-10-01 (the feed's first): ")
+            && said.contains(&format!(" bytes sha256 {sha}\n")),
+        "{said}"
+    );
     feed.publish(t);
     let v2 = feed.export(&d.join("v2.pwb"), None, t);
     let mut e = entries(&v2);
