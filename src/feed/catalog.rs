@@ -44,6 +44,24 @@ pub struct Catalog {
     /// The feed's name, e.g. "example-msp".
     pub feed: String,
     pub patches: Vec<PatchEntry>,
+    /// The lifecycle catalog (artifact kind `eol-catalog`) this feed ships, if any.
+    /// Absent from catalogs without one, so they serialise exactly as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eol_catalog: Option<EolCatalogRef>,
+}
+
+/// A lifecycle catalog blob (endoflife.date JSON, `legacy::catalog`) named by a feed
+/// catalog: addressed by sha256 like every artifact, fetched and verified by the same
+/// import pipeline, and carrying its export date so an appliance can refuse an older
+/// one without trusting anything but the signed catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EolCatalogRef {
+    /// Lowercase hex sha256 of the JSON: the blob's address.
+    pub sha256: String,
+    pub size: u64,
+    /// The lifecycle catalog's own version: its export date (`source_date`, YYYY-MM-DD).
+    pub version: jiff::civil::Date,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,6 +331,8 @@ pub enum CatalogProblem {
     UnknownRequires { id: String, missing: String },
     #[error("requires cycle: {}", .0.join(" -> "))]
     RequiresCycle(Vec<String>),
+    #[error("the eol_catalog entry: {0}")]
+    EolCatalog(String),
     #[error("blob {sha256} is listed with sizes {first} and {second}")]
     BlobSizeConflict {
         sha256: String,
@@ -366,18 +386,23 @@ impl Catalog {
         if let Some(cycle) = self.requires_cycle() {
             problems.push(CatalogProblem::RequiresCycle(cycle));
         }
+        if let Some(e) = &self.eol_catalog {
+            problems.extend(e.problems());
+        }
         let mut sizes: BTreeMap<&str, u64> = BTreeMap::new();
-        for a in self.patches.iter().flat_map(|p| &p.artifacts) {
-            match sizes.get(a.sha256.as_str()) {
-                Some(&first) if first != a.size => {
-                    problems.push(CatalogProblem::BlobSizeConflict {
-                        sha256: a.sha256.clone(),
-                        first,
-                        second: a.size,
-                    })
-                }
+        let refs = self.patches.iter().flat_map(|p| &p.artifacts);
+        let refs = refs
+            .map(|a| (a.sha256.as_str(), a.size))
+            .chain(self.eol_catalog.iter().map(|e| (e.sha256.as_str(), e.size)));
+        for (sha256, size) in refs {
+            match sizes.get(sha256) {
+                Some(&first) if first != size => problems.push(CatalogProblem::BlobSizeConflict {
+                    sha256: sha256.to_string(),
+                    first,
+                    second: size,
+                }),
                 _ => {
-                    sizes.insert(&a.sha256, a.size);
+                    sizes.insert(sha256, size);
                 }
             }
         }
@@ -388,13 +413,16 @@ impl Catalog {
         }
     }
 
-    /// Every blob the catalog references, by sha256, with its size. One blob may back
-    /// several artifacts (the same .deb in two patches).
+    /// Every blob the catalog references, by sha256, with its size: the patches'
+    /// artifacts and the lifecycle catalog. One blob may back several artifacts (the
+    /// same .deb in two patches). Export, import, the blob records and GC all go by
+    /// this list, so the lifecycle catalog travels and is verified like any artifact.
     pub fn blobs(&self) -> BTreeMap<String, u64> {
         self.patches
             .iter()
             .flat_map(|p| &p.artifacts)
             .map(|a| (a.sha256.clone(), a.size))
+            .chain(self.eol_catalog.iter().map(|e| (e.sha256.clone(), e.size)))
             .collect()
     }
 
@@ -452,6 +480,27 @@ impl Catalog {
             }
         }
         None
+    }
+}
+
+impl EolCatalogRef {
+    /// Problems with the reference itself (its content is checked where it is read).
+    pub fn problems(&self) -> Vec<CatalogProblem> {
+        let mut out = Vec::new();
+        if !is_sha256_hex(&self.sha256) {
+            out.push(CatalogProblem::EolCatalog(format!(
+                "sha256 {:?} is not 64 lowercase hex digits",
+                self.sha256
+            )));
+        }
+        let max = crate::legacy::catalog::MAX_CATALOG_BYTES as u64;
+        if self.size == 0 || self.size > max {
+            out.push(CatalogProblem::EolCatalog(format!(
+                "size {} bytes is outside 1..={max}",
+                self.size
+            )));
+        }
+        out
     }
 }
 
@@ -561,6 +610,7 @@ pub(crate) mod tests {
             expires: "2027-02-18T00:00:00Z".parse().unwrap(),
             feed: "example-msp".into(),
             patches,
+            eol_catalog: None,
         }
     }
 
@@ -692,6 +742,48 @@ pub(crate) mod tests {
         let mut b = entry("b", b"same");
         b.artifacts[0].size = 99;
         assert!(problems(&catalog(1, vec![a, b])).contains("is listed with sizes 4 and 99"));
+    }
+
+    #[test]
+    fn the_eol_catalog_reference_is_optional_checked_and_one_of_the_blobs() {
+        let c = catalog(1, vec![entry("a", b"1")]);
+        let json = String::from_utf8(serde_json::to_vec(&c).unwrap()).unwrap();
+        assert!(!json.contains("eol_catalog"), "{json}");
+
+        let mut c = c;
+        c.eol_catalog = Some(EolCatalogRef {
+            sha256: "e".repeat(64),
+            size: 1000,
+            version: jiff::civil::date(2026, 10, 1),
+        });
+        c.validate().unwrap();
+        let json = serde_json::to_vec(&c).unwrap();
+        assert!(
+            String::from_utf8_lossy(&json).contains(r#""eol_catalog":{"sha256":"eeee"#),
+            "{}",
+            String::from_utf8_lossy(&json)
+        );
+        assert_eq!(Catalog::parse(&json).unwrap(), c);
+        assert_eq!(c.blobs().get(&"e".repeat(64)), Some(&1000));
+
+        let e = c.eol_catalog.as_mut().unwrap();
+        e.sha256 = "E".into();
+        e.size = 0;
+        let p = problems(&c);
+        assert!(
+            p.contains("the eol_catalog entry: sha256 \"E\" is not 64 lowercase hex digits")
+                && p.contains("the eol_catalog entry: size 0 bytes is outside 1..=16777216"),
+            "{p}"
+        );
+        // The same blob named by an artifact with another size.
+        let mut c = catalog(1, vec![entry("a", b"1")]);
+        let a = &c.patches[0].artifacts[0];
+        c.eol_catalog = Some(EolCatalogRef {
+            sha256: a.sha256.clone(),
+            size: 5,
+            version: jiff::civil::date(2026, 10, 1),
+        });
+        assert!(problems(&c).contains("is listed with sizes 1 and 5"));
     }
 
     #[test]

@@ -29,12 +29,17 @@ pub enum FeedCmd {
         #[arg(long, default_value_t = 1)]
         catalog_threshold: u32,
     },
-    /// Add or replace a patch: hash and store its artifacts, record its entry.
+    /// Add or replace a patch: hash and store its artifacts, record its entry. With
+    /// --eol-catalog instead: record the lifecycle catalog the feed ships.
     Add {
         dir: PathBuf,
         /// The patch description (TOML; see mirror/examples/patch-example.toml).
-        #[arg(long)]
-        patch: PathBuf,
+        #[arg(long, required_unless_present = "eol_catalog")]
+        patch: Option<PathBuf>,
+        /// A lifecycle catalog (endoflife.date JSON) to ship as the feed's `eol-catalog`
+        /// artifact; it replaces the one recorded before.
+        #[arg(long, conflicts_with_all = ["patch", "artifacts"])]
+        eol_catalog: Option<PathBuf>,
         /// Artifact files, matched to the patch's [[artifacts]] by file name.
         artifacts: Vec<PathBuf>,
     },
@@ -121,9 +126,35 @@ pub fn run(cmd: &FeedCmd, now: Timestamp, out: &mut dyn Write) -> Result<(), Fee
         }
         FeedCmd::Add {
             dir,
+            eol_catalog: Some(file),
+            ..
+        } => {
+            let r = tools::add_eol_catalog(dir, file)?;
+            let was = match &r.previous {
+                Some(p) => format!("replacing version {}", p.version),
+                None => "the feed's first".into(),
+            };
+            say(format!(
+                "recorded lifecycle catalog version {} ({was}): {} products from {}",
+                r.reference.version, r.products, r.source
+            ))?;
+            say(format!(
+                "  {} bytes sha256 {}",
+                r.reference.size, r.reference.sha256
+            ))?;
+            say("run `patchward feed publish` to sign a catalog that ships it".into())
+        }
+        FeedCmd::Add {
+            dir,
             patch,
             artifacts,
+            ..
         } => {
+            let Some(patch) = patch else {
+                return Err(FeedError::Options(
+                    "give --patch FILE (with its artifacts) or --eol-catalog FILE".into(),
+                ));
+            };
             let r = tools::add_patch(dir, patch, artifacts)?;
             let verb = if r.replaced { "replaced" } else { "added" };
             say(format!("{verb} patch {:?} ({})", r.id, r.file.display()))?;

@@ -12,7 +12,10 @@ use crate::db::Db;
 
 /// `patchward legacy <command>`.
 #[derive(Debug, Subcommand)]
-pub enum LegacyCmd {}
+pub enum LegacyCmd {
+    /// Show the lifecycle catalog in force: source, version, age, origin, products.
+    Catalog(super::catalog_cli::CatalogArgs),
+}
 
 /// Runs one `legacy` command as `actor` (the CLI's audit actor), writing to `out`.
 pub fn run(
@@ -23,6 +26,8 @@ pub fn run(
     actor: &str,
     out: &mut dyn Write,
 ) -> Result<(), LegacyError> {
-    let _ = (db, config, now, actor, out);
-    match *cmd {}
+    let _ = (config, actor);
+    match cmd {
+        LegacyCmd::Catalog(args) => super::catalog_cli::run(db, now, args, out),
+    }
 }

@@ -17,8 +17,10 @@
 
 pub mod active;
 pub mod catalog;
+pub mod catalog_cli;
 pub mod cli;
 pub mod decisions;
+pub mod eol_import;
 pub mod mapping;
 pub mod monitor;
 

@@ -57,6 +57,15 @@ impl Feed {
         tools::add_patch(&self.dir, &p, &[art]).unwrap();
     }
 
+    /// Records `file` as the feed's lifecycle catalog (`feed add --eol-catalog`);
+    /// returns the blob's sha256.
+    pub fn add_eol_catalog(&self, file: &Path) -> String {
+        tools::add_eol_catalog(&self.dir, file)
+            .unwrap()
+            .reference
+            .sha256
+    }
+
     pub fn publish(&self, now: Timestamp) {
         tools::publish(&self.dir, &[], now).unwrap();
     }

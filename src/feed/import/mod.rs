@@ -88,6 +88,11 @@ pub enum ImportError {
     )]
     MissingBlobs { count: usize, list: String },
     #[error(
+        "the feed's lifecycle catalog (eol-catalog blob {sha256}) was refused: {reason}; \
+         nothing was imported"
+    )]
+    EolCatalog { sha256: String, reason: String },
+    #[error(
         "patch {patch_id:?}: the deb artifact {name:?} is not a usable Debian package \
          ({cause}); nothing was imported"
     )]
@@ -207,6 +212,10 @@ pub struct ImportSummary {
     pub seconds: f64,
     /// Notes for the operator (e.g. an expired timestamp ignored offline).
     pub notes: Vec<String>,
+    /// What became of the lifecycle catalog the feed ships (absent: it ships none, or
+    /// the feed's catalog was already current). Its message is also one of the notes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eol_catalog: Option<crate::legacy::eol_import::EolImport>,
 }
 
 fn short_list(v: &[String]) -> String {
@@ -333,6 +342,7 @@ pub fn import(
             bytes_stored: 0,
             seconds: started.elapsed().as_secs_f64(),
             notes,
+            eol_catalog: None,
         });
     }
     let mut missing = Vec::new();
@@ -354,6 +364,9 @@ pub fn import(
     //     apt indexes are built from it); a package that is not sound refuses the import
     //     while its bytes are still only staged.
     let debs = read_new_debs(db, store, &staging, &catalog)?;
+    // 4b'. The lifecycle catalog the feed ships, verified like every blob above, must
+    //      parse as one (and be the version signed for) before anything is stored.
+    let eol = read_eol_catalog(store, &staging, &catalog)?;
 
     // 4c. Everything checked: the staged blobs join the store (durably), then the
     //     catalog that references them commits. A crash between the two leaves complete,
@@ -362,9 +375,10 @@ pub fn import(
 
     // 5. One transaction makes it visible: patches, blobs, catalog, trust state, audit.
     let envelope_sha256 = hex::encode(Sha256::digest(&envelope));
-    let counts = commit(
+    let (counts, eol_catalog) = commit(
         db,
         &debs,
+        eol.as_ref(),
         &source.name,
         &state,
         &catalog,
@@ -385,8 +399,43 @@ pub fn import(
         blobs_stored: needed.len(),
         bytes_stored: transferred,
         seconds: started.elapsed().as_secs_f64(),
-        notes,
+        notes: notes
+            .into_iter()
+            .chain(eol_catalog.iter().map(|e| e.message.clone()))
+            .collect(),
+        eol_catalog,
     })
+}
+
+/// A verified lifecycle catalog blob, checked: its reference, parsed form and bytes.
+type EolBlob = (
+    crate::feed::catalog::EolCatalogRef,
+    crate::legacy::catalog::Catalog,
+    Vec<u8>,
+);
+
+/// Reads and checks the lifecycle catalog the verified catalog names (staged by this
+/// import, or already in the store); a blob that is not one refuses the import.
+fn read_eol_catalog(
+    store: &Store,
+    staging: &Staging<'_>,
+    catalog: &Catalog,
+) -> Result<Option<EolBlob>, ImportError> {
+    let Some(r) = &catalog.eol_catalog else {
+        return Ok(None);
+    };
+    let h = Sha256Hex::parse(&r.sha256)?;
+    let path = staging.staged_path(&h).unwrap_or_else(|| store.path(&h));
+    let body = std::fs::read(&path).map_err(|e| ImportError::Io {
+        what: format!("cannot read the lifecycle catalog blob {}", path.display()),
+        cause: e,
+    })?;
+    let parsed =
+        crate::legacy::eol_import::check(r, &body).map_err(|reason| ImportError::EolCatalog {
+            sha256: r.sha256.clone(),
+            reason,
+        })?;
+    Ok(Some((r.clone(), parsed, body)))
 }
 
 /// Reads the control data of the catalog's deb artifacts that the database does not
@@ -486,6 +535,7 @@ fn check_base(
 fn commit(
     db: &Db,
     debs: &[crate::deb::DebMeta],
+    eol: Option<&EolBlob>,
     feed: &str,
     state: &TrustState,
     catalog: &Catalog,
@@ -495,7 +545,7 @@ fn commit(
     via: &str,
     actor: &str,
     previous: Option<u64>,
-) -> Result<CommitCounts, ImportError> {
+) -> Result<(CommitCounts, Option<crate::legacy::eol_import::EolImport>), ImportError> {
     db.write_blocking(|tx| {
         let counts = feeds::commit_catalog(
             tx,
@@ -530,6 +580,20 @@ fn commit(
                 }),
             },
         )?;
-        Ok::<_, ImportError>(counts)
+        // The lifecycle catalog in the same transaction: replaced, or (older than the
+        // one in force) refused on its own, with its audit entry either way.
+        let eol = match eol {
+            Some((r, parsed, body)) => Some(
+                crate::legacy::eol_import::apply(tx, now, feed, r, parsed, body, actor).map_err(
+                    |e| match e {
+                        crate::legacy::LegacyError::Db(d) => ImportError::Db(d),
+                        crate::legacy::LegacyError::Audit(a) => ImportError::Audit(a),
+                        other => ImportError::Db(DbError::Worker(other.to_string())),
+                    },
+                )?,
+            ),
+            None => None,
+        };
+        Ok::<_, ImportError>((counts, eol))
     })
 }

@@ -15,6 +15,8 @@
 //!   timestamp-<id16>.ed25519       signs each publish; may live on the publishing host
 //! patches/<slug>.toml        one complete catalog entry per patch (written by `add`)
 //! blobs/sha256/<hex>         artifact contents, stored atomically under their sha256
+//! eol-catalog.toml           the lifecycle catalog the feed ships (`add --eol-catalog`):
+//!                            its blob's sha256, size and version (export date)
 //! history/<N>.json           which root version catalog N was published under
 //!                            (so `export --base N` knows which roots the site has)
 //! public/                    the static directory to host (any web server/object store)
@@ -64,6 +66,7 @@
 //! `mirror/examples/patch-example.toml` is the same example as a file.
 
 mod add;
+mod eol;
 mod export;
 mod init;
 mod publish;
@@ -76,6 +79,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use add::{AddReport, ArtifactSource, PatchSource, add_patch};
+pub use eol::{EolAddReport, add_eol_catalog};
 pub use export::{ExportReport, export};
 pub use init::{InitOptions, InitReport, init};
 pub use publish::{PublishReport, publish};
@@ -109,6 +113,11 @@ pub enum FeedError {
     Options(String),
     #[error("patch file {path} is invalid: {reason}")]
     PatchFile { path: PathBuf, reason: String },
+    #[error("{path} is not a lifecycle catalog: {cause}")]
+    EolCatalog {
+        path: PathBuf,
+        cause: crate::legacy::catalog::CatalogError,
+    },
     #[error("artifacts do not match the patch file: {0}")]
     Artifacts(String),
     #[error("the feed's catalog would be invalid: {0}")]

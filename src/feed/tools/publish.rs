@@ -61,6 +61,7 @@ pub fn publish(
         expires: after_days(now, ws.config.expiry.catalog_days),
         feed: ws.config.name.clone(),
         patches,
+        eol_catalog: super::eol::recorded(&ws)?,
     };
     catalog.validate()?;
 
