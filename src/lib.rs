@@ -65,6 +65,7 @@ pub mod fleet;
 pub mod fsutil;
 pub mod health;
 pub mod hostinfo;
+pub mod legacy;
 pub mod mirror;
 pub mod mirror_schedule;
 pub mod policy;

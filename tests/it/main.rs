@@ -18,6 +18,8 @@ mod import_crash;
 mod import_truth;
 mod jobs;
 mod lifecycle;
+mod netns;
+mod netns_support;
 mod rollout;
 mod scripts;
 mod serve;
