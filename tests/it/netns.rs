@@ -13,9 +13,7 @@ use patchward::legacy::flows::{DnsAnswers, Flow, NamedSets, SegmentHost};
 use patchward::legacy::netd::client;
 use patchward::legacy::nft::{Segment, render};
 
-use crate::netns_support::{
-    CLIENT, LEGACY, Lab, Netns, PYTHON, host_ruleset, ok, require_root_and_tools,
-};
+use crate::netns_support::{CLIENT, LEGACY, Lab, PYTHON, host_ruleset, ok, require_root_and_tools};
 
 fn legacy_db(flows: &[&str]) -> Vec<SegmentHost> {
     vec![SegmentHost {
@@ -42,7 +40,7 @@ fn add_sentinel(lab: &Lab) -> String {
         &file,
         "table inet sentinel {\n\
          set admins { type ipv4_addr; elements = { 192.0.2.99 } }\n\
-         chain fwd { type filter hook forward priority 10; policy accept; ip saddr @admins accept }\n\
+         chain passthrough { type filter hook forward priority 10; policy accept; ip saddr @admins accept; }\n\
          }\n",
     )
     .unwrap();
@@ -224,15 +222,17 @@ fn the_helper_refuses_other_tables_flush_garbage_and_strangers_and_changes_nothi
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&lab.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let script = format!(
-        "import socket, json\n\
-         s = socket.socket(socket.AF_UNIX); s.connect({:?})\n\
-         s.sendall(json.dumps({{'op': 'apply', 'ruleset': {:?}}}).encode() + b'\\n')\n\
-         print(s.makefile().readline().strip())\n",
-        lab.socket.to_str().unwrap(),
-        "table inet patchward { }"
-    );
-    let as_user = |gid: &str, script: &str| {
+    // One JSON request line, sent by python as another user.
+    let script = |request: &str| {
+        format!(
+            "import socket\n\
+             s = socket.socket(socket.AF_UNIX); s.connect({:?})\n\
+             s.sendall({request:?}.encode() + b'\\n')\n\
+             print(s.makefile().readline().strip())\n",
+            lab.socket.to_str().unwrap()
+        )
+    };
+    let as_user = |gid: &str, request: &str| {
         ok(std::process::Command::new("setpriv").args([
             "--reuid",
             "65534",
@@ -241,10 +241,13 @@ fn the_helper_refuses_other_tables_flush_garbage_and_strangers_and_changes_nothi
             "--clear-groups",
             PYTHON,
             "-c",
-            script,
+            &script(request),
         ]))
     };
-    let answer = as_user("65534", &script);
+    let answer = as_user(
+        "65534",
+        r#"{"op":"apply","ruleset":"table inet patchward { }"}"#,
+    );
     assert_eq!(
         answer.trim(),
         r#"{"status":"error","message":"refused: uid 65534 is neither root nor a member of group daemon (add the account that runs patchward to group daemon)"}"#
@@ -255,13 +258,10 @@ fn the_helper_refuses_other_tables_flush_garbage_and_strangers_and_changes_nothi
         "a stranger's request changed the kernel's ruleset"
     );
     // The same user in the helper's group may read the counters.
-    let counters = script.replace(
-        "json.dumps({'op': 'apply', 'ruleset': 'table inet patchward { }'})",
-        "json.dumps({'op': 'counters'})",
-    );
+    let answer = as_user("1", r#"{"op":"counters"}"#);
     assert!(
-        as_user("1", &counters)
-            .starts_with(r#"{"status":"counters","counters":[{"name":"drop_in_legacy-db""#)
+        answer.starts_with(r#"{"status":"counters","counters":[{"name":"drop_in_legacy-db""#),
+        "{answer}"
     );
     drop(lab);
     assert_eq!(

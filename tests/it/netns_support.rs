@@ -7,7 +7,7 @@
 //! helper and every listener and client run through `ip netns exec`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -75,10 +75,6 @@ impl Netns {
         ok(&mut self.cmd(args))
     }
 
-    pub fn output(&self, args: &[&str]) -> Output {
-        self.cmd(args).stdin(Stdio::null()).output().expect("spawn")
-    }
-
     /// `nft list ruleset` inside the namespace.
     pub fn ruleset(&self) -> String {
         self.ok(&["nft", "list", "ruleset"])
@@ -109,7 +105,8 @@ impl Drop for Proc {
 /// (198.51.100.10). Fields drop in order: the helper and listeners before the
 /// namespaces.
 pub struct Lab {
-    pub netd: Proc,
+    /// Held for its `Drop`: the helper is killed before its namespace goes.
+    pub _netd: Proc,
     pub listeners: Vec<Proc>,
     pub socket: PathBuf,
     pub dir: tempfile::TempDir,
@@ -167,7 +164,7 @@ impl Lab {
         let netd = Proc(child);
         wait_for(&socket);
         Lab {
-            netd,
+            _netd: netd,
             listeners: Vec::new(),
             socket,
             dir,

@@ -114,12 +114,15 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, NetdError> {
     stream.set_write_timeout(Some(TIMEOUT)).map_err(io_err)?;
     let mut line = serde_json::to_vec(req).map_err(|e| NetdError::Protocol(e.to_string()))?;
     line.push(b'\n');
-    stream.write_all(&line).map_err(io_err)?;
+    // If the helper answered early (a refusal) and closed, the write fails but its
+    // answer may still be there to read: that answer is the better error.
+    let sent = stream.write_all(&line);
     let mut answer = Vec::new();
-    BufReader::new(io::Read::take(&stream, MAX_ANSWER_BYTES))
-        .read_until(b'\n', &mut answer)
-        .map_err(io_err)?;
+    let read =
+        BufReader::new(io::Read::take(&stream, MAX_ANSWER_BYTES)).read_until(b'\n', &mut answer);
     if answer.is_empty() {
+        sent.map_err(io_err)?;
+        read.map_err(io_err)?;
         return Err(NetdError::Protocol(
             "the connection closed without an answer".into(),
         ));

@@ -81,15 +81,15 @@ pub fn handle(mut stream: UnixStream, cfg: &Config) -> io::Result<()> {
     stream.set_write_timeout(Some(cfg.io_timeout))?;
     let cred = peer::peer_cred(&stream)?;
     let who = format!("uid {} pid {}", cred.uid, cred.pid);
+    // The request is read even from a peer that will be refused, so that it gets the
+    // answer instead of a reset connection (its write would fail on a closed socket).
+    let request = read_request(&stream);
     let allowed = peer::proc_groups(cred.pid)
         .map_err(|e| format!("refused: cannot read the groups of pid {}: {e}", cred.pid))
         .and_then(|groups| peer::authorize(cred, &groups, &cfg.group));
-    let response = match allowed {
-        Err(message) => Response::Error { message },
-        Ok(()) => match read_request(&stream) {
-            Err(message) => Response::Error { message },
-            Ok(req) => dispatch(&req, &cfg.nft),
-        },
+    let response = match (allowed, request) {
+        (Err(message), _) | (Ok(()), Err(message)) => Response::Error { message },
+        (Ok(()), Ok(req)) => dispatch(&req, &cfg.nft),
     };
     match &response {
         Response::Error { message } => eprintln!("patchward-netd: {who}: {message}"),
