@@ -4,4 +4,5 @@ pub mod flows;
 pub mod netd;
 pub mod nft;
 mod nft_diff;
+mod nft_elems;
 mod nft_export;

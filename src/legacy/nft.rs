@@ -8,12 +8,14 @@
 //! set types are):
 //!
 //! - `legacy4`: the legacy hosts' addresses.
-//! - `allow4`: the allow-list as one concatenated interval set
+//! - `allow_in4`, `allow_out4`: the allow-list as concatenated interval sets
 //!   `saddr . daddr . l4proto . dport`; an `in` flow is `peer . host`, an `out` flow
-//!   `host . peer`. CIDRs and port ranges are intervals. Named sets are expanded into it
-//!   (a set element cannot refer to another set); DNS answers become elements with a
-//!   `timeout`, so they leave the set when the record expires even if nobody re-renders.
-//!   `allow4_icmp` is the same without ports (`th dport` means nothing for ICMP).
+//!   `host . peer`. CIDRs and port ranges are intervals, made disjoint first
+//!   (`nft_elems`: the kernel refuses overlapping elements). Named sets are expanded
+//!   into them (a set element cannot refer to another set); DNS answers become elements
+//!   with a `timeout`, so they leave the set when the record expires even if nobody
+//!   re-renders. `allow_in4_icmp`, `allow_out4_icmp` are the same without ports
+//!   (`th dport` means nothing for ICMP).
 //! - the forward chain accepts established/related, then the allow-lists; whatever else
 //!   comes from or goes to a legacy host is counted in the host's named counter
 //!   (`drop_out_HOST`, `drop_in_HOST`, chosen by a counter map) and sent to `blocked4`.
@@ -31,6 +33,8 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+
+use super::nft_elems::Elements;
 
 use super::flows::{
     Direction, DnsAnswers, FlowError, NamedSets, Peer, PortRange, Proto, SegmentHost, valid_name,
@@ -91,31 +95,6 @@ pub enum RenderError {
     },
 }
 
-/// One allow-list element. Sorting these sorts the rendered sets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Elem {
-    src: IpNet,
-    dst: IpNet,
-    proto: Proto,
-    /// None for icmp.
-    ports: Option<PortRange>,
-}
-
-/// Allow-list elements with their timeout in seconds (None: permanent).
-type Elems = BTreeMap<Elem, Option<u64>>;
-
-/// A permanent element wins over a timed one with the same key, and the longer timeout
-/// over the shorter: nft keeps only one element per key, the last one written.
-fn insert(elems: &mut Elems, e: Elem, timeout: Option<u64>) {
-    match (elems.get(&e), timeout) {
-        (Some(None), _) => {}
-        (Some(Some(old)), Some(new)) if *old >= new => {}
-        _ => {
-            elems.insert(e, timeout);
-        }
-    }
-}
-
 /// The whole table as nft text, or why not.
 pub fn render(seg: Segment<'_>) -> Result<String, RenderError> {
     for (name, members) in seg.sets {
@@ -157,7 +136,7 @@ pub fn render(seg: Segment<'_>) -> Result<String, RenderError> {
             }
         }
     }
-    let mut elems = Elems::new();
+    let mut elems = Elements::default();
     for h in &hosts {
         expand_host(h, seg, &mut elems)?;
     }
@@ -180,14 +159,18 @@ pub fn render(seg: Segment<'_>) -> Result<String, RenderError> {
         out.push_str("\t\tct state established,related accept\n");
         for f in &families {
             let (ip, n, icmp) = (f.ip(), f.n(), f.icmp());
-            let _ = writeln!(
-                out,
-                "\t\t{ip} saddr . {ip} daddr . meta l4proto . th dport @allow{n} accept"
-            );
-            let _ = writeln!(
-                out,
-                "\t\tmeta l4proto {icmp} {ip} saddr . {ip} daddr @allow{n}_icmp accept"
-            );
+            for dir in ["in", "out"] {
+                let _ = writeln!(
+                    out,
+                    "\t\t{ip} saddr . {ip} daddr . meta l4proto . th dport @allow_{dir}{n} accept"
+                );
+            }
+            for dir in ["in", "out"] {
+                let _ = writeln!(
+                    out,
+                    "\t\tmeta l4proto {icmp} {ip} saddr . {ip} daddr @allow_{dir}{n}_icmp accept"
+                );
+            }
             let _ = writeln!(
                 out,
                 "\t\t{ip} saddr @legacy{n} counter name {ip} saddr map @drop_out{n} goto blocked{n}"
@@ -216,7 +199,7 @@ pub fn render(seg: Segment<'_>) -> Result<String, RenderError> {
 }
 
 /// Adds one host's flows to the allow-list elements.
-fn expand_host(h: &SegmentHost, seg: Segment<'_>, elems: &mut Elems) -> Result<(), RenderError> {
+fn expand_host(h: &SegmentHost, seg: Segment<'_>, elems: &mut Elements) -> Result<(), RenderError> {
     let own: Vec<IpNet> = h.addresses.iter().map(|a| IpNet::from(*a)).collect();
     for flow in &h.flows {
         let peers: Vec<(IpNet, Option<u64>)> = match &flow.peer {
@@ -255,23 +238,20 @@ fn expand_host(h: &SegmentHost, seg: Segment<'_>, elems: &mut Elems) -> Result<(
                     continue;
                 }
                 paired = true;
-                let (src, dst) = match flow.direction {
-                    Direction::In => (*peer, *host_net),
-                    Direction::Out => (*host_net, *peer),
-                };
                 let ranges: Vec<Option<PortRange>> = if flow.proto == Proto::Icmp {
                     vec![None]
                 } else {
                     flow.ports.iter().copied().map(Some).collect()
                 };
                 for ports in ranges {
-                    let e = Elem {
-                        src,
-                        dst,
-                        proto: flow.proto,
+                    elems.add(
+                        flow.direction,
+                        host_net.addr(),
+                        flow.proto,
+                        *peer,
                         ports,
-                    };
-                    insert(elems, e, *timeout);
+                        *timeout,
+                    );
                 }
             }
         }
@@ -318,16 +298,12 @@ impl Family {
     }
 }
 
-/// `192.0.2.5` for a single address, `192.0.2.0/24` for a network.
-fn net_text(n: &IpNet) -> String {
-    if n.prefix_len() == n.max_prefix_len() {
-        n.addr().to_string()
-    } else {
-        n.to_string()
-    }
-}
-
-fn render_family_sets(out: &mut String, f: Family, owner: &BTreeMap<IpAddr, &str>, elems: &Elems) {
+fn render_family_sets(
+    out: &mut String,
+    f: Family,
+    owner: &BTreeMap<IpAddr, &str>,
+    elems: &Elements,
+) {
     let (n, t) = (f.n(), f.addr_type());
     let addrs: Vec<(&IpAddr, &&str)> = owner.iter().filter(|(a, _)| f.has(a)).collect();
     let legacy: Vec<String> = addrs.iter().map(|(a, _)| a.to_string()).collect();
@@ -349,40 +325,25 @@ fn render_family_sets(out: &mut String, f: Family, owner: &BTreeMap<IpAddr, &str
             &items,
         );
     }
-    let mine = |e: &&Elem| f.has(&e.src.addr());
-    let with_timeout = |text: String, t: &Option<u64>| match t {
-        Some(s) => format!("{text} timeout {s}s"),
-        None => text,
-    };
-    let ported: Vec<String> = elems
-        .iter()
-        .filter(|(e, _)| mine(e) && e.ports.is_some())
-        .map(|(e, t)| {
-            let p = e.ports.expect("filtered on ports");
-            let text = format!(
-                "{} . {} . {} . {p}",
-                net_text(&e.src),
-                net_text(&e.dst),
-                e.proto
-            );
-            with_timeout(text, t)
-        })
-        .collect();
-    let icmp: Vec<String> = elems
-        .iter()
-        .filter(|(e, _)| mine(e) && e.ports.is_none())
-        .map(|(e, t)| with_timeout(format!("{} . {}", net_text(&e.src), net_text(&e.dst)), t))
-        .collect();
     let interval = "flags interval,timeout".to_string();
     let four = format!("type {t} . {t} . inet_proto . inet_service");
     let two = format!("type {t} . {t}");
-    set_block(
-        out,
-        &format!("set allow{n}"),
-        &[four.clone(), interval.clone()],
-        &ported,
-    );
-    set_block(out, &format!("set allow{n}_icmp"), &[two, interval], &icmp);
+    for (dir, name) in [(Direction::In, "in"), (Direction::Out, "out")] {
+        let ported = elems.lines(f == Family::V4, dir, true);
+        set_block(
+            out,
+            &format!("set allow_{name}{n}"),
+            &[four.clone(), interval.clone()],
+            &ported,
+        );
+        let icmp = elems.lines(f == Family::V4, dir, false);
+        set_block(
+            out,
+            &format!("set allow_{name}{n}_icmp"),
+            &[two.clone(), interval.clone()],
+            &icmp,
+        );
+    }
     let dynamic = [
         format!("size {BLOCKED_SET_SIZE}"),
         "flags dynamic,timeout".to_string(),

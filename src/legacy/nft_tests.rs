@@ -92,7 +92,7 @@ fn one_host_one_flow() {
             		}
             	}
 
-            	set allow4 {
+            	set allow_in4 {
             		type ipv4_addr . ipv4_addr . inet_proto . inet_service
             		flags interval,timeout
             		elements = {
@@ -100,7 +100,17 @@ fn one_host_one_flow() {
             		}
             	}
 
-            	set allow4_icmp {
+            	set allow_in4_icmp {
+            		type ipv4_addr . ipv4_addr
+            		flags interval,timeout
+            	}
+
+            	set allow_out4 {
+            		type ipv4_addr . ipv4_addr . inet_proto . inet_service
+            		flags interval,timeout
+            	}
+
+            	set allow_out4_icmp {
             		type ipv4_addr . ipv4_addr
             		flags interval,timeout
             	}
@@ -122,8 +132,10 @@ fn one_host_one_flow() {
             	chain forward {
             		type filter hook forward priority filter; policy accept;
             		ct state established,related accept
-            		ip saddr . ip daddr . meta l4proto . th dport @allow4 accept
-            		meta l4proto icmp ip saddr . ip daddr @allow4_icmp accept
+            		ip saddr . ip daddr . meta l4proto . th dport @allow_in4 accept
+            		ip saddr . ip daddr . meta l4proto . th dport @allow_out4 accept
+            		meta l4proto icmp ip saddr . ip daddr @allow_in4_icmp accept
+            		meta l4proto icmp ip saddr . ip daddr @allow_out4_icmp accept
             		ip saddr @legacy4 counter name ip saddr map @drop_out4 goto blocked4
             		ip daddr @legacy4 counter name ip daddr map @drop_in4 goto blocked4
             	}
@@ -182,18 +194,30 @@ fn ranges_cidr_and_a_named_set() {
             		}
             	}
 
-            	set allow4 {
+            	set allow_in4 {
             		type ipv4_addr . ipv4_addr . inet_proto . inet_service
             		flags interval,timeout
             		elements = {
             			192.0.2.0/24 . 198.51.100.10 . tcp . 22,
             			192.0.2.0/24 . 198.51.100.10 . tcp . 8000-8100,
-            			192.0.2.0/25 . 198.51.100.10 . udp . 161,
+            			192.0.2.0/25 . 198.51.100.10 . udp . 161
+            		}
+            	}
+
+            	set allow_in4_icmp {
+            		type ipv4_addr . ipv4_addr
+            		flags interval,timeout
+            	}
+
+            	set allow_out4 {
+            		type ipv4_addr . ipv4_addr . inet_proto . inet_service
+            		flags interval,timeout
+            		elements = {
             			198.51.100.10 . 192.0.2.30 . tcp . 445
             		}
             	}
 
-            	set allow4_icmp {
+            	set allow_out4_icmp {
             		type ipv4_addr . ipv4_addr
             		flags interval,timeout
             	}
@@ -215,8 +239,10 @@ fn ranges_cidr_and_a_named_set() {
             	chain forward {
             		type filter hook forward priority filter; policy accept;
             		ct state established,related accept
-            		ip saddr . ip daddr . meta l4proto . th dport @allow4 accept
-            		meta l4proto icmp ip saddr . ip daddr @allow4_icmp accept
+            		ip saddr . ip daddr . meta l4proto . th dport @allow_in4 accept
+            		ip saddr . ip daddr . meta l4proto . th dport @allow_out4 accept
+            		meta l4proto icmp ip saddr . ip daddr @allow_in4_icmp accept
+            		meta l4proto icmp ip saddr . ip daddr @allow_out4_icmp accept
             		ip saddr @legacy4 counter name ip saddr map @drop_out4 goto blocked4
             		ip daddr @legacy4 counter name ip daddr map @drop_in4 goto blocked4
             	}
@@ -287,7 +313,7 @@ fn ipv4_and_ipv6_hosts() {
             		}
             	}
 
-            	set allow4 {
+            	set allow_in4 {
             		type ipv4_addr . ipv4_addr . inet_proto . inet_service
             		flags interval,timeout
             		elements = {
@@ -295,7 +321,17 @@ fn ipv4_and_ipv6_hosts() {
             		}
             	}
 
-            	set allow4_icmp {
+            	set allow_in4_icmp {
+            		type ipv4_addr . ipv4_addr
+            		flags interval,timeout
+            	}
+
+            	set allow_out4 {
+            		type ipv4_addr . ipv4_addr . inet_proto . inet_service
+            		flags interval,timeout
+            	}
+
+            	set allow_out4_icmp {
             		type ipv4_addr . ipv4_addr
             		flags interval,timeout
             	}
@@ -338,7 +374,7 @@ fn ipv4_and_ipv6_hosts() {
             		}
             	}
 
-            	set allow6 {
+            	set allow_in6 {
             		type ipv6_addr . ipv6_addr . inet_proto . inet_service
             		flags interval,timeout
             		elements = {
@@ -348,7 +384,17 @@ fn ipv4_and_ipv6_hosts() {
             		}
             	}
 
-            	set allow6_icmp {
+            	set allow_in6_icmp {
+            		type ipv6_addr . ipv6_addr
+            		flags interval,timeout
+            	}
+
+            	set allow_out6 {
+            		type ipv6_addr . ipv6_addr . inet_proto . inet_service
+            		flags interval,timeout
+            	}
+
+            	set allow_out6_icmp {
             		type ipv6_addr . ipv6_addr
             		flags interval,timeout
             	}
@@ -370,12 +416,16 @@ fn ipv4_and_ipv6_hosts() {
             	chain forward {
             		type filter hook forward priority filter; policy accept;
             		ct state established,related accept
-            		ip saddr . ip daddr . meta l4proto . th dport @allow4 accept
-            		meta l4proto icmp ip saddr . ip daddr @allow4_icmp accept
+            		ip saddr . ip daddr . meta l4proto . th dport @allow_in4 accept
+            		ip saddr . ip daddr . meta l4proto . th dport @allow_out4 accept
+            		meta l4proto icmp ip saddr . ip daddr @allow_in4_icmp accept
+            		meta l4proto icmp ip saddr . ip daddr @allow_out4_icmp accept
             		ip saddr @legacy4 counter name ip saddr map @drop_out4 goto blocked4
             		ip daddr @legacy4 counter name ip daddr map @drop_in4 goto blocked4
-            		ip6 saddr . ip6 daddr . meta l4proto . th dport @allow6 accept
-            		meta l4proto ipv6-icmp ip6 saddr . ip6 daddr @allow6_icmp accept
+            		ip6 saddr . ip6 daddr . meta l4proto . th dport @allow_in6 accept
+            		ip6 saddr . ip6 daddr . meta l4proto . th dport @allow_out6 accept
+            		meta l4proto ipv6-icmp ip6 saddr . ip6 daddr @allow_in6_icmp accept
+            		meta l4proto ipv6-icmp ip6 saddr . ip6 daddr @allow_out6_icmp accept
             		ip6 saddr @legacy6 counter name ip6 saddr map @drop_out6 goto blocked6
             		ip6 daddr @legacy6 counter name ip6 daddr map @drop_in6 goto blocked6
             	}
@@ -452,7 +502,17 @@ fn dns_elements_carry_their_ttl_as_timeout() {
             		}
             	}
 
-            	set allow4 {
+            	set allow_in4 {
+            		type ipv4_addr . ipv4_addr . inet_proto . inet_service
+            		flags interval,timeout
+            	}
+
+            	set allow_in4_icmp {
+            		type ipv4_addr . ipv4_addr
+            		flags interval,timeout
+            	}
+
+            	set allow_out4 {
             		type ipv4_addr . ipv4_addr . inet_proto . inet_service
             		flags interval,timeout
             		elements = {
@@ -461,7 +521,7 @@ fn dns_elements_carry_their_ttl_as_timeout() {
             		}
             	}
 
-            	set allow4_icmp {
+            	set allow_out4_icmp {
             		type ipv4_addr . ipv4_addr
             		flags interval,timeout
             	}
@@ -483,8 +543,10 @@ fn dns_elements_carry_their_ttl_as_timeout() {
             	chain forward {
             		type filter hook forward priority filter; policy accept;
             		ct state established,related accept
-            		ip saddr . ip daddr . meta l4proto . th dport @allow4 accept
-            		meta l4proto icmp ip saddr . ip daddr @allow4_icmp accept
+            		ip saddr . ip daddr . meta l4proto . th dport @allow_in4 accept
+            		ip saddr . ip daddr . meta l4proto . th dport @allow_out4 accept
+            		meta l4proto icmp ip saddr . ip daddr @allow_in4_icmp accept
+            		meta l4proto icmp ip saddr . ip daddr @allow_out4_icmp accept
             		ip saddr @legacy4 counter name ip saddr map @drop_out4 goto blocked4
             		ip daddr @legacy4 counter name ip daddr map @drop_in4 goto blocked4
             	}
@@ -543,16 +605,28 @@ fn icmp() {
             		}
             	}
 
-            	set allow4 {
+            	set allow_in4 {
             		type ipv4_addr . ipv4_addr . inet_proto . inet_service
             		flags interval,timeout
             	}
 
-            	set allow4_icmp {
+            	set allow_in4_icmp {
             		type ipv4_addr . ipv4_addr
             		flags interval,timeout
             		elements = {
-            			192.0.2.0/24 . 198.51.100.30,
+            			192.0.2.0/24 . 198.51.100.30
+            		}
+            	}
+
+            	set allow_out4 {
+            		type ipv4_addr . ipv4_addr . inet_proto . inet_service
+            		flags interval,timeout
+            	}
+
+            	set allow_out4_icmp {
+            		type ipv4_addr . ipv4_addr
+            		flags interval,timeout
+            		elements = {
             			198.51.100.30 . 192.0.2.1
             		}
             	}
@@ -592,17 +666,27 @@ fn icmp() {
             		}
             	}
 
-            	set allow6 {
+            	set allow_in6 {
             		type ipv6_addr . ipv6_addr . inet_proto . inet_service
             		flags interval,timeout
             	}
 
-            	set allow6_icmp {
+            	set allow_in6_icmp {
             		type ipv6_addr . ipv6_addr
             		flags interval,timeout
             		elements = {
             			2001:db8:1::5 . 2001:db8:200::30
             		}
+            	}
+
+            	set allow_out6 {
+            		type ipv6_addr . ipv6_addr . inet_proto . inet_service
+            		flags interval,timeout
+            	}
+
+            	set allow_out6_icmp {
+            		type ipv6_addr . ipv6_addr
+            		flags interval,timeout
             	}
 
             	set blocked6 {
@@ -622,12 +706,16 @@ fn icmp() {
             	chain forward {
             		type filter hook forward priority filter; policy accept;
             		ct state established,related accept
-            		ip saddr . ip daddr . meta l4proto . th dport @allow4 accept
-            		meta l4proto icmp ip saddr . ip daddr @allow4_icmp accept
+            		ip saddr . ip daddr . meta l4proto . th dport @allow_in4 accept
+            		ip saddr . ip daddr . meta l4proto . th dport @allow_out4 accept
+            		meta l4proto icmp ip saddr . ip daddr @allow_in4_icmp accept
+            		meta l4proto icmp ip saddr . ip daddr @allow_out4_icmp accept
             		ip saddr @legacy4 counter name ip saddr map @drop_out4 goto blocked4
             		ip daddr @legacy4 counter name ip daddr map @drop_in4 goto blocked4
-            		ip6 saddr . ip6 daddr . meta l4proto . th dport @allow6 accept
-            		meta l4proto ipv6-icmp ip6 saddr . ip6 daddr @allow6_icmp accept
+            		ip6 saddr . ip6 daddr . meta l4proto . th dport @allow_in6 accept
+            		ip6 saddr . ip6 daddr . meta l4proto . th dport @allow_out6 accept
+            		meta l4proto ipv6-icmp ip6 saddr . ip6 daddr @allow_in6_icmp accept
+            		meta l4proto ipv6-icmp ip6 saddr . ip6 daddr @allow_out6_icmp accept
             		ip6 saddr @legacy6 counter name ip6 saddr map @drop_out6 goto blocked6
             		ip6 daddr @legacy6 counter name ip6 daddr map @drop_in6 goto blocked6
             	}

@@ -291,7 +291,7 @@ fn dns_elements_leave_the_set_when_their_ttl_ends() {
     client::apply(&lab.socket, &rendered(&hosts, &dns)).unwrap();
     let set = || {
         lab.router
-            .ok(&["nft", "list", "set", "inet", "patchward", "allow4"])
+            .ok(&["nft", "list", "table", "inet", "patchward"])
     };
     assert!(
         set().contains("198.51.100.10 . 192.0.2.50 . tcp . 873 timeout 2s"),
@@ -337,4 +337,122 @@ fn namespaces_are_removed_even_when_the_test_fails() {
     for n in names {
         assert!(!list.contains(n.as_str()), "{n} was left behind: {list}");
     }
+}
+
+/// Random flow sets (addresses, CIDRs, a named set, DNS answers, ports and ranges, all
+/// three protocols, IPv4 and IPv6) render to rulesets the whitelist and `nft -c` accept.
+#[test]
+#[cfg_attr(
+    not(feature = "system-tests"),
+    ignore = "needs root and nft: cargo test --features system-tests"
+)]
+fn random_flow_sets_render_to_rulesets_nft_accepts() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    require_root_and_tools();
+    let scratch = crate::netns_support::Netns::new(usize::MAX, "prop");
+    let peer = prop_oneof![
+        (1u8..=254).prop_map(|d| format!("192.0.2.{d}")),
+        (0u8..=255, 8u8..=32).prop_map(|(c, p)| {
+            let net: ipnet::Ipv4Net = format!("10.{c}.3.4/{p}").parse().unwrap();
+            net.trunc().to_string()
+        }),
+        (1u16..=0xffff).prop_map(|h| format!("2001:db8:1::{h:x}")),
+        (16u8..=128).prop_map(|p| {
+            let net: ipnet::Ipv6Net = format!("2001:db8:ab:cd::1/{p}").parse().unwrap();
+            net.trunc().to_string()
+        }),
+        Just("@lan-clients".to_string()),
+        Just("backup.example.net".to_string()),
+    ];
+    let ports = proptest::collection::vec((1u16..=65535, 0u16..=200), 1..4).prop_map(|v| {
+        let items: Vec<String> = v
+            .into_iter()
+            .map(|(p, w)| match p.checked_add(w) {
+                Some(q) if w > 0 => format!("{p}-{q}"),
+                _ => p.to_string(),
+            })
+            .collect();
+        items.join(",")
+    });
+    let flow = (any::<bool>(), 0u8..3, peer, ports).prop_map(|(inbound, proto, peer, ports)| {
+        let dir = if inbound { "in" } else { "out" };
+        match proto {
+            0 => format!("{dir} tcp {peer} port {ports}"),
+            1 => format!("{dir} udp {peer} port {ports}"),
+            _ => format!("{dir} icmp {peer}"),
+        }
+    });
+    let hosts = proptest::collection::vec(proptest::collection::vec(flow, 0..8), 1..6);
+    let ttls = proptest::collection::vec((1u8..=254, 0u64..7200), 0..4);
+
+    let mut runner = TestRunner::new(Config {
+        cases: 32,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&(hosts, ttls), |(hosts, ttls)| {
+            let hosts: Vec<SegmentHost> = hosts
+                .into_iter()
+                .enumerate()
+                .map(|(i, flows)| {
+                    let mut flows: Vec<Flow> = flows.iter().map(|f| f.parse().unwrap()).collect();
+                    flows.sort_by_key(|f| f.to_string());
+                    flows.dedup_by_key(|f| f.to_string());
+                    SegmentHost {
+                        name: format!("host-{i}"),
+                        addresses: vec![
+                            format!("198.51.100.{}", i + 10).parse().unwrap(),
+                            format!("2001:db8:200::{}", i + 10).parse().unwrap(),
+                        ],
+                        flows,
+                    }
+                })
+                .collect();
+            let mut sets = NamedSets::new();
+            sets.insert(
+                "lan-clients".into(),
+                vec![
+                    "192.0.2.0/25".parse().unwrap(),
+                    "2001:db8:100::/48".parse().unwrap(),
+                ],
+            );
+            let mut dns = DnsAnswers::new();
+            dns.insert(
+                "backup.example.net".into(),
+                ttls.iter()
+                    .map(|(d, ttl)| {
+                        (
+                            format!("192.0.2.{d}").parse().unwrap(),
+                            Duration::from_secs(*ttl),
+                        )
+                    })
+                    .collect(),
+            );
+            let text = render(Segment {
+                hosts: &hosts,
+                sets: &sets,
+                dns: &dns,
+            })
+            .unwrap();
+            patchward::legacy::netd::validate::validate(&text).unwrap();
+            let batch = patchward::legacy::netd::nft_cmd::batch(&text, &"0".repeat(64));
+            let mut child = scratch
+                .cmd(&["nft", "-c", "-f", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), batch.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            prop_assert!(
+                out.status.success(),
+                "nft -c refused:\n{}\n{text}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        })
+        .unwrap();
 }

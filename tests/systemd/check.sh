@@ -27,7 +27,7 @@ readonly INIT=patchward-init.service
 # The privileged nftables helper (issue [10]) and its socket.
 readonly NETD=patchward-netd.service
 readonly NETD_SOCKET=patchward-netd.socket
-readonly MAX_NETD_EXPOSURE=3.0
+readonly MAX_NETD_EXPOSURE=2.0
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
