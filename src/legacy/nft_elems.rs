@@ -202,7 +202,10 @@ fn subtract(a: Piece, b: &Piece) -> Vec<Piece> {
 mod tests {
     use super::*;
 
-    fn lines(flows: &[(&str, Option<(u16, u16)>, Option<u64>)]) -> Vec<String> {
+    /// (peer, ports, timeout) of `in` flows to one host; icmp without ports.
+    type TestFlow<'a> = (&'a str, Option<(u16, u16)>, Option<u64>);
+
+    fn lines(flows: &[TestFlow<'_>]) -> Vec<String> {
         let mut e = Elements::default();
         for (peer, ports, timeout) in flows {
             let ports = ports.map(|(first, last)| PortRange { first, last });

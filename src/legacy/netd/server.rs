@@ -145,13 +145,8 @@ pub fn dispatch(req: &Request, nft: &Nft) -> Response {
 fn apply(nft: &Nft, ruleset: &str) -> Result<Response, String> {
     validate(ruleset).map_err(|e| format!("refused: {e}"))?;
     let sha256 = hex::encode(Sha256::digest(ruleset.as_bytes()));
-    let current = nft.list_table().map_err(|e| e.to_string())?;
-    if current
-        .as_deref()
-        .and_then(nft_cmd::applied_hash)
-        .as_deref()
-        == Some(sha256.as_str())
-    {
+    let current = nft.applied_hash().map_err(|e| e.to_string())?;
+    if current.as_deref() == Some(sha256.as_str()) {
         return Ok(Response::Applied {
             changed: false,
             sha256,
