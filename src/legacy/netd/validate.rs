@@ -5,7 +5,9 @@
 //! case by case (the refusals below), where a JSON schema would need the same checks
 //! on a far larger structure and a second rendering path. The rules:
 //!
-//! - only printable ASCII, tabs and newlines (nothing nft might read differently);
+//! - only printable ASCII, tabs and newlines (nothing nft might read differently), and
+//!   no `'` or `\` outside strings (no quoting but `"..."`, no escapes, no line
+//!   continuations);
 //! - top-level statements (split at newlines and `;` outside braces) are exactly
 //!   `add table inet patchward`, `delete table inet patchward`, or
 //!   `table inet patchward { ... }`;
@@ -25,6 +27,8 @@ pub enum RulesetError {
         "line {line}: character {found} is not allowed (only printable ASCII, tabs and newlines)"
     )]
     Char { line: usize, found: String },
+    #[error("line {line}: `{found}` outside a string is refused: only \"...\" quoting, no escapes")]
+    Escape { line: usize, found: char },
     #[error("line {line}: unterminated string")]
     Quote { line: usize },
     #[error("line {line}: `}}` without a matching `{{`")]
@@ -165,11 +169,16 @@ fn statements(text: &str) -> Result<Vec<Stmt>, RulesetError> {
                     end_stmt(&mut cur, &mut stmts);
                 }
             }
+            // No quoting or escaping but `"..."`: a `'` or `\` that nft might read
+            // as one would make this scan and nft's disagree about what is code.
+            '\'' | '\\' => {
+                return Err(RulesetError::Escape { line, found: c });
+            }
             c if c.is_whitespace() || c == ';' => {}
             c => {
                 let mut word = String::from(c);
                 while let Some(&n) = chars.peek() {
-                    if n.is_whitespace() || "{};\"#".contains(n) {
+                    if n.is_whitespace() || "{};\"#'\\".contains(n) {
                         break;
                     }
                     word.push(n);

@@ -105,6 +105,14 @@ fn anything_else_is_refused_with_the_reason() {
         "line 1: character '\\0' is not allowed (only printable ASCII, tabs and newlines)",
     );
     check(
+        "table inet patchward { chain c { log prefix x'y }' } }",
+        "line 1: `'` outside a string is refused: only \"...\" quoting, no escapes",
+    );
+    check(
+        "table inet patchward { }\\\ndelete table ip filter",
+        "line 1: `\\` outside a string is refused: only \"...\" quoting, no escapes",
+    );
+    check(
         "this is not nft at all",
         "line 1: `this is not nft at all` is not allowed: only `add table inet patchward`, `delete table inet patchward` and `table inet patchward { ... }` are accepted",
     );
