@@ -11,6 +11,13 @@ use super::{Globals, invoking_user, open};
 pub fn run(g: &Globals, cmd: &LegacyCmd) -> anyhow::Result<ExitCode> {
     let (config, db) = open(g)?;
     let mut out = std::io::stdout();
-    cli::run(&db, &config, SystemClock.now(), cmd, &invoking_user(), &mut out)?;
+    cli::run(
+        &db,
+        &config,
+        SystemClock.now(),
+        cmd,
+        &invoking_user(),
+        &mut out,
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,9 @@
 //! - [`cli`]: `patchward legacy ...`.
 //! - [`monitor`]: watching legacy hosts from the network (issue [10]): pure state core,
 //!   prober, cycle runner.
+//! - [`flows`], [`nft`], [`netd`]: segmentation (issue [10]): the allow-list model, the
+//!   `table inet patchward` renderer (with diff and CSV export), and the client and
+//!   logic of the privileged `patchward-netd` helper.
 //!
 //! A legacy host is either an enrolled agent host whose OS the catalog places in a
 //! legacy state, or an agentless host registered by hand. Both are named the same way
@@ -21,8 +24,14 @@ pub mod catalog_cli;
 pub mod cli;
 pub mod decisions;
 pub mod eol_import;
+pub mod flows;
 pub mod mapping;
 pub mod monitor;
+pub mod netd;
+pub mod nft;
+mod nft_diff;
+mod nft_elems;
+mod nft_export;
 
 use rusqlite::Connection;
 use serde::Serialize;

@@ -21,6 +21,8 @@ mod legacy_catalog;
 mod lifecycle;
 mod monitor;
 mod monitor_netns;
+mod netns;
+mod netns_support;
 mod rollout;
 mod scripts;
 mod serve;

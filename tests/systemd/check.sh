@@ -2,7 +2,8 @@
 # CI check for the systemd files in systemd/.
 #
 # Usage: tests/systemd/check.sh [TARGET_DIR]
-#   TARGET_DIR  directory with the built binaries patchward and patchward-agent
+#   TARGET_DIR  directory with the built binaries patchward, patchward-agent and
+#               patchward-netd
 #               (default: ${CARGO_TARGET_DIR:-<repo>/target}/debug).
 #   Can be run from any directory; needs systemd-analyze and systemd-sysusers
 #   (systemd >= 250), no root, no running systemd.
@@ -14,7 +15,8 @@
 #      their ExecStart= binaries exist (the built ones, placed at /usr/bin).
 #   3. a few design rules that verify cannot know (grep on the unit files).
 #   4. systemd-analyze security --offline: the appliance unit's overall exposure
-#      must be <= MAX_EXPOSURE; the agent's is printed for information only.
+#      must be <= MAX_EXPOSURE, the nftables helper's <= MAX_NETD_EXPOSURE; the
+#      agent's is printed for information only.
 set -euo pipefail
 
 readonly MAX_EXPOSURE=2.5
@@ -22,6 +24,10 @@ readonly APPLIANCE=patchward.service
 readonly AGENT=patchward-agent.service
 # The VM image's first-boot/banner unit; its script lives in image/rootfs.
 readonly INIT=patchward-init.service
+# The privileged nftables helper (issue [10]) and its socket.
+readonly NETD=patchward-netd.service
+readonly NETD_SOCKET=patchward-netd.socket
+readonly MAX_NETD_EXPOSURE=2.0
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -40,7 +46,7 @@ for tool in systemd-analyze systemd-sysusers; do
 done
 echo "== $(systemd-analyze --version | head -n1)"
 
-for bin in patchward patchward-agent; do
+for bin in patchward patchward-agent patchward-netd; do
     [[ -x $target_dir/$bin && -f $target_dir/$bin ]] ||
         die "$target_dir/$bin missing or not executable (build with 'cargo build --bins', or pass TARGET_DIR)"
 done
@@ -51,9 +57,10 @@ root=$tmp/root
 unitdir=$root/usr/lib/systemd/system
 mkdir -p "$root/usr/bin" "$unitdir" "$root/usr/lib/sysusers.d" "$root/etc"
 cp "$units_src/$APPLIANCE" "$units_src/$AGENT" "$units_src/$INIT" "$unitdir/"
+cp "$units_src/$NETD" "$units_src/$NETD_SOCKET" "$unitdir/"
 install -D -m 0755 "$repo/image/rootfs/usr/lib/patchward/init-banner" "$root/usr/lib/patchward/init-banner"
 cp "$units_src/patchward.sysusers.conf" "$root/usr/lib/sysusers.d/patchward.conf"
-for bin in patchward patchward-agent; do
+for bin in patchward patchward-agent patchward-netd; do
     # Hard link when possible (debug binaries are large), else copy. A symlink
     # would not do: --root resolves absolute links inside the staging root.
     ln "$target_dir/$bin" "$root/usr/bin/$bin" 2>/dev/null ||
@@ -72,7 +79,7 @@ fi
 grep -q '^patchward:' "$root/etc/passwd" || fail "sysusers.d did not create user patchward"
 
 # --- 2. verify -----------------------------------------------------------------
-echo "== systemd-analyze verify $APPLIANCE $AGENT $INIT"
+echo "== systemd-analyze verify $APPLIANCE $AGENT $INIT $NETD $NETD_SOCKET"
 # --recursive-errors=no: exit non-zero on any warning about these units (without
 # it, verify exits 0 on warnings such as unknown keys or unparsable values).
 # --root: units are loaded from the staging root only (hermetic: host units do
@@ -80,10 +87,10 @@ echo "== systemd-analyze verify $APPLIANCE $AGENT $INIT"
 # are. --man=no: do not look up man pages.
 rc=0
 out=$(systemd-analyze verify --man=no --recursive-errors=no --root="$root" \
-    "$APPLIANCE" "$AGENT" "$INIT" 2>&1) || rc=$?
+    "$APPLIANCE" "$AGENT" "$INIT" "$NETD" "$NETD_SOCKET" 2>&1) || rc=$?
 [[ -n $out ]] && echo "$out"
 ((rc == 0)) || fail "systemd-analyze verify exited $rc"
-if grep -qE "(^|/)($APPLIANCE|$AGENT|$INIT)[:]" <<<"$out"; then
+if grep -qE "(^|/)($APPLIANCE|$AGENT|$INIT|$NETD|$NETD_SOCKET)[:]" <<<"$out"; then
     fail "systemd-analyze verify reported problems in the units (above)"
 fi
 
@@ -114,6 +121,21 @@ forbid "$AGENT" 'NoNewPrivileges=(yes|true|on|1)' "maintainer scripts may need s
 forbid "$AGENT" 'RestrictSUIDSGID=(yes|true|on|1)' "dpkg creates setuid files"
 forbid "$AGENT" 'ProtectSystem=(yes|true|on|1|full|strict)' "dpkg writes /usr, /etc, /boot"
 forbid "$AGENT" 'PrivateTmp=(yes|true|on|1)' "removed under a surviving dpkg with KillMode=process"
+# The helper: only CAP_NET_ADMIN, reachable only through the patchward group's socket.
+require "$NETD_SOCKET" 'ListenStream=/run/patchward/netd\.sock'
+require "$NETD_SOCKET" 'SocketGroup=patchward'
+require "$NETD_SOCKET" 'SocketMode=0660'
+require "$NETD" 'ExecStart=/usr/bin/patchward-netd .*--group patchward.*'
+require "$NETD" 'CapabilityBoundingSet=CAP_NET_ADMIN'
+require "$NETD" 'AmbientCapabilities=CAP_NET_ADMIN'
+require "$NETD" 'NoNewPrivileges=yes'
+require "$NETD" 'ProtectSystem=strict'
+require "$NETD" 'PrivateTmp=yes'
+require "$NETD" 'RestrictAddressFamilies=AF_UNIX AF_NETLINK'
+require "$NETD" 'SystemCallFilter=@system-service'
+require "$NETD" 'DynamicUser=yes'
+forbid "$NETD" 'ProtectProc=invisible' "the peer check reads the caller's /proc/PID/status"
+forbid "$NETD" 'PrivateUsers=(yes|true|on|1|self|identity)' "a namespaced CAP_NET_ADMIN cannot change the host's tables"
 
 # --- 4. exposure ---------------------------------------------------------------
 # Prints the unit's overall exposure (e.g. "1.1"); the full table goes to $2.
@@ -140,6 +162,20 @@ else
         cat "$tmp/appliance.txt"
         fail "$APPLIANCE exposure $appl > $MAX_EXPOSURE"
     fi
+fi
+
+echo "== systemd-analyze security --offline=yes $NETD"
+rc=0
+netd=$(exposure "$NETD" "$tmp/netd.txt") || rc=$?
+if [[ -z $netd ]]; then
+    cat "$tmp/netd.txt"
+    fail "could not read the overall exposure of $NETD (exit $rc)"
+elif awk -v e="$netd" -v m="$MAX_NETD_EXPOSURE" 'BEGIN { exit !(e <= m) }'; then
+    echo "$NETD exposure: $netd (limit $MAX_NETD_EXPOSURE) OK"
+    grep -E '^(-|✗) ' "$tmp/netd.txt" || true
+else
+    cat "$tmp/netd.txt"
+    fail "$NETD exposure $netd > $MAX_NETD_EXPOSURE"
 fi
 
 echo "== systemd-analyze security --offline=yes $AGENT (informational)"
