@@ -653,9 +653,9 @@ mod tests {
         assert_eq!(super::schema_version(&c).unwrap(), super::LATEST);
         assert_eq!(
             super::LATEST,
-            12,
+            13,
             "8: planner inputs; 9: accounts of the admin page; 10: window entries; \
-             11: agent clocks and replay floors; 12: apt clients"
+             11: agent clocks and replay floors; 12: apt clients; 13: legacy hosts"
         );
         for table in [
             "apt_clients",
