@@ -7,6 +7,9 @@
 //! - [`active`]: the catalog in force (the one a signed feed brought, else the
 //!   snapshot) and a host's lifecycle under it.
 //! - [`decisions`]: includes and risk acceptances as recorded (read side).
+//! - [`hosts`]: the combined view of agent and agentless legacy hosts.
+//! - [`registry`] (with [`registry_csv`], [`registry_cli`]): agentless hosts, added,
+//!   imported from CSV, removed.
 //! - [`cli`]: `patchward legacy ...`.
 //! - [`monitor`]: watching legacy hosts from the network (issue [10]): pure state core,
 //!   prober, cycle runner.
@@ -25,6 +28,7 @@ pub mod cli;
 pub mod decisions;
 pub mod eol_import;
 pub mod flows;
+pub mod hosts;
 pub mod mapping;
 pub mod monitor;
 pub mod netd;
@@ -32,6 +36,9 @@ pub mod nft;
 mod nft_diff;
 mod nft_elems;
 mod nft_export;
+pub mod registry;
+pub mod registry_cli;
+pub mod registry_csv;
 
 use rusqlite::Connection;
 use serde::Serialize;
@@ -55,6 +62,29 @@ pub enum LegacyError {
     Invalid { field: String, reason: String },
     #[error("{0}")]
     Refused(String),
+    /// A CSV import with bad rows: every one of them, by line number.
+    #[error("nothing imported from {file}: {count} bad row(s)\n{rows}")]
+    BadImport {
+        file: String,
+        count: usize,
+        rows: String,
+    },
+}
+
+impl LegacyError {
+    /// The error of an import whose rows `problems` (line number, reason) are bad.
+    pub fn bad_import(file: &str, problems: &[(u64, String)]) -> LegacyError {
+        let rows = problems
+            .iter()
+            .map(|(line, why)| format!("  line {line}: {why}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        LegacyError::BadImport {
+            file: file.to_string(),
+            count: problems.len(),
+            rows,
+        }
+    }
 }
 
 impl From<DbError> for LegacyError {
