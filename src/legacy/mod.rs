@@ -7,6 +7,7 @@
 //! - [`active`]: the catalog in force (the one a signed feed brought, else the
 //!   snapshot) and a host's lifecycle under it.
 //! - [`decisions`]: includes and risk acceptances as recorded (read side).
+//! - [`decide`]: recording them (include/exclude, accept/revoke, expiry), audited.
 //! - [`cli`]: `patchward legacy ...`.
 //!
 //! A legacy host is either an enrolled agent host whose OS the catalog places in a
@@ -16,6 +17,7 @@
 pub mod active;
 pub mod catalog;
 pub mod cli;
+pub mod decide;
 pub mod decisions;
 pub mod mapping;
 
