@@ -12,7 +12,16 @@ use crate::db::Db;
 
 /// `patchward legacy <command>`.
 #[derive(Debug, Subcommand)]
-pub enum LegacyCmd {}
+pub enum LegacyCmd {
+    /// Offer rollouts to an agent host despite its lifecycle state (end of life).
+    Include(super::decide_cli::IncludeArgs),
+    /// Undo `include`: the host's lifecycle state decides again.
+    Exclude(super::decide_cli::IncludeArgs),
+    /// Record a risk acceptance (admins only): why, under which controls, until when.
+    Accept(super::decide_cli::AcceptArgs),
+    /// Remove a host's risk acceptance.
+    RevokeAcceptance(super::decide_cli::RevokeArgs),
+}
 
 /// Runs one `legacy` command as `actor` (the CLI's audit actor), writing to `out`.
 pub fn run(
@@ -23,6 +32,11 @@ pub fn run(
     actor: &str,
     out: &mut dyn Write,
 ) -> Result<(), LegacyError> {
-    let _ = (db, config, now, actor, out);
-    match *cmd {}
+    use super::decide_cli as decide;
+    match cmd {
+        LegacyCmd::Include(a) => decide::include(db, now, a, actor, out),
+        LegacyCmd::Exclude(a) => decide::exclude(db, now, a, actor, out),
+        LegacyCmd::Accept(a) => decide::accept(db, config, now, a, actor, out),
+        LegacyCmd::RevokeAcceptance(a) => decide::revoke(db, now, a, actor, out),
+    }
 }
