@@ -21,6 +21,7 @@ pub mod decide;
 pub mod decide_cli;
 pub mod decisions;
 pub mod mapping;
+pub mod offer;
 
 use rusqlite::Connection;
 use serde::Serialize;
