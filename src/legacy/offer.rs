@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use jiff::civil::Date;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::LegacyError;
 use super::active::{self, excluded};
@@ -74,19 +74,38 @@ impl Fence {
             .map(|(k, _)| k)
             .collect();
         Ok(Self {
-            catalog_id: (
-                active
-                    .origin
-                    .sha256
-                    .clone()
-                    .unwrap_or_else(|| "built-in".into()),
-                active.catalog.version.to_string(),
-            ),
+            // As `key_of` reads it: the stored version text for a feed's catalog.
+            catalog_id: match crate::db::legacy::eol_catalog(conn)? {
+                Some((version, _, sha, ..)) => (sha, version),
+                None => ("built-in".into(), active.catalog.version.to_string()),
+            },
             catalog: active.catalog,
             includes,
             day: active::day(now),
             cfg: cfg.clone(),
         })
+    }
+
+    /// The key of the fence [`Fence::load`] would read now, without reading the
+    /// catalog's body (two small queries: cheap enough for every check-in).
+    pub fn key_of(
+        conn: &Connection,
+        now: Timestamp,
+        cfg: &LegacyConfig,
+    ) -> Result<FenceKey, LegacyError> {
+        let catalog_id = conn
+            .query_row(
+                "SELECT sha256, version FROM eol_catalog WHERE id = 1",
+                [],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?
+            .unwrap_or_else(|| ("built-in".into(), Catalog::embedded().version.to_string()));
+        let includes = super::decisions::includes(conn)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        Ok((catalog_id, includes, active::day(now), cfg.clone()))
     }
 
     pub fn key(&self) -> FenceKey {

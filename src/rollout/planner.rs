@@ -19,7 +19,7 @@ use super::plan::Plan;
 use super::{RolloutError, World};
 use crate::audit::{self, NewEntry};
 use crate::fleet::inventory::{Inventory, OsRelease};
-use crate::legacy::offer::Fence;
+use crate::legacy::offer::{Fence, FenceKey};
 use crate::policy::Policy;
 use std::collections::HashMap;
 
@@ -55,6 +55,9 @@ pub struct Planner {
     plan: Mutex<Option<Arc<Plan>>>,
     /// The input counters (`db::rollout::plan_inputs`) the current plan was built from.
     inputs: Mutex<Option<(i64, i64, i64)>>,
+    /// The legacy inputs (`legacy::offer::Fence::key`) the current plan was built from:
+    /// an include, a new catalog or a day rollover makes it stale.
+    fence: Mutex<Option<FenceKey>>,
 }
 
 impl Planner {
@@ -82,8 +85,15 @@ impl Planner {
         now: Timestamp,
     ) -> Result<Option<Arc<Plan>>, RolloutError> {
         let generation = crate::db::rollout::rollout_generation(conn)?;
+        let fence = Fence::key_of(conn, now, &policy.legacy)?;
         if let Some(plan) = self.current()
             && plan.generation == generation
+            && self
+                .fence
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                == Some(&fence)
         {
             return Ok(Some(plan));
         }
@@ -153,6 +163,7 @@ impl Planner {
     pub fn clear(&self) {
         *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *self.inputs.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.fence.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// The last inventory change the index has applied (older rows may be deleted).
@@ -169,7 +180,14 @@ impl Planner {
         now: Timestamp,
     ) -> Result<Arc<Plan>, RolloutError> {
         let inputs = crate::db::rollout::plan_inputs(conn)?;
-        let same = *self.inputs.lock().unwrap_or_else(|e| e.into_inner()) == Some(inputs);
+        let fence = Fence::key_of(conn, now, &policy.legacy)?;
+        let same = *self.inputs.lock().unwrap_or_else(|e| e.into_inner()) == Some(inputs)
+            && self
+                .fence
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                == Some(&fence);
         if same
             && let Some(plan) = self.current()
             && now.duration_since(plan.built_at) < REUSE_FOR
@@ -220,7 +238,9 @@ impl Planner {
         plan.generation = generation;
         metrics::histogram!("patchward_plan_build_seconds").record(started.elapsed().as_secs_f64());
         let plan = Arc::new(plan);
+        let fence = st.fence.as_ref().map(Fence::key);
         drop(st);
+        *self.fence.lock().unwrap_or_else(|e| e.into_inner()) = fence;
         *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan.clone());
         Ok(plan)
     }
@@ -236,10 +256,11 @@ fn refresh_fence(
     now: Timestamp,
     st: &mut IndexState,
 ) -> Result<bool, RolloutError> {
-    let fence = Fence::load(conn, now, &policy.legacy)?;
-    if st.fence.as_ref().is_some_and(|f| f.key() == fence.key()) {
+    let key = Fence::key_of(conn, now, &policy.legacy)?;
+    if st.fence.as_ref().is_some_and(|f| f.key() == key) {
         return Ok(false);
     }
+    let fence = Fence::load(conn, now, &policy.legacy)?;
     let IndexState { index, os, .. } = st;
     for (id, (hostname, release)) in os.iter() {
         index.set_eol(id, fence.of(id, hostname, release));

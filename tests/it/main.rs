@@ -17,6 +17,7 @@ mod import;
 mod import_crash;
 mod import_truth;
 mod jobs;
+mod legacy_policy;
 mod lifecycle;
 mod rollout;
 mod scripts;
