@@ -158,6 +158,7 @@ mod tests {
 
     /// Every mapping the table knows, with the spellings real os-release files use.
     #[test]
+    #[allow(clippy::type_complexity)]
     fn os_release_to_product_and_cycle() {
         let table: &[(&str, &str, &str, Option<(&str, &str)>)] = &[
             ("debian", "12", "", Some(("debian", "12"))),
