@@ -97,10 +97,8 @@ pub fn include(
     actor: &str,
     out: &mut dyn Write,
 ) -> Result<(), LegacyError> {
-    let host = db.write_blocking(|tx| {
-        let host = resolve(tx, &a.host)?;
-        decide::include(tx, now, &host, &a.reason, actor)?;
-        Ok::<_, LegacyError>(host)
+    let host = on_host(db, &a.host, |tx, host| {
+        decide::include(tx, now, host, &a.reason, actor)
     })?;
     say(
         out,
@@ -119,10 +117,8 @@ pub fn exclude(
     actor: &str,
     out: &mut dyn Write,
 ) -> Result<(), LegacyError> {
-    let host = db.write_blocking(|tx| {
-        let host = resolve(tx, &a.host)?;
-        decide::exclude(tx, now, &host, &a.reason, actor)?;
-        Ok::<_, LegacyError>(host)
+    let host = on_host(db, &a.host, |tx, host| {
+        decide::exclude(tx, now, host, &a.reason, actor)
     })?;
     say(
         out,
@@ -172,15 +168,26 @@ pub fn revoke(
     actor: &str,
     out: &mut dyn Write,
 ) -> Result<(), LegacyError> {
-    let host = db.write_blocking(|tx| {
-        let host = resolve(tx, &a.host)?;
-        decide::revoke_acceptance(tx, now, &host, &a.reason, actor)?;
-        Ok::<_, LegacyError>(host)
+    let host = on_host(db, &a.host, |tx, host| {
+        decide::revoke_acceptance(tx, now, host, &a.reason, actor)
     })?;
     say(
         out,
         &format!("revoked the risk acceptance of {}", host.display_name()),
     )
+}
+
+/// Resolves `needle` and runs `f` on it in one write transaction.
+fn on_host(
+    db: &Db,
+    needle: &str,
+    f: impl FnOnce(&rusqlite::Transaction<'_>, &super::HostRef) -> Result<(), LegacyError>,
+) -> Result<super::HostRef, LegacyError> {
+    db.write_blocking(|tx| {
+        let host = resolve(tx, needle)?;
+        f(tx, &host)?;
+        Ok(host)
+    })
 }
 
 fn say(out: &mut dyn Write, line: &str) -> Result<(), LegacyError> {
