@@ -171,7 +171,7 @@ fn main() {
                     labels: BTreeMap::new(),
                     last_seen: Some(now),
                     inventory: inv,
-                    eol: false,
+                    eol: None,
                 },
             );
         }

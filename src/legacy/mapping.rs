@@ -158,6 +158,7 @@ mod tests {
 
     /// Every mapping the table knows, with the spellings real os-release files use.
     #[test]
+    #[allow(clippy::type_complexity)]
     fn os_release_to_product_and_cycle() {
         type Row<'a> = (&'a str, &'a str, &'a str, Option<(&'a str, &'a str)>);
         let table: &[Row] = &[

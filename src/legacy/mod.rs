@@ -10,6 +10,7 @@
 //! - [`hosts`]: the combined view of agent and agentless legacy hosts.
 //! - [`registry`] (with [`registry_csv`], [`registry_cli`]): agentless hosts, added,
 //!   imported from CSV, removed.
+//! - [`decide`]: recording them (include/exclude, accept/revoke, expiry), audited.
 //! - [`cli`]: `patchward legacy ...`.
 //! - [`monitor`]: watching legacy hosts from the network (issue [10]): pure state core,
 //!   prober, cycle runner.
@@ -25,6 +26,8 @@ pub mod active;
 pub mod catalog;
 pub mod catalog_cli;
 pub mod cli;
+pub mod decide;
+pub mod decide_cli;
 pub mod decisions;
 pub mod eol_import;
 pub mod flows;
@@ -36,6 +39,7 @@ pub mod nft;
 mod nft_diff;
 mod nft_elems;
 mod nft_export;
+pub mod offer;
 pub mod registry;
 pub mod registry_cli;
 pub mod registry_csv;

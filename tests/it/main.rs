@@ -18,6 +18,7 @@ mod import_crash;
 mod import_truth;
 mod jobs;
 mod legacy_catalog;
+mod legacy_policy;
 mod legacy_registry;
 mod lifecycle;
 mod monitor;
