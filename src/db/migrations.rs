@@ -477,6 +477,8 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
             actor           TEXT NOT NULL,
             expiry_audited  INTEGER NOT NULL DEFAULT 0 CHECK (expiry_audited IN (0, 1))
         ) STRICT;
+        -- A host's audit history on its Legacy page (`audit::Filter::subject`).
+        CREATE INDEX audit_by_subject ON audit_log(subject, seq);
         "#,
         ),
     ])
