@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod int;
 pub mod jobs;
 pub mod legacy;
+pub mod legacy_registry;
 mod migrations;
 pub mod rollout;
 pub mod users;

@@ -7,6 +7,7 @@
 //! - [`active`]: the catalog in force (the one a signed feed brought, else the
 //!   snapshot) and a host's lifecycle under it.
 //! - [`decisions`]: includes and risk acceptances as recorded (read side).
+//! - [`hosts`]: the combined view of agent and agentless legacy hosts.
 //! - [`cli`]: `patchward legacy ...`.
 //!
 //! A legacy host is either an enrolled agent host whose OS the catalog places in a
@@ -17,6 +18,7 @@ pub mod active;
 pub mod catalog;
 pub mod cli;
 pub mod decisions;
+pub mod hosts;
 pub mod mapping;
 
 use rusqlite::Connection;
