@@ -8,6 +8,7 @@
 //!   snapshot) and a host's lifecycle under it.
 //! - [`decisions`]: includes and risk acceptances as recorded (read side).
 //! - [`hosts`]: the combined view of agent and agentless legacy hosts.
+//! - [`decide`]: recording them (include/exclude, accept/revoke, expiry), audited.
 //! - [`cli`]: `patchward legacy ...`.
 //!
 //! A legacy host is either an enrolled agent host whose OS the catalog places in a
@@ -17,6 +18,7 @@
 pub mod active;
 pub mod catalog;
 pub mod cli;
+pub mod decide;
 pub mod decisions;
 pub mod hosts;
 pub mod mapping;
