@@ -43,7 +43,8 @@ fn the_legacy_pages_in_headless_chromium() {
         "--notes",
         NOTES,
     ])));
-    let until = (jiff::Zoned::now().date() + jiff::Span::new().days(30)).to_string();
+    let today = patchward::legacy::active::day(jiff::Timestamp::now());
+    let until = (today + jiff::Span::new().days(30)).to_string();
     let driver = Driver::start();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
