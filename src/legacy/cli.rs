@@ -12,7 +12,18 @@ use crate::db::Db;
 
 /// `patchward legacy <command>`.
 #[derive(Debug, Subcommand)]
-pub enum LegacyCmd {}
+pub enum LegacyCmd {
+    /// Register a host without an agent (old Windows, an appliance, a printer).
+    Add(super::registry_cli::AddArgs),
+    /// Register hosts from a CSV file: all of them, or none if any row is bad.
+    Import(super::registry_cli::ImportArgs),
+    /// Legacy hosts: agent hosts on an end-of-life OS and every registered host.
+    List(super::registry_cli::ListArgs),
+    /// One host's lifecycle, include and risk acceptance (any host).
+    Show(super::registry_cli::ShowArgs),
+    /// Remove a registered host (with its include and risk acceptance).
+    Remove(super::registry_cli::RemoveArgs),
+}
 
 /// Runs one `legacy` command as `actor` (the CLI's audit actor), writing to `out`.
 pub fn run(
@@ -23,6 +34,12 @@ pub fn run(
     actor: &str,
     out: &mut dyn Write,
 ) -> Result<(), LegacyError> {
-    let _ = (db, config, now, actor, out);
-    match *cmd {}
+    use super::registry_cli as reg;
+    match cmd {
+        LegacyCmd::Add(a) => reg::add(db, now, a, actor, out),
+        LegacyCmd::Import(a) => reg::import(db, now, a, actor, out),
+        LegacyCmd::List(a) => reg::list(db, config, now, a, out),
+        LegacyCmd::Show(a) => reg::show(db, config, now, a, out),
+        LegacyCmd::Remove(a) => reg::remove(db, now, a, actor, out),
+    }
 }

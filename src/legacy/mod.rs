@@ -9,6 +9,8 @@
 //! - [`decisions`]: includes and risk acceptances as recorded (read side).
 //! - [`hosts`]: the combined view of agent and agentless legacy hosts.
 //! - [`decide`]: recording them (include/exclude, accept/revoke, expiry), audited.
+//! - [`registry`] (with [`registry_csv`], [`registry_cli`]): agentless hosts, added,
+//!   imported from CSV, removed.
 //! - [`cli`]: `patchward legacy ...`.
 //!
 //! A legacy host is either an enrolled agent host whose OS the catalog places in a
@@ -22,6 +24,9 @@ pub mod decide;
 pub mod decisions;
 pub mod hosts;
 pub mod mapping;
+pub mod registry;
+pub mod registry_cli;
+pub mod registry_csv;
 
 use rusqlite::Connection;
 use serde::Serialize;
@@ -45,6 +50,29 @@ pub enum LegacyError {
     Invalid { field: String, reason: String },
     #[error("{0}")]
     Refused(String),
+    /// A CSV import with bad rows: every one of them, by line number.
+    #[error("nothing imported from {file}: {count} bad row(s)\n{rows}")]
+    BadImport {
+        file: String,
+        count: usize,
+        rows: String,
+    },
+}
+
+impl LegacyError {
+    /// The error of an import whose rows `problems` (line number, reason) are bad.
+    pub fn bad_import(file: &str, problems: &[(u64, String)]) -> LegacyError {
+        let rows = problems
+            .iter()
+            .map(|(line, why)| format!("  line {line}: {why}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        LegacyError::BadImport {
+            file: file.to_string(),
+            count: problems.len(),
+            rows,
+        }
+    }
 }
 
 impl From<DbError> for LegacyError {
