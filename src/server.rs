@@ -282,6 +282,35 @@ fn spawn_planner(
     })
 }
 
+/// How often risk acceptances that have ended get their expiry audit entry.
+const ACCEPTANCE_EXPIRY_EVERY: Duration = Duration::from_secs(30);
+
+/// At start and then every [`ACCEPTANCE_EXPIRY_EVERY`]: records the expiry of each
+/// legacy risk acceptance whose end passed on the server's clock
+/// (`legacy::decide::expire_due`, audited once as `system`). The host reads as
+/// unaccepted from that moment anyway; this puts the moment in the audit log.
+fn spawn_acceptance_expiry(db: crate::db::Db, clock: SharedClock, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ACCEPTANCE_EXPIRY_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let now = clock.now();
+            match db
+                .write(move |tx| crate::legacy::decide::expire_due(tx, now))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(count = n, "legacy risk acceptances expired"),
+                Err(e) => tracing::error!(error = %e, "cannot record expired risk acceptances"),
+            }
+        }
+    });
+}
+
 /// Writes the `last_seen` of quiet check-ins every `SEEN_FLUSH_EVERY` until `stop`
 /// (the final flush, after in-flight requests finished, is `run`'s).
 fn spawn_seen_flusher(
@@ -601,6 +630,7 @@ pub async fn run(
         stop_rx.clone(),
     );
     spawn_seen_flusher(app.db.clone(), presence.clone(), stop_rx.clone());
+    spawn_acceptance_expiry(app.db.clone(), clock.clone(), stop_rx.clone());
     spawn_replay_horizon(
         app.db.clone(),
         clock.clone(),

@@ -23,6 +23,14 @@ pub enum LegacyCmd {
     Show(super::registry_cli::ShowArgs),
     /// Remove a registered host (with its include and risk acceptance).
     Remove(super::registry_cli::RemoveArgs),
+    /// Offer rollouts to an agent host despite its lifecycle state (end of life).
+    Include(super::decide_cli::IncludeArgs),
+    /// Undo `include`: the host's lifecycle state decides again.
+    Exclude(super::decide_cli::IncludeArgs),
+    /// Record a risk acceptance (admins only): why, under which controls, until when.
+    Accept(super::decide_cli::AcceptArgs),
+    /// Remove a host's risk acceptance.
+    RevokeAcceptance(super::decide_cli::RevokeArgs),
 }
 
 /// Runs one `legacy` command as `actor` (the CLI's audit actor), writing to `out`.
@@ -34,6 +42,7 @@ pub fn run(
     actor: &str,
     out: &mut dyn Write,
 ) -> Result<(), LegacyError> {
+    use super::decide_cli as decide;
     use super::registry_cli as reg;
     match cmd {
         LegacyCmd::Add(a) => reg::add(db, now, a, actor, out),
@@ -41,5 +50,9 @@ pub fn run(
         LegacyCmd::List(a) => reg::list(db, config, now, a, out),
         LegacyCmd::Show(a) => reg::show(db, config, now, a, out),
         LegacyCmd::Remove(a) => reg::remove(db, now, a, actor, out),
+        LegacyCmd::Include(a) => decide::include(db, now, a, actor, out),
+        LegacyCmd::Exclude(a) => decide::exclude(db, now, a, actor, out),
+        LegacyCmd::Accept(a) => decide::accept(db, config, now, a, actor, out),
+        LegacyCmd::RevokeAcceptance(a) => decide::revoke(db, now, a, actor, out),
     }
 }

@@ -21,6 +21,7 @@ pub mod active;
 pub mod catalog;
 pub mod cli;
 pub mod decide;
+pub mod decide_cli;
 pub mod decisions;
 pub mod hosts;
 pub mod mapping;
