@@ -655,10 +655,18 @@ mod tests {
         assert_eq!(super::schema_version(&c).unwrap(), super::LATEST);
         assert_eq!(
             super::LATEST,
-            12,
+            13,
             "8: planner inputs; 9: accounts of the admin page; 10: window entries; \
-             11: agent clocks and replay floors; 12: apt clients"
+             11: agent clocks and replay floors; 12: apt clients; 13: legacy hosts"
         );
+        let idx: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'audit_by_subject'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(idx, 1, "a host's audit history reads by subject");
         for table in [
             "apt_clients",
             "users",
