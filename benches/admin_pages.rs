@@ -139,6 +139,7 @@ fn seed(db: &Db, now: Timestamp) {
                 os: OsRelease {
                     id: "debian".into(),
                     version_id: "12".into(),
+                    id_like: String::new(),
                 },
                 kernel: "6.1.0-28-amd64".into(),
                 arch: "x86_64".into(),

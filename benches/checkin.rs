@@ -190,6 +190,7 @@ fn inventory(n: usize, boot: Timestamp, now: Timestamp) -> Inventory {
         os: OsRelease {
             id: "debian".into(),
             version_id: "12".into(),
+            id_like: String::new(),
         },
         kernel: "6.1.0-28-amd64".into(),
         arch: "x86_64".into(),

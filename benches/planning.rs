@@ -67,6 +67,7 @@ fn inventory(rng: &mut Rng, i: usize) -> Inventory {
         os: OsRelease {
             id: os.into(),
             version_id: ver.into(),
+            id_like: String::new(),
         },
         kernel: "6.1.0-28-amd64".into(),
         arch: arch.into(),

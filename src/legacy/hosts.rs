@@ -89,32 +89,29 @@ pub fn list(
     let mut includes: HashMap<String, Include> = decisions::includes(conn)?.into_iter().collect();
     let mut acceptances: HashMap<String, Acceptance> =
         decisions::acceptances(conn)?.into_iter().collect();
-    let mut out = Vec::new();
+    let mut bases = Vec::new();
     for row in q::agentless_all(conn)? {
-        let base = agentless_base(&catalog, day, cfg, row)?;
-        let key = base.host.key().to_string();
-        out.push(finish(
-            base,
-            includes.remove(&key),
-            acceptances.remove(&key),
-            now,
-            cfg,
-        ));
+        bases.push(agentless_base(&catalog, day, cfg, row)?);
     }
     for facts in q::active_agents(conn)? {
         let base = agent_base(&catalog, day, cfg, facts)?;
-        if !base.lifecycle.state.is_legacy() {
-            continue;
+        if base.lifecycle.state.is_legacy() {
+            bases.push(base);
         }
-        let key = base.host.key().to_string();
-        out.push(finish(
-            base,
-            includes.remove(&key),
-            acceptances.remove(&key),
-            now,
-            cfg,
-        ));
     }
+    let mut out: Vec<LegacyHostView> = bases
+        .into_iter()
+        .map(|base| {
+            let key = base.host.key().to_string();
+            finish(
+                base,
+                includes.remove(&key),
+                acceptances.remove(&key),
+                now,
+                cfg,
+            )
+        })
+        .collect();
     out.sort_by(|a, b| {
         (severity(a.lifecycle.state), &a.name, a.host.key()).cmp(&(
             severity(b.lifecycle.state),

@@ -159,7 +159,8 @@ mod tests {
     /// Every mapping the table knows, with the spellings real os-release files use.
     #[test]
     fn os_release_to_product_and_cycle() {
-        let table: &[(&str, &str, &str, Option<(&str, &str)>)] = &[
+        type Row<'a> = (&'a str, &'a str, &'a str, Option<(&'a str, &'a str)>);
+        let table: &[Row] = &[
             ("debian", "12", "", Some(("debian", "12"))),
             ("debian", "12.5", "", Some(("debian", "12"))),
             ("debian", "10", "", Some(("debian", "10"))),

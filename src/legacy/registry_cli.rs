@@ -337,3 +337,20 @@ fn detail(h: &LegacyHostView, today: Date) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_of_life_dates_say_how_far_they_are() {
+        let today = jiff::civil::date(2026, 12, 7);
+        let d = |y, m, day| Some(jiff::civil::date(y, m, day));
+        assert_eq!(eol_text(None, today), "-");
+        assert_eq!(eol_text(d(2026, 12, 7), today), "2026-12-07 (today)");
+        assert_eq!(eol_text(d(2026, 12, 8), today), "2026-12-08 (tomorrow)");
+        assert_eq!(eol_text(d(2026, 12, 6), today), "2026-12-06 (yesterday)");
+        assert_eq!(eol_text(d(2027, 1, 12), today), "2027-01-12 (in 36 days)");
+        assert_eq!(eol_text(d(2024, 6, 30), today), "2024-06-30 (890 days ago)");
+    }
+}

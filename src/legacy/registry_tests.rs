@@ -386,3 +386,38 @@ fn remove_takes_the_host_with_its_decisions_and_refuses_agent_hosts() {
     );
     assert_eq!(last.2["reason"], "decommissioned");
 }
+
+#[test]
+fn import_bounds_and_line_numbers_across_quoted_newlines() {
+    let (_d, db) = db();
+    let before = state(&db);
+    // A quoted newline in notes: the bad row after it is named by its line in the file.
+    let csv = "name,addresses,product,cycle,notes\n\
+               dc1,192.0.2.1,debian,10,\"one\ntwo\"\n\
+               dc2,192.0.2.2,debian,1O,\n";
+    let e = try_import(&db, csv).unwrap_err().to_string();
+    assert!(
+        e.contains("\n  line 4: invalid cycle: debian has no cycle \"1o\""),
+        "{e}"
+    );
+    let big = format!(
+        "name,addresses,product,cycle,notes\ndc,192.0.2.1,debian,10,{}\n",
+        "x".repeat(MAX_IMPORT_BYTES)
+    );
+    let e = try_import(&db, &big).unwrap_err().to_string();
+    assert!(e.starts_with("hosts.csv: the file is 4194"), "{e}");
+    assert!(
+        e.ends_with("at most 4194304 are accepted; nothing imported"),
+        "{e}"
+    );
+    let mut many = String::from("name,addresses,product,cycle\n");
+    for i in 0..=MAX_IMPORT_ROWS {
+        many.push_str(&format!("h{i},192.0.2.1,debian,10\n"));
+    }
+    let e = try_import(&db, &many).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "hosts.csv: more than 10000 hosts; split the file; nothing imported"
+    );
+    assert_eq!(state(&db), before);
+}

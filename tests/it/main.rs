@@ -18,6 +18,7 @@ mod import;
 mod import_crash;
 mod import_truth;
 mod jobs;
+mod legacy_registry;
 mod lifecycle;
 mod rollout;
 mod scripts;
