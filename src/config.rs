@@ -744,6 +744,10 @@ impl Config {
             &dsrc,
         )?;
         let legacy = legacy::parse(raw.legacy.as_ref(), &fsrc, defaults.legacy.as_ref(), &dsrc)?;
+        let policy = crate::policy::Policy {
+            legacy: legacy.clone(),
+            ..policy
+        };
 
         Ok(Config {
             policy,

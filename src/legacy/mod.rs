@@ -25,6 +25,7 @@ pub mod decide_cli;
 pub mod decisions;
 pub mod hosts;
 pub mod mapping;
+pub mod offer;
 pub mod registry;
 pub mod registry_cli;
 pub mod registry_csv;

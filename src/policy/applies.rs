@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::debversion::DebVersion;
-use super::why::WhyNot;
+use super::why::{EndOfLife, WhyNot};
 use crate::feed::catalog::{PatchEntry, Selector};
 use crate::fleet::inventory::Inventory;
 
@@ -34,8 +34,8 @@ pub struct HostFacts {
     pub labels: BTreeMap<String, String>,
     /// The ring assigned at enrollment, if any.
     pub ring: Option<String>,
-    /// Flagged end-of-life: excluded from rollouts.
-    pub eol: bool,
+    /// Set for a legacy host kept out of rollouts (end of life and not included).
+    pub eol: Option<EndOfLife>,
 }
 
 impl HostFacts {
@@ -45,7 +45,7 @@ impl HostFacts {
         inv: &Inventory,
         labels: BTreeMap<String, String>,
         ring: Option<String>,
-        eol: bool,
+        eol: Option<EndOfLife>,
     ) -> Self {
         let mut packages: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for p in inv.packages.iter().flatten() {
@@ -119,8 +119,8 @@ fn selector_mismatch(s: &Selector, h: &HostFacts) -> Option<String> {
 
 /// Whether `entry` applies to the host; the refusal names the first selector's mismatch.
 pub fn applicability(entry: &PatchEntry, host: &HostFacts) -> Applicability {
-    if host.eol {
-        return Err(WhyNot::HostEndOfLife);
+    if let Some(e) = &host.eol {
+        return Err(WhyNot::HostEndOfLife(e.clone()));
     }
     let mut first = None;
     for s in &entry.applies_to {
@@ -163,7 +163,7 @@ mod tests {
             .into_iter()
             .collect(),
             ring: None,
-            eol: false,
+            eol: None,
         }
     }
 
@@ -281,19 +281,31 @@ mod tests {
             "uptime_s": 5, "reboot_required": false
         }))
         .unwrap();
-        let f = HostFacts::from_inventory("h9", &inv, BTreeMap::new(), None, false);
+        let f = HostFacts::from_inventory("h9", &inv, BTreeMap::new(), None, None);
         assert_eq!(f.arch, "amd64");
     }
 
     #[test]
     fn eol_hosts_are_excluded() {
         let mut h = host();
-        h.eol = true;
+        h.eol = Some(EndOfLife {
+            host: "web1".into(),
+            product: "debian".into(),
+            cycle: "10".into(),
+            state: "eol".into(),
+            eol_date: Some(jiff::civil::date(2024, 6, 30)),
+        });
         check(
             &["os = \"debian\""],
             &h,
-            Err("the host is end-of-life and excluded from rollouts"),
+            Err(
+                "debian 10 reached end of life on 2024-06-30; legacy hosts are not offered \
+                 patches unless included (patchward legacy include web1 --reason ...)",
+            ),
         );
+        // An included host (no end-of-life facts) is judged by its selectors alone.
+        h.eol = None;
+        check(&["os = \"debian\""], &h, Ok(()));
     }
 
     #[test]
@@ -305,7 +317,7 @@ mod tests {
             "uptime_s": 5, "reboot_required": false
         }))
         .unwrap();
-        let h = HostFacts::from_inventory("h9", &inv, BTreeMap::new(), Some("pilot".into()), false);
+        let h = HostFacts::from_inventory("h9", &inv, BTreeMap::new(), Some("pilot".into()), None);
         assert_eq!(h.os, "debian");
         assert_eq!(h.packages["openssl"], vec!["3.0.15-1".to_string()]);
         assert_eq!(h.ring.as_deref(), Some("pilot"));

@@ -92,6 +92,9 @@ pub struct Policy {
     pub sla: SlaRules,
     pub windows: BTreeMap<String, WindowSet>,
     pub host_windows: Vec<HostWindows>,
+    /// `[legacy]` (how end-of-life hosts are judged), copied in by the config loader
+    /// so the planner and the offer-time check read it with the rest of the policy.
+    pub legacy: crate::config::LegacyConfig,
 }
 
 fn default_windows() -> Windows {
@@ -177,6 +180,7 @@ impl Policy {
             sla: raw.sla.clone(),
             windows,
             host_windows: raw.host_windows.clone(),
+            legacy: crate::config::LegacyConfig::default(),
         })
     }
 

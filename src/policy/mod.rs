@@ -36,7 +36,7 @@ pub use config::{Policy, RawPolicy};
 pub use gate::{GateRules, GateStatus, HostOutcome, HostResult, RingResults, gate};
 pub use rings::{Ring, RingPlan, plan_rollout};
 pub use sla::{SlaRules, SlaStatus};
-pub use why::WhyNot;
+pub use why::{EndOfLife, WhyNot};
 pub use windows::{
     Opening, StartCheck, Urgency, Windows, may_start, may_start_now, next_allowed_start,
 };

@@ -8,6 +8,46 @@ use serde::Serialize;
 use super::gate::{GateReason, GateStatus};
 use super::windows::StartCheck;
 
+/// Why a host is kept out of rollouts as a legacy host (computed by `legacy::offer`
+/// from its os-release, the lifecycle catalog, its include and `[legacy]`; policy only
+/// reads it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EndOfLife {
+    /// The host's name, for the `legacy include` hint.
+    pub host: String,
+    pub product: String,
+    pub cycle: String,
+    /// `eol`, or `unknown` (kept out by `legacy.unknown_is_eol`).
+    pub state: String,
+    /// When it reached end of life (for `eol`, if the catalog has the date).
+    pub eol_date: Option<jiff::civil::Date>,
+}
+
+impl std::fmt::Display for EndOfLife {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = format!("{} {}", self.product, self.cycle);
+        let what = what.trim();
+        let hint = format!("(patchward legacy include {} --reason ...)", self.host);
+        match (self.state.as_str(), self.eol_date) {
+            ("unknown", _) => write!(
+                f,
+                "the lifecycle catalog does not know {what}; legacy.unknown_is_eol keeps such \
+                 hosts out of rollouts unless included {hint}"
+            ),
+            (_, Some(d)) => write!(
+                f,
+                "{what} reached end of life on {d}; legacy hosts are not offered patches \
+                 unless included {hint}"
+            ),
+            (_, None) => write!(
+                f,
+                "{what} has reached end of life; legacy hosts are not offered patches unless \
+                 included {hint}"
+            ),
+        }
+    }
+}
+
 /// One reason a patch is not (yet) offered to a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "code", rename_all = "snake_case")]
@@ -33,7 +73,7 @@ pub enum WhyNot {
     NotApplicable {
         reason: String,
     },
-    HostEndOfLife,
+    HostEndOfLife(EndOfLife),
     AlreadyInstalled,
     SupersededBy {
         patch: String,
@@ -107,9 +147,7 @@ impl std::fmt::Display for WhyNot {
             }
             WhyNot::NoRing => write!(f, "the host is in no ring"),
             WhyNot::NotApplicable { reason } => write!(f, "does not apply: {reason}"),
-            WhyNot::HostEndOfLife => {
-                write!(f, "the host is end-of-life and excluded from rollouts")
-            }
+            WhyNot::HostEndOfLife(e) => write!(f, "{e}"),
             WhyNot::AlreadyInstalled => write!(f, "already installed"),
             WhyNot::SupersededBy { patch } => write!(f, "superseded by {patch}"),
             WhyNot::Requires { patch } => write!(f, "requires {patch} first"),
@@ -212,9 +250,32 @@ mod tests {
             "superseded by Y",
             "superseded_by",
         );
+        let eol = EndOfLife {
+            host: "web1".into(),
+            product: "debian".into(),
+            cycle: "10".into(),
+            state: "eol".into(),
+            eol_date: Some(jiff::civil::date(2024, 6, 30)),
+        };
         check(
-            WhyNot::HostEndOfLife,
-            "the host is end-of-life and excluded from rollouts",
+            WhyNot::HostEndOfLife(eol.clone()),
+            "debian 10 reached end of life on 2024-06-30; legacy hosts are not offered \
+             patches unless included (patchward legacy include web1 --reason ...)",
+            "host_end_of_life",
+        );
+        let json = serde_json::to_value(WhyNot::HostEndOfLife(eol)).unwrap();
+        assert_eq!(json["eol_date"], "2024-06-30");
+        assert_eq!(json["product"], "debian");
+        check(
+            WhyNot::HostEndOfLife(EndOfLife {
+                host: "box".into(),
+                product: "linux".into(),
+                cycle: String::new(),
+                state: "unknown".into(),
+                eol_date: None,
+            }),
+            "the lifecycle catalog does not know linux; legacy.unknown_is_eol keeps such \
+             hosts out of rollouts unless included (patchward legacy include box --reason ...)",
             "host_end_of_life",
         );
         check(

@@ -206,6 +206,8 @@ pub fn no_host_warnings(
             return Ok(vec![]);
         }
         let planner = super::planner::Planner::new();
+        // Loads the index with the hosts' legacy end-of-life flags as of `now`.
+        planner.warm(conn, &config.policy, now)?;
         let cov = super::coverage::coverage(conn, &config.policy, &planner, &approved)?;
         Ok(approved
             .iter()
@@ -401,7 +403,8 @@ pub fn explain(
 ) -> Result<(), RolloutError> {
     let (host, mut world, policy) = db.read_blocking(|c| {
         let host = crate::fleet::hosts::find(c, &a.host)?;
-        let world = World::load(c)?;
+        let mut world = World::load(c)?;
+        world.fence_legacy(c, now, &config.policy.legacy)?;
         let policy = super::windows::effective(c, &config.policy)?.policy;
         Ok::<_, RolloutError>((host, world, policy))
     })?;

@@ -495,6 +495,7 @@ pub fn offer(
         return Ok(None);
     }
     let mut world = World::load(tx)?;
+    world.fence_legacy(tx, now, &policy.legacy)?;
     apply_brakes(tx, &mut world, policy, now)?;
     let Some(host) = world.hosts.get(host_id).cloned() else {
         return Ok(None);

@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use crate::feed::catalog::{PatchEntry, Selector};
 use crate::fleet::inventory::Inventory;
 use crate::policy::debversion::DebVersion;
-use crate::policy::{HostFacts, Policy};
+use crate::policy::{EndOfLife, HostFacts, Policy};
 
 /// An interned string.
 type Sym = u32;
@@ -62,7 +62,8 @@ pub struct CompactHost {
     pub assigned_ring: Option<String>,
     /// The ring the policy puts it in, as an index into `policy.rings`.
     pub ring: Option<usize>,
-    pub eol: bool,
+    /// Set for a legacy host kept out of rollouts (`legacy::offer`).
+    pub eol: Option<EndOfLife>,
     pub last_seen: Option<Timestamp>,
 }
 
@@ -73,7 +74,7 @@ impl CompactHost {
             id: self.id.clone(),
             labels: self.labels.clone(),
             ring: self.assigned_ring.clone(),
-            eol: self.eol,
+            eol: self.eol.clone(),
             ..HostFacts::default()
         }
     }
@@ -100,7 +101,7 @@ pub struct HostInput<'a> {
     pub labels: BTreeMap<String, String>,
     pub last_seen: Option<Timestamp>,
     pub inventory: &'a Inventory,
-    pub eol: bool,
+    pub eol: Option<EndOfLife>,
 }
 
 impl FleetIndex {
@@ -226,6 +227,16 @@ impl FleetIndex {
         }
     }
 
+    /// Sets a host's legacy end-of-life facts (recomputed when the catalog, the
+    /// includes, `[legacy]` or the day change).
+    pub fn set_eol(&mut self, id: &str, eol: Option<EndOfLife>) {
+        if let Some(&pos) = self.by_id.get(id)
+            && let Some(h) = self.hosts[pos].as_mut()
+        {
+            h.eol = eol;
+        }
+    }
+
     /// Updates a host's check-in time.
     pub fn touch(&mut self, id: &str, at: Option<Timestamp>) {
         if let Some(&pos) = self.by_id.get(id)
@@ -277,7 +288,7 @@ impl FleetIndex {
                     }
                     for &pos in positions {
                         if let Some(h) = self.hosts[pos].as_ref()
-                            && !h.eol
+                            && h.eol.is_none()
                             && m.platform_ok(h.platform)
                             && m.labels_ok(h)
                         {
@@ -295,7 +306,7 @@ impl FleetIndex {
                     let Some(h) = self.hosts[pos].as_ref() else {
                         continue;
                     };
-                    if !h.eol && m.labels_ok(h) {
+                    if h.eol.is_none() && m.labels_ok(h) {
                         out.push(pos);
                     }
                 }
@@ -461,12 +472,13 @@ mod tests {
                     &[(PKGS[i % PKGS.len()], VERSIONS[i % VERSIONS.len()])]);
                 index.upsert(&policy, HostInput {
                     id: &id, assigned_ring: None, labels: labels.clone(), last_seen: None,
-                    inventory: &old, eol: false,
+                    inventory: &old, eol: None,
                 });
-                facts.push(HostFacts::from_inventory(&id, &inv, labels.clone(), None, *eol));
+                let eol = eol.then(|| EndOfLife { host: id.clone(), ..EndOfLife::default() });
+                facts.push(HostFacts::from_inventory(&id, &inv, labels.clone(), None, eol.clone()));
                 index.upsert(&policy, HostInput {
                     id: &id, assigned_ring: None, labels, last_seen: None,
-                    inventory: &inv, eol: *eol,
+                    inventory: &inv, eol,
                 });
             }
             let mut e = entry("p", b"x");
@@ -501,7 +513,7 @@ mod tests {
                     labels: BTreeMap::new(),
                     last_seen: None,
                     inventory: &inv,
-                    eol: false,
+                    eol: None,
                 },
             );
         };
@@ -534,7 +546,7 @@ mod tests {
                     labels: BTreeMap::new(),
                     last_seen: None,
                     inventory: &inv,
-                    eol: false,
+                    eol: None,
                 },
             );
         }

@@ -64,6 +64,8 @@ pub enum RolloutError {
     Stored(String),
     #[error(transparent)]
     Window(#[from] windows::WindowError),
+    #[error(transparent)]
+    Legacy(#[from] crate::legacy::LegacyError),
 }
 
 impl From<rusqlite::Error> for RolloutError {
@@ -116,8 +118,14 @@ pub struct World {
     pub jobs: BTreeMap<(String, String), Vec<JobBrief>>,
 }
 
-/// One enrolled, not revoked host's facts, read from the database.
-pub fn host_facts(conn: &Connection, host_id: &str) -> Result<Option<HostFacts>, RolloutError> {
+/// One enrolled, not revoked host's facts, read from the database, with its legacy
+/// end-of-life flag as of `now` under `cfg` (`legacy::offer`).
+pub fn host_facts(
+    conn: &Connection,
+    host_id: &str,
+    now: Timestamp,
+    cfg: &crate::config::LegacyConfig,
+) -> Result<Option<HostFacts>, RolloutError> {
     let Some(h) = crate::db::fleet::host(conn, host_id)? else {
         return Ok(None);
     };
@@ -129,12 +137,14 @@ pub fn host_facts(conn: &Connection, host_id: &str) -> Result<Option<HostFacts>,
         return Ok(None);
     };
     let inv: Inventory = stored(&format!("inventory of host {}", h.id), &inv)?;
+    let fence = crate::legacy::offer::Fence::load(conn, now, cfg)?;
+    let eol = fence.of(&h.id, &h.hostname, &inv.os);
     Ok(Some(HostFacts::from_inventory(
         &h.id,
         &inv,
         labels,
         h.ring.clone(),
-        false,
+        eol,
     )))
 }
 
@@ -181,6 +191,26 @@ impl World {
         Ok(w)
     }
 
+    /// Sets every loaded host's legacy end-of-life flag as of `now` under `cfg`
+    /// (`legacy::offer`): the hosts' os-release is re-read, since the facts keep only
+    /// ID and VERSION_ID.
+    pub fn fence_legacy(
+        &mut self,
+        conn: &Connection,
+        now: Timestamp,
+        cfg: &crate::config::LegacyConfig,
+    ) -> Result<(), RolloutError> {
+        let fence = crate::legacy::offer::Fence::load(conn, now, cfg)?;
+        for (h, inv) in q::hosts_with_inventory(conn)? {
+            let (Some(host), Some(inv)) = (self.hosts.get_mut(&h.id), inv) else {
+                continue;
+            };
+            let inv: Inventory = stored(&format!("inventory of host {}", h.id), &inv)?;
+            host.facts.eol = fence.of(&h.id, &h.hostname, &inv.os);
+        }
+        Ok(())
+    }
+
     fn load_hosts_and_jobs(&mut self, conn: &Connection) -> Result<(), RolloutError> {
         let w = self;
         for (h, inv) in q::hosts_with_inventory(conn)? {
@@ -192,8 +222,8 @@ impl World {
             // Enrollment stores an inventory, so every host has one.
             let Some(inv) = inv else { continue };
             let inv: Inventory = stored(&format!("inventory of host {}", h.id), &inv)?;
-            // The EOL flag comes with legacy host fencing; until then no host has it.
-            let facts = HostFacts::from_inventory(&h.id, &inv, labels, h.ring.clone(), false);
+            // The end-of-life flag needs the day: `fence_legacy` sets it.
+            let facts = HostFacts::from_inventory(&h.id, &inv, labels, h.ring.clone(), None);
             w.hosts.insert(
                 h.id.clone(),
                 Host {

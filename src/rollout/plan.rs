@@ -406,7 +406,7 @@ pub fn offer(
     {
         return Ok(None);
     }
-    let Some(facts) = super::host_facts(tx, host_id)? else {
+    let Some(facts) = super::host_facts(tx, host_id, now, &policy.legacy)? else {
         return Ok(None);
     };
     let installed: BTreeSet<String> = own

@@ -18,8 +18,10 @@ use super::fleet_index::{FleetIndex, HostInput};
 use super::plan::Plan;
 use super::{RolloutError, World};
 use crate::audit::{self, NewEntry};
-use crate::fleet::inventory::Inventory;
+use crate::fleet::inventory::{Inventory, OsRelease};
+use crate::legacy::offer::Fence;
 use crate::policy::Policy;
+use std::collections::HashMap;
 
 /// The index and where it is up to. A std `Mutex`: held only by the (blocking)
 /// rebuild, never across an await.
@@ -32,6 +34,12 @@ struct IndexState {
     loaded: bool,
     /// The input counters (`db::rollout::plan_inputs`) read before the last refresh.
     inputs: Option<(i64, i64, i64)>,
+    /// The legacy inputs (catalog, includes, `[legacy]`, day) the hosts' end-of-life
+    /// flags were computed from; `None` until a refresh that knows the time.
+    fence: Option<Fence>,
+    /// Each indexed host's name and os-release, to recompute the flags when the fence
+    /// moves without an inventory change (a day rollover, an include, a new catalog).
+    os: HashMap<String, (String, OsRelease)>,
 }
 
 /// How long a plan is reused while nothing it reads changed: gates also move with time
@@ -110,7 +118,8 @@ impl Planner {
         let inputs = crate::db::rollout::plan_inputs(conn)?;
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut reopen = Vec::new();
-        if !(st.loaded && st.inputs == Some(inputs)) {
+        let fenced = refresh_fence(conn, policy, now, &mut st)?;
+        if fenced || !(st.loaded && st.inputs == Some(inputs)) {
             refresh_index(conn, policy, &mut st)?;
             st.inputs = Some(inputs);
             if crate::db::rollout::any_completed(conn)? {
@@ -192,7 +201,8 @@ impl Planner {
     ) -> Result<Arc<Plan>, RolloutError> {
         let inputs = crate::db::rollout::plan_inputs(conn)?;
         let started = std::time::Instant::now();
-        if st.loaded && st.inputs == Some(inputs) {
+        let fenced = refresh_fence(conn, policy, now, &mut st)?;
+        if !fenced && st.loaded && st.inputs == Some(inputs) {
             // Nothing the index holds changed but `last_seen` (quiet check-ins move
             // no counter): the time-driven rebuild reads just that.
             for (id, last_seen) in crate::db::fleet::hosts_last_seen(conn)? {
@@ -214,6 +224,28 @@ impl Planner {
         *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan.clone());
         Ok(plan)
     }
+}
+
+/// Reloads the legacy inputs of the end-of-life flags (`legacy::offer::Fence`) and,
+/// when they moved (a day rollover, an include or exclude, a new catalog, other
+/// `[legacy]` settings), recomputes every indexed host's flag. Returns whether they
+/// moved: then the plan is rebuilt even if no other input changed.
+fn refresh_fence(
+    conn: &Connection,
+    policy: &Policy,
+    now: Timestamp,
+    st: &mut IndexState,
+) -> Result<bool, RolloutError> {
+    let fence = Fence::load(conn, now, &policy.legacy)?;
+    if st.fence.as_ref().is_some_and(|f| f.key() == fence.key()) {
+        return Ok(false);
+    }
+    let IndexState { index, os, .. } = st;
+    for (id, (hostname, release)) in os.iter() {
+        index.set_eol(id, fence.of(id, hostname, release));
+    }
+    st.fence = Some(fence);
+    Ok(true)
 }
 
 fn refresh_index(
@@ -250,6 +282,12 @@ fn refresh_index(
             continue;
         };
         let inv: Inventory = super::stored(&format!("inventory of host {}", h.id), &inv)?;
+        let eol = st
+            .fence
+            .as_ref()
+            .and_then(|f| f.of(&h.id, &h.hostname, &inv.os));
+        st.os
+            .insert(h.id.clone(), (h.hostname.clone(), inv.os.clone()));
         st.index.upsert(
             policy,
             HostInput {
@@ -258,8 +296,7 @@ fn refresh_index(
                 labels,
                 last_seen,
                 inventory: &inv,
-                // The EOL flag comes with legacy host fencing; until then no host has it.
-                eol: false,
+                eol,
             },
         );
     }
@@ -271,6 +308,7 @@ fn refresh_index(
         .collect();
     for id in gone {
         st.index.remove(&id);
+        st.os.remove(&id);
     }
     st.applied = last;
     st.loaded = true;

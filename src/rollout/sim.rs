@@ -628,3 +628,7 @@ fn a_host_clock_far_in_the_past_or_future_does_not_shorten_the_soak() {
         "a broad host was offered the patch during the soak"
     );
 }
+
+#[cfg(test)]
+#[path = "sim_legacy.rs"]
+mod legacy;
