@@ -238,6 +238,7 @@ fn state(dir: &std::path::Path, db: Db, now: Timestamp) -> AppState {
             presence: Arc::new(patchward::fleet::hosts::Presence::new()),
             scheduler: Arc::new(Scheduler::new(Default::default(), key)),
             http_port: 8080,
+            legacy: Default::default(),
         }),
     )
 }

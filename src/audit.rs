@@ -193,11 +193,13 @@ pub struct Filter {
     pub action: Option<String>,
     pub from: Option<jiff::civil::Date>,
     pub until: Option<jiff::civil::Date>,
+    /// Exactly this subject (a host's history: its id, or an agentless host's name).
+    pub subject: Option<String>,
 }
 
 /// Entries matching `f`, newest first, `limit` from `offset`, and how many match in all.
-/// Actor and action use their indexes; the day bounds compare the stored RFC 3339 UTC
-/// text, whose date prefix orders like the date.
+/// Actor, action and subject use their indexes; the day bounds compare the stored
+/// RFC 3339 UTC text, whose date prefix orders like the date.
 pub fn search(
     conn: &Connection,
     f: &Filter,
@@ -217,8 +219,9 @@ pub fn search(
         .and_then(|d| d.tomorrow().ok())
         .map(|d| d.to_string());
     let cond = "(?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR action LIKE ?2 ESCAPE '\\')
-                AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at < ?4)";
-    let args = params![f.actor, like, from, until];
+                AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at < ?4)
+                AND (?5 IS NULL OR subject = ?5)";
+    let args = params![f.actor, like, from, until, f.subject];
     let total: i64 = conn.query_row(
         &format!("SELECT count(*) FROM audit_log WHERE {cond}"),
         args,
@@ -226,11 +229,11 @@ pub fn search(
     )?;
     let mut stmt = conn.prepare(&format!(
         "SELECT seq, at, actor, action, subject, details, prev_hash, hash
-         FROM audit_log WHERE {cond} ORDER BY seq DESC LIMIT ?5 OFFSET ?6"
+         FROM audit_log WHERE {cond} ORDER BY seq DESC LIMIT ?6 OFFSET ?7"
     ))?;
     let v = stmt
         .query_map(
-            params![f.actor, like, from, until, limit, offset as i64],
+            params![f.actor, like, from, until, f.subject, limit, offset as i64],
             row_to_entry,
         )?
         .collect::<Result<Vec<_>, _>>()?;
@@ -322,6 +325,25 @@ mod tests {
             assert_eq!(b.seq, *seq, "{sql}: {b:?}");
             assert!(b.reason.contains(word), "{sql}: {b:?}");
         }
+    }
+
+    #[test]
+    fn search_by_subject_finds_one_subjects_history() {
+        let (_d, db) = db_with(4);
+        let f = Filter {
+            subject: Some("s2".into()),
+            ..Default::default()
+        };
+        let (v, total) = db.read_blocking(|c| search(c, &f, 0, 10)).unwrap();
+        assert_eq!((v.len(), total), (1, 1));
+        assert_eq!(v[0].subject, "s2");
+        let (v, total) = db
+            .read_blocking(|c| search(c, &Filter::default(), 1, 2))
+            .unwrap();
+        assert_eq!(
+            (v.iter().map(|e| e.seq).collect::<Vec<_>>(), total),
+            (vec![3, 2], 4)
+        );
     }
 
     #[test]

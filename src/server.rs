@@ -569,6 +569,7 @@ pub async fn run(
             scheduler: scheduler.clone(),
             presence: presence.clone(),
             http_port: addr.port(),
+            legacy: config.legacy.clone(),
         }),
     );
     // The apt repositories: publish what is due before serving, so every configured

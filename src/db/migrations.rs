@@ -477,6 +477,8 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
             actor           TEXT NOT NULL,
             expiry_audited  INTEGER NOT NULL DEFAULT 0 CHECK (expiry_audited IN (0, 1))
         ) STRICT;
+        -- A host's audit history on its Legacy page (`audit::Filter::subject`).
+        CREATE INDEX audit_by_subject ON audit_log(subject, seq);
         "#,
         ),
     ])
@@ -657,6 +659,14 @@ mod tests {
             "8: planner inputs; 9: accounts of the admin page; 10: window entries; \
              11: agent clocks and replay floors; 12: apt clients; 13: legacy hosts"
         );
+        let idx: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'audit_by_subject'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(idx, 1, "a host's audit history reads by subject");
         for table in [
             "apt_clients",
             "users",

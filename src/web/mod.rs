@@ -90,6 +90,9 @@ pub struct FleetState {
     /// The plain HTTP listener's port, where agents enroll and check in (the admin
     /// page's enroll command names it).
     pub http_port: u16,
+    /// `[legacy]`: how the Legacy pages judge end-of-life hosts and the longest risk
+    /// acceptance they may record.
+    pub legacy: crate::config::LegacyConfig,
 }
 
 /// What the scheduler needs at a check-in: the policy and the key that signs tickets.

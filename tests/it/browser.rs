@@ -23,16 +23,16 @@ use crate::web_pages::{EVIL, NEW_PW, export, fresh};
 
 /// How long a page may take to show what a step expects. Generous: CI runs this next to
 /// the other integration tests on two cores.
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// A chromedriver on a free loopback port, killed on drop.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     url: String,
 }
 
 impl Driver {
-    fn start() -> Driver {
+    pub(crate) fn start() -> Driver {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -70,7 +70,7 @@ impl Drop for Driver {
 }
 
 /// `<target dir>/screenshots`, next to the test binary's `debug/` directory.
-fn screenshot_dir() -> PathBuf {
+pub(crate) fn screenshot_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let target = exe
         .ancestors()
@@ -82,17 +82,62 @@ fn screenshot_dir() -> PathBuf {
     dir
 }
 
-struct Browser {
-    c: Client,
-    base: String,
-    shots: PathBuf,
+pub(crate) struct Browser {
+    pub(crate) c: Client,
+    pub(crate) base: String,
+    pub(crate) shots: PathBuf,
 }
 
 impl Browser {
+    /// A headless Chromium session on `driver` that accepts the appliance's
+    /// self-signed certificate, for the admin page at `base`.
+    pub(crate) async fn connect(driver: &Driver, base: &str) -> Browser {
+        let mut caps = serde_json::Map::new();
+        caps.insert("acceptInsecureCerts".into(), json!(true));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--ignore-certificate-errors", "--window-size=1280,900", "--lang=en-GB",
+                    "--force-device-scale-factor=1", "--hide-scrollbars",
+                ],
+            }),
+        );
+        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&driver.url)
+            .await
+            .expect("a Chromium session");
+        Browser {
+            c,
+            base: base.to_string(),
+            shots: screenshot_dir(),
+        }
+    }
+
+    /// The first sign-in with the printed password, then the forced change to `new`;
+    /// ends on the dashboard.
+    pub(crate) async fn first_sign_in(&self, printed: &str, new: &str) {
+        self.go("/").await;
+        self.wait_for("/login", "Sign in").await;
+        self.fill("#name", "admin").await;
+        self.fill("#password", printed).await;
+        self.click("button[type=submit]").await;
+        self.wait_for("/password", "new").await;
+        self.fill("#current", printed).await;
+        self.fill("#new", new).await;
+        self.fill("#repeat", new).await;
+        self.click("form[action='/password'] button[type=submit]")
+            .await;
+        self.wait_for("/", "Waiting for approval").await;
+    }
+
     /// Opens `path` and waits until the browser has left the page it was on (a
     /// navigation still settling from the previous click can swallow a `goto`; it is
     /// then repeated). Redirects (to the sign-in page) are fine.
-    async fn go(&self, path: &str) {
+    pub(crate) async fn go(&self, path: &str) {
         let want = path.split(['?', '#']).next().unwrap_or(path);
         let was = self.path().await;
         for _ in 0..3 {
@@ -109,17 +154,17 @@ impl Browser {
         self.fail(&format!("could not open {path}")).await
     }
 
-    async fn source(&self) -> String {
+    pub(crate) async fn source(&self) -> String {
         self.c.source().await.unwrap()
     }
 
-    async fn path(&self) -> String {
+    pub(crate) async fn path(&self) -> String {
         self.c.current_url().await.unwrap().path().to_string()
     }
 
     /// Types `text` into the field `css` (cleared first). Retried a few times: a
     /// WebDriver call can meet an element that a navigation or an htmx swap replaced.
-    async fn fill(&self, css: &str, text: &str) {
+    pub(crate) async fn fill(&self, css: &str, text: &str) {
         let mut last = String::new();
         for _ in 0..5 {
             let typed = async {
@@ -138,7 +183,7 @@ impl Browser {
 
     /// Sets a field's value by script (time and date inputs take typed text in the
     /// browser's locale format).
-    async fn set(&self, id: &str, value: &str) {
+    pub(crate) async fn set(&self, id: &str, value: &str) {
         self.c
             .execute(
                 "document.getElementById(arguments[0]).value = arguments[1];",
@@ -149,7 +194,7 @@ impl Browser {
     }
 
     /// Clicks the element `css`, retried like `fill`.
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         let mut last = String::new();
         for _ in 0..5 {
             let clicked = async { self.c.find(Locator::Css(css)).await?.click().await };
@@ -163,7 +208,7 @@ impl Browser {
     }
 
     /// Waits until the page at `path` has loaded and contains `text`.
-    async fn wait_for(&self, path: &str, text: &str) {
+    pub(crate) async fn wait_for(&self, path: &str, text: &str) {
         let start = Instant::now();
         loop {
             if self.path().await == path && self.source().await.contains(text) {
@@ -177,7 +222,7 @@ impl Browser {
     }
 
     /// Waits until the page (wherever it is) contains `text`.
-    async fn wait_text(&self, text: &str) {
+    pub(crate) async fn wait_text(&self, text: &str) {
         let start = Instant::now();
         while !self.source().await.contains(text) {
             if start.elapsed() > WAIT {
@@ -190,7 +235,7 @@ impl Browser {
     /// The text of the first element matching `css`, read in one script call: htmx
     /// swaps parts of the page in place, and an element found by one WebDriver call can
     /// be gone ("stale") by the next.
-    async fn text_of(&self, css: &str) -> String {
+    pub(crate) async fn text_of(&self, css: &str) -> String {
         let v = self
             .c
             .execute(
@@ -208,7 +253,7 @@ impl Browser {
     /// Fails the test with a short message; the page's source goes to a file next to
     /// the screenshots (a whole page in the panic message would push the message itself
     /// out of a CI log's tail).
-    async fn fail(&self, what: &str) -> ! {
+    pub(crate) async fn fail(&self, what: &str) -> ! {
         let at = self.path().await;
         let page = self.source().await;
         let file = self.shots.join("failed-page.html");
@@ -225,7 +270,7 @@ impl Browser {
     }
 
     /// A full-page screenshot (the window is resized to the page's height).
-    async fn shot(&self, name: &str) {
+    pub(crate) async fn shot(&self, name: &str) {
         self.c
             .execute("window.scrollTo(0, 0);", vec![])
             .await
@@ -260,29 +305,7 @@ fn the_admin_page_in_headless_chromium() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut caps = serde_json::Map::new();
-        caps.insert("acceptInsecureCerts".into(), json!(true));
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--ignore-certificate-errors", "--window-size=1280,900", "--lang=en-GB",
-                    "--force-device-scale-factor=1", "--hide-scrollbars",
-                ],
-            }),
-        );
-        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&driver.url)
-            .await
-            .expect("a Chromium session");
-        let b = Browser {
-            c,
-            base: site.server.admin_url.clone(),
-            shots: screenshot_dir(),
-        };
+        let b = Browser::connect(&driver, &site.server.admin_url).await;
 
         // First sign-in: the printed password, then the forced change.
         b.go("/").await;

@@ -8,6 +8,7 @@ mod artifacts;
 mod audit_cli;
 mod bad_input;
 mod browser;
+mod browser_legacy;
 mod crash;
 mod dropfolder;
 mod feedkit;

@@ -24,7 +24,7 @@
 //!   sign-out form, a `<meta name="csrf-token">` and `hx-headers` on `<body>`, so htmx
 //!   requests send `X-CSRF-Token` by themselves) and `nav: &'static str`, one of the keys
 //!   of [`NAV`] (`"dashboard"`, `"hosts"`, `"patches"`, `"rollouts"`, `"windows"`,
-//!   `"mirror"`, `"audit"`). Blocks: `title` and `content`. Render with [`render`].
+//!   `"legacy"`, `"mirror"`, `"audit"`). Blocks: `title` and `content`. Render with [`render`].
 //! - Plain HTML forms include `<input type="hidden" name="csrf" value="{{ viewer.csrf }}">`.
 //! - Responses get the security headers of [`headers`] (CSP `default-src 'self'`, so
 //!   no inline `<script>` or `style=""`; `Cache-Control: no-store` except `/static`).
@@ -117,6 +117,11 @@ pub const NAV: &[NavItem] = &[
         key: "windows",
         label: "Windows",
         href: "/windows",
+    },
+    NavItem {
+        key: "legacy",
+        label: "Legacy",
+        href: "/legacy",
     },
     NavItem {
         key: "mirror",

@@ -43,6 +43,7 @@ impl AuditQuery {
             action: text(&self.action),
             from: date("from", &self.from)?,
             until: date("until", &self.until)?,
+            subject: None,
         };
         if let (Some(a), Some(b)) = (f.from, f.until)
             && b < a
@@ -93,7 +94,7 @@ fn subject(c: &rusqlite::Connection, id: &str) -> Result<Option<Subject>, crate:
     }))
 }
 
-fn details(json: &str) -> Vec<(String, String)> {
+pub(super) fn details(json: &str) -> Vec<(String, String)> {
     match serde_json::from_str::<serde_json::Value>(json) {
         Ok(serde_json::Value::Object(m)) => m
             .into_iter()

@@ -1,4 +1,5 @@
-//! `/`: the site at a glance. Hosts by state, patches waiting for a decision by class
+//! `/`: the site at a glance. Hosts by state, legacy hosts by state and acceptance,
+//! patches waiting for a decision by class
 //! and severity (KEV marked), running rollouts with their rings' job counts, patches
 //! past their SLA deadline, mirror freshness and recent failures.
 //!
@@ -326,6 +327,8 @@ pub(super) struct DashboardPage {
     /// The system clock is not NTP-synchronised (`timesync`): windows, deadlines and
     /// signature expiry depend on it.
     pub clock_warning: Option<String>,
+    /// Legacy hosts by state and acceptance (one `legacy::hosts::list`, a second read).
+    pub legacy: super::legacy::Counts,
 }
 
 /// `GET /`
@@ -340,8 +343,17 @@ pub async fn page(State(st): State<AppState>, viewer: Viewer, headers: HeaderMap
         .db
         .read(move |c| load(c, &policy, &planner, s2.inner.mirror.as_ref(), now))
         .await;
-    match r {
-        Ok(d) => {
+    let d = match r {
+        Ok(d) => d,
+        Err(e) => return internal(viewer, "dashboard", e),
+    };
+    let cfg = super::legacy::dashboard_cfg(&st);
+    let legacy = ctx
+        .db
+        .read(move |c| super::legacy::dashboard_counts(c, now, &cfg))
+        .await;
+    match legacy {
+        Ok(legacy) => {
             let flash = Flash::from_headers(&headers);
             show(
                 &DashboardPage {
@@ -350,6 +362,7 @@ pub async fn page(State(st): State<AppState>, viewer: Viewer, headers: HeaderMap
                     flash: flash.clone(),
                     d,
                     clock_warning: crate::timesync::status().warning(),
+                    legacy,
                 },
                 &flash,
             )

@@ -17,12 +17,15 @@ mod audit;
 mod dashboard;
 mod hosts;
 mod jobs;
+mod legacy;
 mod mirror;
 mod patches;
 mod rollouts;
 mod windows;
 mod world;
 
+#[cfg(test)]
+mod legacy_tests;
 #[cfg(test)]
 mod sla_tests;
 #[cfg(test)]
@@ -70,6 +73,15 @@ pub fn routes() -> Router<AppState> {
             post(mirror::upload).layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/audit", get(audit::page))
+        .route("/legacy", get(legacy::list))
+        .route("/legacy/{name}", get(legacy::detail))
+        .route("/legacy/{name}/accept", post(legacy::accept))
+        .route(
+            "/legacy/{name}/revoke-acceptance",
+            post(legacy::revoke_acceptance),
+        )
+        .route("/legacy/{name}/include", post(legacy::include))
+        .route("/legacy/{name}/exclude", post(legacy::exclude))
 }
 
 /// Rows per page of the long lists.

@@ -26,6 +26,8 @@ pub(super) struct Site {
     pub db: Db,
     pub state: AppState,
     pub now: Timestamp,
+    /// The clock every handler reads (advance it to move the site in time).
+    pub clock: ManualClock,
 }
 
 fn seed(db: &Db, now: Timestamp) {
@@ -94,7 +96,8 @@ pub(super) fn site() -> Site {
     let db = Db::open(&dir.path().join("t.db"), Default::default()).unwrap();
     let now: Timestamp = "2026-11-27T10:00:00Z".parse().unwrap();
     seed(&db, now);
-    let clock: SharedClock = Arc::new(ManualClock::new(now));
+    let manual = ManualClock::new(now);
+    let clock: SharedClock = Arc::new(manual.clone());
     let key = Ed25519Key::generate(&mut rand::rngs::OsRng);
     let (key_hex, key_id) = (key.public_hex(), key.key_id());
     let store = crate::store::Store::open(&dir.path().join("store"), Default::default()).unwrap();
@@ -119,13 +122,20 @@ pub(super) fn site() -> Site {
             presence: Arc::new(crate::fleet::hosts::Presence::new()),
             scheduler,
             http_port: 8080,
+            legacy: Default::default(),
         }),
-    );
+    )
+    .with_admin(crate::web::AdminState {
+        clock: Arc::new(manual.clone()),
+        settings: Default::default(),
+        tls_port: 8443,
+    });
     Site {
         _dir: dir,
         db,
         state,
         now,
+        clock: manual,
     }
 }
 
@@ -146,7 +156,10 @@ pub(super) fn app(site: &Site, role: Role) -> Router {
         ))
 }
 
-async fn call(app: &Router, req: Request<Body>) -> (StatusCode, String, axum::http::HeaderMap) {
+pub(super) async fn call(
+    app: &Router,
+    req: Request<Body>,
+) -> (StatusCode, String, axum::http::HeaderMap) {
     let r = app.clone().oneshot(req).await.unwrap();
     let (parts, body) = r.into_parts();
     let bytes = axum::body::to_bytes(body, 10 << 20).await.unwrap();
@@ -162,7 +175,11 @@ pub(super) async fn get(app: &Router, path: &str) -> (StatusCode, String) {
     (s, b)
 }
 
-async fn post(app: &Router, path: &str, form: &str) -> (StatusCode, String, axum::http::HeaderMap) {
+pub(super) async fn post(
+    app: &Router,
+    path: &str,
+    form: &str,
+) -> (StatusCode, String, axum::http::HeaderMap) {
     let req = Request::post(path)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Body::from(form.to_string()))
@@ -214,6 +231,8 @@ const PAGES: &[&str] = &[
     "/mirror",
     "/audit",
     "/audit?actor=x&action=patch.&from=2026-01-01&until=2026-12-31&page=2",
+    "/legacy",
+    "/legacy/h-2",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
