@@ -361,7 +361,7 @@ pub(super) fn load_host(
             .map(|j| j.id)
             .collect(),
     };
-    let world = super::world::world(conn, db)?;
+    let world = super::world::world(conn, db, policy, now)?;
     let lines: Vec<Explanation> = crate::rollout::engine::explain(&world, policy, &s.id, None, now);
     let mut pending: Vec<Pending> = lines
         .into_iter()

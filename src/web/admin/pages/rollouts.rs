@@ -153,7 +153,7 @@ pub(super) fn load(
     now: Timestamp,
     only: Option<&str>,
 ) -> Result<Vec<RolloutLine>, RolloutError> {
-    let world = super::world::world(conn, db)?;
+    let world = super::world::world(conn, db, policy, now)?;
     let only = match only {
         Some(k) => Some(world.find_patch(k)?.key()),
         None => None,

@@ -27,9 +27,13 @@ static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
 const MAX_AGE: Duration = Duration::from_secs(60);
 
 /// A snapshot no older than five times its own load time.
+/// End-of-life hosts are fenced as of the load (`World::fence_legacy`), like the
+/// scheduler's own view.
 pub(super) fn world(
     conn: &rusqlite::Connection,
     db: &std::path::Path,
+    policy: &crate::policy::Policy,
+    now: jiff::Timestamp,
 ) -> Result<Arc<World>, RolloutError> {
     if let Some(c) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
         && c.db == db
@@ -40,6 +44,7 @@ pub(super) fn world(
     let start = Instant::now();
     let mut w = World::load(conn)?;
     w.load_all_jobs(conn)?;
+    w.fence_legacy(conn, now, &policy.legacy)?;
     let world = Arc::new(w);
     *CACHE.lock().unwrap_or_else(|p| p.into_inner()) = Some(Cached {
         db: db.to_path_buf(),
