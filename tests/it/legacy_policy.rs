@@ -128,6 +128,15 @@ fn an_eol_agent_is_not_offered_until_included_and_acceptance_is_admin_only() {
         !has_job(&site, &old_id),
         "the debian 10 agent was offered the patch"
     );
+    // The admin page's Legacy page lists the debian 10 agent as end of life.
+    let admin = crate::support::Admin::first_sign_in(&server, crate::web_pages::NEW_PW);
+    let page = admin.get("/legacy").text().unwrap();
+    let row = page
+        .split("<tr>")
+        .find(|r| r.contains(&format!("href=\"/legacy/{old_id}\"")))
+        .unwrap_or_else(|| panic!("the debian 10 agent is not on the Legacy page: {page}"));
+    assert!(row.contains(">eol</span>"), "{row}");
+    assert!(row.contains("2024-06-30"), "{row}");
     let e: Value = serde_json::from_str(&ok(run(site.cmd(&[
         "explain",
         "--host",
