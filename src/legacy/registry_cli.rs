@@ -283,7 +283,9 @@ fn detail(h: &LegacyHostView, today: Date) -> String {
     let _ = writeln!(
         s,
         "rollouts:     {}",
-        if h.excluded {
+        if matches!(h.host, HostRef::Agentless { .. }) {
+            "never offered (no agent: nothing can install patches on it)".to_string()
+        } else if h.excluded {
             format!(
                 "not offered ({} and not included; `patchward legacy include` opts it in)",
                 l.state

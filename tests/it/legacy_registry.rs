@@ -173,7 +173,7 @@ fn add_list_show_remove_round_trip_with_html_kept_as_text() {
     assert!(text.contains("owner:        <b>ops</b> & co"), "{text}");
     assert!(text.contains("  <script>alert(1)</script>"), "{text}");
     assert!(
-        text.contains("rollouts:     not offered (eol and not included"),
+        text.contains("rollouts:     never offered (no agent"),
         "{text}"
     );
 
