@@ -1,11 +1,34 @@
 //! `[legacy]`: how end-of-life hosts are judged (issue [9]): the warning horizon before
 //! security support ends, whether a host the lifecycle catalog does not know counts as
-//! end-of-life, and the longest risk acceptance an admin may record.
+//! end-of-life, and the longest risk acceptance an admin may record; and (issue [10])
+//! how they are fenced in (segment mode, the helper's socket, DNS refresh) and watched
+//! (monitor interval, concurrency, probe timeout, N-of-M thresholds).
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, Source, pick, positive};
+use super::{ConfigError, Located, Source, pick, positive};
+
+/// How the segment's fence is put in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentMode {
+    /// The appliance routes the legacy segment and `patchward-netd` applies the table.
+    Enforce,
+    /// The site's own firewall fences: the appliance only exports the ruleset and CSV.
+    Export,
+}
+
+impl SegmentMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegmentMode::Enforce => "enforce",
+            SegmentMode::Export => "export",
+        }
+    }
+}
 
 /// The validated `[legacy]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +40,25 @@ pub struct LegacyConfig {
     pub unknown_is_eol: bool,
     /// The longest a risk acceptance may run, in days from when it is recorded.
     pub max_acceptance_days: u32,
+    /// `enforce` or `export` (the default: nothing reaches the kernel until an operator
+    /// has a second interface and says so).
+    pub segment_mode: SegmentMode,
+    /// The unix socket of `patchward-netd`.
+    pub netd_socket: PathBuf,
+    /// How often DNS-name peers are resolved again (their elements expire with the
+    /// record's TTL whatever this is).
+    pub dns_refresh: Duration,
+    /// How often the monitor probes every legacy host.
+    pub monitor_interval: Duration,
+    /// The most probes in flight at once, across all hosts.
+    pub monitor_concurrency: usize,
+    /// One probe's limit (connect, banner, clean close).
+    pub monitor_timeout: Duration,
+    /// DOWN after `monitor_fail` failed cycles among the last `monitor_window`.
+    pub monitor_fail: u32,
+    pub monitor_window: u32,
+    /// UP again after this many answered cycles in a row.
+    pub monitor_recover: u32,
 }
 
 impl Default for LegacyConfig {
@@ -26,6 +68,15 @@ impl Default for LegacyConfig {
             eol_soon_days: 90,
             unknown_is_eol: false,
             max_acceptance_days: 365,
+            segment_mode: SegmentMode::Export,
+            netd_socket: PathBuf::from(crate::legacy::netd::DEFAULT_SOCKET),
+            dns_refresh: Duration::from_secs(300),
+            monitor_interval: Duration::from_secs(60),
+            monitor_concurrency: 50,
+            monitor_timeout: Duration::from_secs(3),
+            monitor_fail: 3,
+            monitor_window: 5,
+            monitor_recover: 2,
         }
     }
 }
@@ -36,6 +87,35 @@ pub(super) struct RawLegacy {
     eol_soon_days: Option<Spanned<i64>>,
     unknown_is_eol: Option<Spanned<bool>>,
     max_acceptance_days: Option<Spanned<i64>>,
+    segment_mode: Option<Spanned<String>>,
+    netd_socket: Option<Spanned<String>>,
+    dns_refresh: Option<Spanned<String>>,
+    monitor_interval: Option<Spanned<String>>,
+    monitor_concurrency: Option<Spanned<i64>>,
+    monitor_timeout_ms: Option<Spanned<i64>>,
+    monitor_fail: Option<Spanned<i64>>,
+    monitor_window: Option<Spanned<i64>>,
+    monitor_recover: Option<Spanned<i64>>,
+}
+
+/// A duration key, within `min..=max` seconds.
+fn duration(
+    l: &Located<'_, String>,
+    key: &str,
+    (min, max): (u64, u64),
+    range: &str,
+) -> Result<Duration, ConfigError> {
+    let d = crate::policy::duration::parse(&l.value)
+        .map_err(|e| l.src.err_at(l.span.clone(), key, e))?;
+    let secs = d.as_secs();
+    if secs < 0 || (secs as u64) < min || secs as u64 > max {
+        return Err(l.src.err_at(
+            l.span.clone(),
+            key,
+            format!("{:?} is out of range; allowed: {range}", l.value),
+        ));
+    }
+    Ok(Duration::from_secs(secs as u64))
 }
 
 pub(super) fn parse(
@@ -63,13 +143,110 @@ pub(super) fn parse(
             1,
             3650,
         )?,
+        segment_mode: {
+            let l = get!(segment_mode);
+            match l.value.as_str() {
+                "enforce" => SegmentMode::Enforce,
+                "export" => SegmentMode::Export,
+                other => {
+                    return Err(l.src.err_at(
+                        l.span.clone(),
+                        "legacy.segment_mode",
+                        format!(
+                            "{other:?} is not a mode; expected \"enforce\" (the appliance \
+                             routes the legacy segment and applies the fence) or \"export\" \
+                             (the site firewall does, from `legacy segment export`)"
+                        ),
+                    ));
+                }
+            }
+        },
+        netd_socket: {
+            let l = get!(netd_socket);
+            if !l.value.starts_with('/') {
+                return Err(l.src.err_at(
+                    l.span.clone(),
+                    "legacy.netd_socket",
+                    format!("{:?} is not an absolute path", l.value),
+                ));
+            }
+            PathBuf::from(l.value)
+        },
+        dns_refresh: duration(
+            &get!(dns_refresh),
+            "legacy.dns_refresh",
+            (10, 86_400),
+            "10s to 1d",
+        )?,
+        monitor_interval: duration(
+            &get!(monitor_interval),
+            "legacy.monitor_interval",
+            (5, 3_600),
+            "5s to 1h",
+        )?,
+        monitor_concurrency: positive(
+            &get!(monitor_concurrency),
+            "legacy.monitor_concurrency",
+            1,
+            1_000,
+        )?,
+        monitor_timeout: Duration::from_millis(positive(
+            &get!(monitor_timeout_ms),
+            "legacy.monitor_timeout_ms",
+            100,
+            30_000,
+        )?),
+        monitor_fail: positive(&get!(monitor_fail), "legacy.monitor_fail", 1, 64)?,
+        monitor_window: positive(&get!(monitor_window), "legacy.monitor_window", 1, 64)?,
+        monitor_recover: positive(&get!(monitor_recover), "legacy.monitor_recover", 1, 64)?,
     })
+    .and_then(|c| {
+        match crate::legacy::monitor::Thresholds::new(
+            c.monitor_fail,
+            c.monitor_window,
+            c.monitor_recover,
+        ) {
+            Ok(_) => Ok(c),
+            Err(e) => {
+                let l = get!(monitor_fail);
+                Err(l
+                    .src
+                    .err_at(l.span.clone(), "legacy.monitor_fail", e.to_string()))
+            }
+        }
+    })
+}
+
+impl LegacyConfig {
+    /// The monitor's thresholds (validated when the config was read).
+    pub fn thresholds(&self) -> crate::legacy::monitor::Thresholds {
+        crate::legacy::monitor::Thresholds::new(
+            self.monitor_fail,
+            self.monitor_window,
+            self.monitor_recover,
+        )
+        .unwrap_or_default()
+    }
 }
 
 pub(super) fn to_toml(l: &LegacyConfig) -> String {
     format!(
-        "[legacy]\neol_soon_days = {}\nunknown_is_eol = {}\nmax_acceptance_days = {}\n",
-        l.eol_soon_days, l.unknown_is_eol, l.max_acceptance_days
+        "[legacy]\neol_soon_days = {}\nunknown_is_eol = {}\nmax_acceptance_days = {}\n\
+         segment_mode = {:?}\nnetd_socket = {:?}\ndns_refresh = \"{}s\"\n\
+         monitor_interval = \"{}s\"\nmonitor_concurrency = {}\nmonitor_timeout_ms = {}\n\
+         monitor_fail = {}\nmonitor_window = {}\nmonitor_recover = {}\n",
+        l.eol_soon_days,
+        l.unknown_is_eol,
+        l.max_acceptance_days,
+        l.segment_mode.as_str(),
+        l.netd_socket.display().to_string(),
+        l.dns_refresh.as_secs(),
+        l.monitor_interval.as_secs(),
+        l.monitor_concurrency,
+        l.monitor_timeout.as_millis(),
+        l.monitor_fail,
+        l.monitor_window,
+        l.monitor_recover,
     )
 }
 
@@ -114,6 +291,53 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn segment_and_monitor_keys_round_trip_and_refuse_bad_values() {
+        let c = Config::from_sources(
+            Some((
+                "site.toml",
+                "[legacy]\nsegment_mode = \"enforce\"\ndns_refresh = \"90s\"\n\
+                 monitor_interval = \"30s\"\nmonitor_concurrency = 8\n\
+                 monitor_timeout_ms = 500\nmonitor_fail = 2\nmonitor_window = 4\n",
+            )),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let l = &c.legacy;
+        assert_eq!(l.segment_mode, super::SegmentMode::Enforce);
+        assert_eq!(l.dns_refresh.as_secs(), 90);
+        assert_eq!(l.monitor_interval.as_secs(), 30);
+        assert_eq!(
+            (l.monitor_concurrency, l.monitor_timeout.as_millis()),
+            (8, 500)
+        );
+        assert_eq!(l.thresholds().fail_n(), 2);
+        let again = Config::from_sources(Some(("shown.toml", &c.to_toml())), &Overrides::default())
+            .unwrap();
+        assert_eq!(again.legacy, c.legacy);
+        for (text, want) in [
+            (
+                "[legacy]\nsegment_mode = \"block\"\n",
+                "\"block\" is not a mode",
+            ),
+            (
+                "[legacy]\nnetd_socket = \"netd.sock\"\n",
+                "is not an absolute path",
+            ),
+            ("[legacy]\ndns_refresh = \"2s\"\n", "allowed: 10s to 1d"),
+            ("[legacy]\nmonitor_concurrency = 0\n", "allowed: 1 to 1000"),
+            (
+                "[legacy]\nmonitor_fail = 6\nmonitor_window = 5\n",
+                "legacy.monitor_fail",
+            ),
+        ] {
+            let e = Config::from_sources(Some(("site.toml", text)), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{text}: {e}");
         }
     }
 }

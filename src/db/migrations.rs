@@ -481,11 +481,87 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         CREATE INDEX audit_by_subject ON audit_log(subject, seq);
         "#,
         ),
+        M::up(
+            r#"
+        -- Issue [10]: fencing legacy hosts in and watching them (see legacy::segment,
+        -- legacy::monitor). `host` is an agent host's id or an agentless host's name,
+        -- as in legacy_includes.
+        -- A host's allowed flows, each in the canonical text form of legacy::flows
+        -- (parsed and printed again before it is stored).
+        CREATE TABLE legacy_flows (
+            host      TEXT NOT NULL,
+            flow      TEXT NOT NULL,
+            added_at  TEXT NOT NULL,
+            added_by  TEXT NOT NULL,
+            PRIMARY KEY (host, flow)
+        ) STRICT;
+        -- Named peer sets (`@lan-clients`): `members` is a JSON array of CIDRs.
+        CREATE TABLE legacy_sets (
+            name        TEXT PRIMARY KEY,
+            members     TEXT NOT NULL,
+            comment     TEXT NOT NULL,
+            updated_at  TEXT NOT NULL,
+            updated_by  TEXT NOT NULL
+        ) STRICT;
+        -- The last answers for DNS-name peers: each address until its record expires.
+        CREATE TABLE legacy_dns (
+            name         TEXT NOT NULL,
+            address      TEXT NOT NULL,
+            expires_at   TEXT NOT NULL,
+            resolved_at  TEXT NOT NULL,
+            PRIMARY KEY (name, address)
+        ) STRICT;
+        -- The fence as last applied (one row): the segment's input (JSON: hosts, flows,
+        -- sets) an operator applied, so DNS refreshes and restores after a reboot
+        -- re-render exactly what was approved; pending edits wait for the next apply.
+        CREATE TABLE legacy_segment (
+            id          INTEGER PRIMARY KEY CHECK (id = 1),
+            input       TEXT NOT NULL,
+            sha256      TEXT NOT NULL,
+            applied_at  TEXT NOT NULL,
+            applied_by  TEXT NOT NULL,
+            reason      TEXT NOT NULL
+        ) STRICT;
+        -- Ports the monitor watches beside the host's `in` flows (`legacy monitor
+        -- add-port`); `banner` = read and hash the first line.
+        CREATE TABLE legacy_monitor_ports (
+            host      TEXT NOT NULL,
+            port      INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+            banner    INTEGER NOT NULL CHECK (banner IN (0, 1)),
+            added_at  TEXT NOT NULL,
+            added_by  TEXT NOT NULL,
+            PRIMARY KEY (host, port)
+        ) STRICT;
+        -- The monitor's state per host, so a restart neither forgets a DOWN host nor
+        -- misses drift: the state, since when, the address probed, and the port
+        -- baselines (JSON).
+        CREATE TABLE legacy_monitor_state (
+            host        TEXT PRIMARY KEY,
+            address     TEXT NOT NULL,
+            state       TEXT NOT NULL,
+            since       TEXT NOT NULL,
+            last_cycle  TEXT NOT NULL,
+            baselines   TEXT NOT NULL
+        ) STRICT;
+        -- What the monitor and the fence saw: host down/up, port drift, banner changes,
+        -- blocked flows, fence applied/restored. Kept for compliance ([11]).
+        CREATE TABLE legacy_events (
+            id      INTEGER PRIMARY KEY,
+            host    TEXT NOT NULL,
+            at      TEXT NOT NULL,
+            kind    TEXT NOT NULL,
+            text    TEXT NOT NULL,
+            detail  TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX legacy_events_by_host ON legacy_events(host, id);
+        CREATE INDEX legacy_events_by_at ON legacy_events(at);
+        "#,
+        ),
     ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 13;
+pub const LATEST: usize = 14;
 
 /// Migration 6's hook: fills `job_artifacts` from the tickets of jobs created before it,
 /// in the migration's transaction. SQLite cannot decode the envelope's base64 payload,
@@ -655,9 +731,10 @@ mod tests {
         assert_eq!(super::schema_version(&c).unwrap(), super::LATEST);
         assert_eq!(
             super::LATEST,
-            13,
+            14,
             "8: planner inputs; 9: accounts of the admin page; 10: window entries; \
-             11: agent clocks and replay floors; 12: apt clients; 13: legacy hosts"
+             11: agent clocks and replay floors; 12: apt clients; 13: legacy hosts; \
+             14: legacy segment and monitor"
         );
         let idx: i64 = c
             .query_row(
