@@ -43,6 +43,7 @@ pub mod offer;
 pub mod registry;
 pub mod registry_cli;
 pub mod registry_csv;
+pub mod segment;
 pub mod segment_input;
 
 use rusqlite::Connection;
