@@ -44,6 +44,7 @@ pub mod registry;
 pub mod registry_cli;
 pub mod registry_csv;
 pub mod segment;
+pub mod segment_cli;
 pub mod segment_input;
 
 use rusqlite::Connection;
