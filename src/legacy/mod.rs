@@ -32,6 +32,7 @@ pub mod decisions;
 pub mod eol_import;
 pub mod flows;
 pub mod hosts;
+pub mod keeper;
 pub mod mapping;
 pub mod monitor;
 pub mod netd;

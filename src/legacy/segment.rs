@@ -477,4 +477,4 @@ pub fn export(
 
 #[cfg(test)]
 #[path = "segment_tests.rs"]
-mod tests;
+pub(crate) mod tests;
