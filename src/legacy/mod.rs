@@ -34,6 +34,7 @@ pub mod eol_import;
 pub mod flows;
 pub mod flows_store;
 pub mod hosts;
+pub mod keeper;
 pub mod mapping;
 pub mod monitor;
 pub mod netd;
@@ -45,6 +46,8 @@ pub mod offer;
 pub mod registry;
 pub mod registry_cli;
 pub mod registry_csv;
+pub mod segment;
+pub mod segment_cli;
 pub mod segment_input;
 
 use rusqlite::Connection;
