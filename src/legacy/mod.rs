@@ -46,6 +46,8 @@ pub mod registry_cli;
 pub mod registry_csv;
 pub mod segment_input;
 pub mod watch;
+pub mod watch_blocked;
+pub mod watch_task;
 
 use rusqlite::Connection;
 use serde::Serialize;

@@ -5,8 +5,9 @@
 //! Decisions (ARCHITECTURE.md "[10] monitor in the daemon (hM)"):
 //! - **One probe address per host**: the first usable IPv4 address in the host's list
 //!   (registry order, or the agent's inventory order), else the first usable IPv6
-//!   one. Loopback, unspecified, multicast and IPv6 link-local addresses (which need a
-//!   scope the appliance cannot know) are skipped. The state machine tracks one
+//!   one; a loopback address only when there is nothing else (test and benchmark
+//!   hosts). Unspecified, multicast and IPv6 link-local addresses (which need a scope
+//!   the appliance cannot know) are skipped. The state machine tracks one
 //!   address; probing two would double the load on a fragile device.
 //! - **Ports**: the single TCP ports of the host's `in` flows, plus the added ones. A
 //!   port range of a flow is not probed at all (not even its first port): nothing says
@@ -89,7 +90,7 @@ impl HostWatch {
 }
 
 fn usable(a: &IpAddr) -> bool {
-    if a.is_loopback() || a.is_unspecified() || a.is_multicast() {
+    if a.is_unspecified() || a.is_multicast() {
         return false;
     }
     match a {
@@ -114,11 +115,9 @@ pub fn probe_address<S: AsRef<str>>(addresses: &[S]) -> Option<IpAddr> {
         })
         .filter(usable)
         .collect();
-    parsed
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| parsed.first())
-        .copied()
+    // Loopback last: only a test host (or the benchmark's) is watched there.
+    let rank = |a: &IpAddr| (a.is_loopback(), !a.is_ipv4());
+    parsed.iter().min_by_key(|a| rank(a)).copied()
 }
 
 /// The watched ports of a host with `flows` and the `added` rows (pure), by port.

@@ -70,7 +70,15 @@ fn probe_address_prefers_the_first_usable_ipv4() {
         probe_address(&["fe80::1", "2001:db8::7/64"]),
         Some("2001:db8::7".parse().unwrap())
     );
-    assert_eq!(probe_address(&["::1", "0.0.0.0", "nonsense"]), None);
+    assert_eq!(
+        probe_address(&["::1", "127.0.0.2", "2001:db8::8"]),
+        Some("2001:db8::8".parse().unwrap())
+    );
+    assert_eq!(
+        probe_address(&["::1", "127.0.0.2"]),
+        Some("127.0.0.2".parse().unwrap())
+    );
+    assert_eq!(probe_address(&["0.0.0.0", "ff02::1", "nonsense"]), None);
     assert_eq!(probe_address::<&str>(&[]), None);
 }
 
