@@ -696,6 +696,13 @@ pub async fn run(
         stop_rx.clone(),
     );
     spawn_apt_clients_flusher(app.db.clone(), apt_clients.clone(), stop_rx.clone());
+    // The legacy host monitor (issue [10]): probes, state, events, blocked flows.
+    let legacy_monitor = crate::legacy::watch_task::spawn(
+        app.db.clone(),
+        config.legacy.clone(),
+        clock.clone(),
+        stop_rx.clone(),
+    );
     spawn_planner(
         app.db.clone(),
         clock.clone(),
@@ -763,6 +770,7 @@ pub async fn run(
         }
     }
     let _ = expiry.await;
+    let _ = legacy_monitor.await;
     let _ = apt_publisher.await;
     let _ = clock_monitor.await;
     if let Some(d) = drop_folder {

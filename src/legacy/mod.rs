@@ -17,6 +17,7 @@
 //! - [`flows`], [`nft`], [`netd`]: segmentation (issue [10]): the allow-list model, the
 //!   `table inet patchward` renderer (with diff and CSV export), and the client and
 //!   logic of the privileged `patchward-netd` helper.
+//! - [`watch`]: the monitor's daemon edge (issue [10]): targets, added ports, views.
 //!
 //! A legacy host is either an enrolled agent host whose OS the catalog places in a
 //! legacy state, or an agentless host registered by hand. Both are named the same way
@@ -49,6 +50,9 @@ pub mod registry_csv;
 pub mod segment;
 pub mod segment_cli;
 pub mod segment_input;
+pub mod watch;
+pub mod watch_blocked;
+pub mod watch_task;
 
 use rusqlite::Connection;
 use serde::Serialize;
