@@ -17,6 +17,7 @@ mod agent_api;
 mod legacy;
 pub use agent_api::AgentApiConfig;
 pub use legacy::LegacyConfig;
+pub use legacy::SegmentMode;
 
 /// The embedded defaults, shipped inside the binary.
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");

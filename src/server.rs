@@ -311,6 +311,58 @@ fn spawn_acceptance_expiry(db: crate::db::Db, clock: SharedClock, mut stop: watc
     });
 }
 
+/// The legacy segment's keeper (`legacy::keeper`), enforce mode only: at start and every
+/// `legacy.dns_refresh`, puts the applied fence back into the kernel when it is gone,
+/// changed, or its DNS answers moved. A failure is logged once per streak.
+fn spawn_segment_keeper(
+    db: crate::db::Db,
+    clock: SharedClock,
+    cfg: crate::config::LegacyConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    if cfg.segment_mode != crate::config::SegmentMode::Enforce {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(cfg.dns_refresh);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut keeper = crate::legacy::keeper::Keeper::default();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let now = clock.now();
+            let (d, c) = (db.clone(), cfg.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                let r = keeper.tick(&d, &c, now);
+                (keeper, r)
+            })
+            .await;
+            let Ok((k, result)) = done else {
+                tracing::error!("the segment keeper's task failed; it is restarted next tick");
+                keeper = crate::legacy::keeper::Keeper::default();
+                continue;
+            };
+            keeper = k;
+            use crate::legacy::keeper::Tick;
+            match result {
+                Ok(Tick::Idle | Tick::Holding) => {}
+                Ok(Tick::Restored { cause, sha256 }) => {
+                    tracing::info!(cause = cause.as_str(), %sha256, "legacy segment fence re-applied")
+                }
+                Ok(Tick::Failed { error, first: true }) => {
+                    tracing::warn!(%error, "cannot keep the legacy segment fence in place")
+                }
+                Ok(Tick::Failed { first: false, .. }) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "the segment keeper cannot read the database")
+                }
+            }
+        }
+    });
+}
+
 /// Writes the `last_seen` of quiet check-ins every `SEEN_FLUSH_EVERY` until `stop`
 /// (the final flush, after in-flight requests finished, is `run`'s).
 fn spawn_seen_flusher(
@@ -631,6 +683,12 @@ pub async fn run(
     );
     spawn_seen_flusher(app.db.clone(), presence.clone(), stop_rx.clone());
     spawn_acceptance_expiry(app.db.clone(), clock.clone(), stop_rx.clone());
+    spawn_segment_keeper(
+        app.db.clone(),
+        clock.clone(),
+        config.legacy.clone(),
+        stop_rx.clone(),
+    );
     spawn_replay_horizon(
         app.db.clone(),
         clock.clone(),
@@ -638,6 +696,13 @@ pub async fn run(
         stop_rx.clone(),
     );
     spawn_apt_clients_flusher(app.db.clone(), apt_clients.clone(), stop_rx.clone());
+    // The legacy host monitor (issue [10]): probes, state, events, blocked flows.
+    let legacy_monitor = crate::legacy::watch_task::spawn(
+        app.db.clone(),
+        config.legacy.clone(),
+        clock.clone(),
+        stop_rx.clone(),
+    );
     spawn_planner(
         app.db.clone(),
         clock.clone(),
@@ -705,6 +770,7 @@ pub async fn run(
         }
     }
     let _ = expiry.await;
+    let _ = legacy_monitor.await;
     let _ = apt_publisher.await;
     let _ = clock_monitor.await;
     if let Some(d) = drop_folder {

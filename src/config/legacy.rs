@@ -4,6 +4,7 @@
 //! how they are fenced in (segment mode, the helper's socket, DNS refresh) and watched
 //! (monitor interval, concurrency, probe timeout, N-of-M thresholds).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -48,6 +49,9 @@ pub struct LegacyConfig {
     /// How often DNS-name peers are resolved again (their elements expire with the
     /// record's TTL whatever this is).
     pub dns_refresh: Duration,
+    /// The DNS servers that resolve DNS-name peers ("IP:port"); empty: the system's
+    /// /etc/resolv.conf.
+    pub dns_servers: Vec<SocketAddr>,
     /// How often the monitor probes every legacy host.
     pub monitor_interval: Duration,
     /// The most probes in flight at once, across all hosts.
@@ -71,6 +75,7 @@ impl Default for LegacyConfig {
             segment_mode: SegmentMode::Export,
             netd_socket: PathBuf::from(crate::legacy::netd::DEFAULT_SOCKET),
             dns_refresh: Duration::from_secs(300),
+            dns_servers: Vec::new(),
             monitor_interval: Duration::from_secs(60),
             monitor_concurrency: 50,
             monitor_timeout: Duration::from_secs(3),
@@ -90,6 +95,7 @@ pub(super) struct RawLegacy {
     segment_mode: Option<Spanned<String>>,
     netd_socket: Option<Spanned<String>>,
     dns_refresh: Option<Spanned<String>>,
+    dns_servers: Option<Spanned<Vec<String>>>,
     monitor_interval: Option<Spanned<String>>,
     monitor_concurrency: Option<Spanned<i64>>,
     monitor_timeout_ms: Option<Spanned<i64>>,
@@ -178,6 +184,7 @@ pub(super) fn parse(
             (10, 86_400),
             "10s to 1d",
         )?,
+        dns_servers: dns_servers(&get!(dns_servers))?,
         monitor_interval: duration(
             &get!(monitor_interval),
             "legacy.monitor_interval",
@@ -217,6 +224,31 @@ pub(super) fn parse(
     })
 }
 
+/// `legacy.dns_servers`: each "IP:port" (IPv6 as "[ADDR]:port"), at most 8.
+fn dns_servers(l: &Located<'_, Vec<String>>) -> Result<Vec<SocketAddr>, ConfigError> {
+    if l.value.len() > 8 {
+        return Err(l.src.err_at(
+            l.span.clone(),
+            "legacy.dns_servers",
+            format!("{} servers; at most 8 are allowed", l.value.len()),
+        ));
+    }
+    l.value
+        .iter()
+        .map(|s| {
+            s.parse::<SocketAddr>().map_err(|_| {
+                l.src.err_at(
+                    l.span.clone(),
+                    "legacy.dns_servers",
+                    format!(
+                        "{s:?} is not IP:port (e.g. \"192.0.2.53:53\" or \"[2001:db8::53]:53\")"
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
 impl LegacyConfig {
     /// The monitor's thresholds (validated when the config was read).
     pub fn thresholds(&self) -> crate::legacy::monitor::Thresholds {
@@ -232,7 +264,7 @@ impl LegacyConfig {
 pub(super) fn to_toml(l: &LegacyConfig) -> String {
     format!(
         "[legacy]\neol_soon_days = {}\nunknown_is_eol = {}\nmax_acceptance_days = {}\n\
-         segment_mode = {:?}\nnetd_socket = {:?}\ndns_refresh = \"{}s\"\n\
+         segment_mode = {:?}\nnetd_socket = {:?}\ndns_refresh = \"{}s\"\ndns_servers = {:?}\n\
          monitor_interval = \"{}s\"\nmonitor_concurrency = {}\nmonitor_timeout_ms = {}\n\
          monitor_fail = {}\nmonitor_window = {}\nmonitor_recover = {}\n",
         l.eol_soon_days,
@@ -241,6 +273,10 @@ pub(super) fn to_toml(l: &LegacyConfig) -> String {
         l.segment_mode.as_str(),
         l.netd_socket.display().to_string(),
         l.dns_refresh.as_secs(),
+        l.dns_servers
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>(),
         l.monitor_interval.as_secs(),
         l.monitor_concurrency,
         l.monitor_timeout.as_millis(),

@@ -16,6 +16,7 @@ pub mod legacy;
 pub mod legacy_monitor;
 pub mod legacy_registry;
 pub mod legacy_segment;
+pub mod legacy_timeline;
 mod migrations;
 pub mod rollout;
 pub mod users;

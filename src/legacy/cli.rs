@@ -33,6 +33,8 @@ pub enum LegacyCmd {
     Accept(super::decide_cli::AcceptArgs),
     /// Remove a host's risk acceptance.
     RevokeAcceptance(super::decide_cli::RevokeArgs),
+    /// The legacy segment's fence: plan, apply, export, status.
+    Segment(super::segment_cli::SegmentArgs),
 }
 
 /// Runs one `legacy` command as `actor` (the CLI's audit actor), writing to `out`.
@@ -57,5 +59,6 @@ pub fn run(
         LegacyCmd::Exclude(a) => decide::exclude(db, now, a, actor, out),
         LegacyCmd::Accept(a) => decide::accept(db, config, now, a, actor, out),
         LegacyCmd::RevokeAcceptance(a) => decide::revoke(db, now, a, actor, out),
+        LegacyCmd::Segment(a) => super::segment_cli::run(db, config, now, a, actor, out),
     }
 }

@@ -17,6 +17,7 @@
 //! - [`flows`], [`nft`], [`netd`]: segmentation (issue [10]): the allow-list model, the
 //!   `table inet patchward` renderer (with diff and CSV export), and the client and
 //!   logic of the privileged `patchward-netd` helper.
+//! - [`watch`]: the monitor's daemon edge (issue [10]): targets, added ports, views.
 //!
 //! A legacy host is either an enrolled agent host whose OS the catalog places in a
 //! legacy state, or an agentless host registered by hand. Both are named the same way
@@ -29,9 +30,12 @@ pub mod cli;
 pub mod decide;
 pub mod decide_cli;
 pub mod decisions;
+pub mod dns;
 pub mod eol_import;
 pub mod flows;
+pub mod flows_store;
 pub mod hosts;
+pub mod keeper;
 pub mod mapping;
 pub mod monitor;
 pub mod netd;
@@ -43,7 +47,12 @@ pub mod offer;
 pub mod registry;
 pub mod registry_cli;
 pub mod registry_csv;
+pub mod segment;
+pub mod segment_cli;
 pub mod segment_input;
+pub mod watch;
+pub mod watch_blocked;
+pub mod watch_task;
 
 use rusqlite::Connection;
 use serde::Serialize;

@@ -403,6 +403,7 @@ pub fn remove(
         }
     };
     let row = q::agentless(tx, &name)?;
+    let flows = crate::db::legacy_segment::delete_flows_of(tx, &name)?;
     if !q::delete_agentless(tx, &name)? {
         return Err(LegacyError::Refused(format!(
             "{name:?} disappeared while it was removed; try again"
@@ -416,7 +417,7 @@ pub fn remove(
             action: "legacy.remove",
             subject: &name,
             details: serde_json::json!({
-                "reason": reason,
+                "reason": reason, "flows": flows,
                 "product": row.as_ref().map(|r| r.product.as_str()),
                 "cycle": row.as_ref().map(|r| r.cycle.as_str()),
             }),

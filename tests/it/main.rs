@@ -21,6 +21,7 @@ mod jobs;
 mod legacy_catalog;
 mod legacy_policy;
 mod legacy_registry;
+mod legacy_segment;
 mod lifecycle;
 mod monitor;
 mod monitor_netns;

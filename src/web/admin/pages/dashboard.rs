@@ -329,6 +329,8 @@ pub(super) struct DashboardPage {
     pub clock_warning: Option<String>,
     /// Legacy hosts by state and acceptance (one `legacy::hosts::list`, a second read).
     pub legacy: super::legacy::Counts,
+    /// [10]: hosts down, blocked flows in 24 h, the last events (three light queries).
+    pub lx: super::legacy_fence::DashExtra,
 }
 
 /// `GET /`
@@ -350,10 +352,15 @@ pub async fn page(State(st): State<AppState>, viewer: Viewer, headers: HeaderMap
     let cfg = super::legacy::dashboard_cfg(&st);
     let legacy = ctx
         .db
-        .read(move |c| super::legacy::dashboard_counts(c, now, &cfg))
+        .read(move |c| {
+            Ok::<_, crate::legacy::LegacyError>((
+                super::legacy::dashboard_counts(c, now, &cfg)?,
+                super::legacy_fence::dashboard_extra(c, now)?,
+            ))
+        })
         .await;
     match legacy {
-        Ok(legacy) => {
+        Ok((legacy, lx)) => {
             let flash = Flash::from_headers(&headers);
             show(
                 &DashboardPage {
@@ -363,6 +370,7 @@ pub async fn page(State(st): State<AppState>, viewer: Viewer, headers: HeaderMap
                     d,
                     clock_warning: crate::timesync::status().warning(),
                     legacy,
+                    lx,
                 },
                 &flash,
             )

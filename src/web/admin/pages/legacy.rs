@@ -13,7 +13,7 @@
 
 use askama::Template;
 use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use jiff::Timestamp;
@@ -155,6 +155,8 @@ pub(super) struct ListPage {
     pub flash: Option<Flash>,
     pub rows: Vec<Row>,
     pub counts: Counts,
+    /// [10]: fence, monitor and last event per row, and the banner.
+    pub x: super::legacy_fence::ListExtra,
 }
 
 fn cfg(st: &AppState) -> LegacyConfig {
@@ -172,8 +174,15 @@ pub async fn list(State(st): State<AppState>, viewer: Viewer, headers: HeaderMap
         Err(r) => return r,
     };
     let (now, cfg) = (ctx.now, cfg(&st));
-    match ctx.db.read(move |c| hosts::list(c, now, &cfg)).await {
-        Ok(hosts) => {
+    let c2 = cfg.clone();
+    let r = match ctx.db.read(move |c| hosts::list(c, now, &c2)).await {
+        Ok(h) => super::legacy_fence::load_list_extra(&ctx, &cfg, &h)
+            .await
+            .map(|x| (h, x)),
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok((hosts, x)) => {
             let today = active::day(now);
             let flash = Flash::from_headers(&headers);
             show(
@@ -183,6 +192,7 @@ pub async fn list(State(st): State<AppState>, viewer: Viewer, headers: HeaderMap
                     flash: flash.clone(),
                     rows: hosts.iter().map(|h| row(h, today)).collect(),
                     counts: counts(&hosts),
+                    x,
                 },
                 &flash,
             )
@@ -257,6 +267,8 @@ pub(super) struct HostTemplate {
     pub flash: Option<Flash>,
     pub h: HostPage,
     pub controls: &'static [(&'static str, &'static str)],
+    /// [10]: flows, watched ports, events.
+    pub x: super::legacy_host_fence::HostExtra,
 }
 
 impl HostTemplate {
@@ -281,14 +293,20 @@ pub async fn detail(
     viewer: Viewer,
     headers: HeaderMap,
     Path(name): Path<String>,
+    Query(q): Query<super::legacy_host_fence::EventsQuery>,
 ) -> Response {
     let ctx = match Ctx::new(&st) {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let (now, cfg) = (ctx.now, cfg(&st));
-    match ctx.db.read(move |c| load_host(c, now, &cfg, &name)).await {
-        Ok(h) => {
+    let (now, cfg, db) = (ctx.now, cfg(&st), ctx.db.clone());
+    let r = super::legacy_fence::blocking(move || {
+        let h = db.read_blocking(|c| load_host(c, now, &cfg, &name))?;
+        let x = super::legacy_host_fence::load(&db, &cfg, now, &h.v.host, &q)?;
+        Ok((h, x))
+    });
+    match r.await {
+        Ok((h, x)) => {
             let flash = Flash::from_headers(&headers);
             show(
                 &HostTemplate {
@@ -297,6 +315,7 @@ pub async fn detail(
                     flash: flash.clone(),
                     h,
                     controls: decide::CONTROLS,
+                    x,
                 },
                 &flash,
             )

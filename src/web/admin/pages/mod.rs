@@ -18,12 +18,16 @@ mod dashboard;
 mod hosts;
 mod jobs;
 mod legacy;
+mod legacy_fence;
+mod legacy_host_fence;
 mod mirror;
 mod patches;
 mod rollouts;
 mod windows;
 mod world;
 
+#[cfg(test)]
+mod legacy_fence_tests;
 #[cfg(test)]
 mod legacy_tests;
 #[cfg(test)]
@@ -74,6 +78,13 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/audit", get(audit::page))
         .route("/legacy", get(legacy::list))
+        .route("/legacy/segment", get(legacy_fence::page))
+        .route("/legacy/segment/apply", post(legacy_fence::apply))
+        .route("/legacy/segment/export/{file}", get(legacy_fence::export))
+        .route("/legacy/{name}/flows", post(legacy_host_fence::add_flow))
+        .route("/legacy/{name}/flows/remove", post(legacy_host_fence::remove_flow))
+        .route("/legacy/{name}/ports", post(legacy_host_fence::add_port))
+        .route("/legacy/{name}/ports/remove", post(legacy_host_fence::remove_port))
         .route("/legacy/{name}", get(legacy::detail))
         .route("/legacy/{name}/accept", post(legacy::accept))
         .route(
