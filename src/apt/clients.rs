@@ -199,33 +199,16 @@ pub struct AptClient {
 }
 
 /// Every recorded apt client, most recently seen first.
+///
+/// The host names come from the addresses the agents reported, read from
+/// `inventory_facts` (a small row per host), not from the inventories themselves:
+/// parsing 10,000 inventories cost the Hosts page ~240 ms per view (BENCHMARKS.md).
 pub fn list(conn: &Connection) -> Result<Vec<AptClient>, DbError> {
-    let mut by_address: HashMap<String, String> = HashMap::new();
-    let mut st = conn.prepare(
-        "SELECT h.hostname, i.inventory FROM hosts h JOIN host_inventory i ON i.host_id = h.id
-         WHERE h.revoked_at IS NULL",
-    )?;
-    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    for row in rows {
-        let (name, inv) = row?;
-        #[derive(serde::Deserialize)]
-        struct Addresses {
-            #[serde(default)]
-            addresses: Vec<String>,
-        }
-        if let Ok(a) = serde_json::from_str::<Addresses>(&inv) {
-            for addr in a.addresses {
-                // Inventory addresses may carry a prefix length (`10.0.0.5/24`).
-                let ip = addr.split('/').next().unwrap_or(&addr).to_owned();
-                by_address.entry(ip).or_insert_with(|| name.clone());
-            }
-        }
-    }
     let mut st = conn.prepare(
         "SELECT ring, address, user_agent, first_seen, last_seen, requests FROM apt_clients
          ORDER BY last_seen DESC, ring, address, user_agent",
     )?;
-    let out = st
+    let mut out = st
         .query_map([], |r| {
             Ok(AptClient {
                 ring: r.get(0)?,
@@ -238,13 +221,30 @@ pub fn list(conn: &Connection) -> Result<Vec<AptClient>, DbError> {
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(out
-        .into_iter()
-        .map(|mut c| {
-            c.host = by_address.get(&c.address).cloned();
-            c
-        })
-        .collect())
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let mut by_address: HashMap<String, String> = HashMap::new();
+    let mut st = conn.prepare(
+        "SELECT h.hostname, f.addresses FROM hosts h JOIN inventory_facts f ON f.host_id = h.id
+         WHERE h.revoked_at IS NULL ORDER BY h.hostname, h.id",
+    )?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (name, addresses) = row?;
+        let Ok(addresses) = serde_json::from_str::<Vec<String>>(&addresses) else {
+            continue;
+        };
+        for addr in addresses {
+            // Inventory addresses may carry a prefix length (`10.0.0.5/24`).
+            let ip = addr.split('/').next().unwrap_or(&addr).to_owned();
+            by_address.entry(ip).or_insert_with(|| name.clone());
+        }
+    }
+    for c in &mut out {
+        c.host = by_address.get(&c.address).cloned();
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

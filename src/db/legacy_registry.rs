@@ -1,7 +1,7 @@
 //! Queries of the legacy host registry: agentless hosts (`legacy_hosts`) and the facts
 //! of enrolled agent hosts the legacy views need, read without parsing whole
 //! inventories (a package list can hold 20,000 entries; the views need only the
-//! os-release and the addresses).
+//! os-release and the addresses, kept in `inventory_facts`).
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -105,12 +105,12 @@ pub struct AgentFacts {
     pub addresses: String,
 }
 
+/// The facts come from `inventory_facts` (migration 15), which triggers keep equal to
+/// the latest inventory's: reading them never touches the inventory JSON.
 const AGENT_SELECT: &str = "SELECT h.id, h.hostname, h.ring, h.last_seen,
-        coalesce(json_extract(i.inventory, '$.os.id'), ''),
-        coalesce(json_extract(i.inventory, '$.os.version_id'), ''),
-        coalesce(json_extract(i.inventory, '$.os.id_like'), ''),
-        coalesce(json_extract(i.inventory, '$.addresses'), '[]')
-     FROM hosts h LEFT JOIN host_inventory i ON i.host_id = h.id
+        coalesce(f.os_id, ''), coalesce(f.os_version_id, ''), coalesce(f.os_id_like, ''),
+        coalesce(f.addresses, '[]')
+     FROM hosts h LEFT JOIN inventory_facts f ON f.host_id = h.id
      WHERE h.revoked_at IS NULL";
 
 fn agent_facts(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentFacts> {

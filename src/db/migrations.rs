@@ -557,11 +557,64 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         CREATE INDEX legacy_events_by_at ON legacy_events(at);
         "#,
         ),
+        M::up(
+            r#"
+        -- The few facts of a host's latest inventory that whole-fleet views need
+        -- (os-release for the legacy lifecycle, the addresses for the legacy views and
+        -- the apt clients list), so those views read a small row per host instead of
+        -- parsing every inventory (~20 KB of JSON each). Written by triggers with the
+        -- inventory itself, so no writer can leave them behind; backfilled below. (An
+        -- upsert, not INSERT OR REPLACE: the outer statement's conflict policy, ABORT
+        -- for the check-in's own upsert, would override the trigger's OR REPLACE.)
+        CREATE TABLE inventory_facts (
+            host_id        TEXT PRIMARY KEY REFERENCES hosts(id),
+            os_id          TEXT NOT NULL,
+            os_version_id  TEXT NOT NULL,
+            os_id_like     TEXT NOT NULL,
+            addresses      TEXT NOT NULL
+        ) STRICT;
+        CREATE TRIGGER inventory_facts_insert AFTER INSERT ON host_inventory
+        BEGIN
+            INSERT INTO inventory_facts (host_id, os_id, os_version_id, os_id_like, addresses)
+            VALUES (NEW.host_id,
+                coalesce(json_extract(NEW.inventory, '$.os.id'), ''),
+                coalesce(json_extract(NEW.inventory, '$.os.version_id'), ''),
+                coalesce(json_extract(NEW.inventory, '$.os.id_like'), ''),
+                coalesce(json_extract(NEW.inventory, '$.addresses'), '[]'))
+            ON CONFLICT(host_id) DO UPDATE SET os_id = excluded.os_id,
+                os_version_id = excluded.os_version_id, os_id_like = excluded.os_id_like,
+                addresses = excluded.addresses;
+        END;
+        CREATE TRIGGER inventory_facts_update AFTER UPDATE OF inventory ON host_inventory
+        BEGIN
+            INSERT INTO inventory_facts (host_id, os_id, os_version_id, os_id_like, addresses)
+            VALUES (NEW.host_id,
+                coalesce(json_extract(NEW.inventory, '$.os.id'), ''),
+                coalesce(json_extract(NEW.inventory, '$.os.version_id'), ''),
+                coalesce(json_extract(NEW.inventory, '$.os.id_like'), ''),
+                coalesce(json_extract(NEW.inventory, '$.addresses'), '[]'))
+            ON CONFLICT(host_id) DO UPDATE SET os_id = excluded.os_id,
+                os_version_id = excluded.os_version_id, os_id_like = excluded.os_id_like,
+                addresses = excluded.addresses;
+        END;
+        CREATE TRIGGER inventory_facts_delete AFTER DELETE ON host_inventory
+        BEGIN
+            DELETE FROM inventory_facts WHERE host_id = OLD.host_id;
+        END;
+        INSERT INTO inventory_facts (host_id, os_id, os_version_id, os_id_like, addresses)
+        SELECT host_id,
+            coalesce(json_extract(inventory, '$.os.id'), ''),
+            coalesce(json_extract(inventory, '$.os.version_id'), ''),
+            coalesce(json_extract(inventory, '$.os.id_like'), ''),
+            coalesce(json_extract(inventory, '$.addresses'), '[]')
+        FROM host_inventory;
+        "#,
+        ),
     ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 14;
+pub const LATEST: usize = 15;
 
 /// Migration 6's hook: fills `job_artifacts` from the tickets of jobs created before it,
 /// in the migration's transaction. SQLite cannot decode the envelope's base64 payload,
@@ -723,6 +776,113 @@ mod tests {
         assert!(!may("h-3", &y));
     }
 
+    fn facts(c: &rusqlite::Connection) -> Vec<(String, String, String, String, String)> {
+        let mut st = c
+            .prepare(
+                "SELECT host_id, os_id, os_version_id, os_id_like, addresses
+                 FROM inventory_facts ORDER BY host_id",
+            )
+            .unwrap();
+        st.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    fn fact(
+        id: &str,
+        os: &str,
+        v: &str,
+        like: &str,
+        addr: &str,
+    ) -> (String, String, String, String, String) {
+        (id.into(), os.into(), v.into(), like.into(), addr.into())
+    }
+
+    #[test]
+    fn v15_backfills_inventory_facts_and_triggers_keep_them_with_the_inventory() {
+        let mut c = rusqlite::Connection::open_in_memory().unwrap();
+        super::MIGRATIONS.to_version(&mut c, 14).unwrap();
+        for h in ["h-1", "h-2", "h-3"] {
+            c.execute(
+                "INSERT INTO hosts (id, hostname, public_key, labels, enrolled_at)
+                 VALUES (?1, ?1, ?1, '{}', 't')",
+                [h],
+            )
+            .unwrap();
+        }
+        let inv = |os: &str, v: &str, like: &str, addr: &str| {
+            serde_json::json!({"os": {"id": os, "version_id": v, "id_like": like},
+                "addresses": [addr], "packages": [{"name": "x", "version": "1", "arch": "all"}]})
+            .to_string()
+        };
+        let put = |c: &rusqlite::Connection, h: &str, json: &str| {
+            c.execute(
+                "INSERT INTO host_inventory (host_id, reported_at, inventory, packages_digest)
+                 VALUES (?1, 't', ?2, '')
+                 ON CONFLICT(host_id) DO UPDATE SET reported_at = 't2', inventory = ?2",
+                rusqlite::params![h, json],
+            )
+            .unwrap();
+        };
+        put(&c, "h-1", &inv("debian", "10", "", "10.0.0.1/24"));
+        // An old inventory without os-release or addresses: empty facts, not a failure.
+        put(&c, "h-2", r#"{"kernel":"4.19"}"#);
+        super::MIGRATIONS.to_latest(&mut c).unwrap();
+        assert_eq!(
+            facts(&c),
+            [
+                fact("h-1", "debian", "10", "", r#"["10.0.0.1/24"]"#),
+                fact("h-2", "", "", "", "[]"),
+            ],
+            "the migration backfills from the stored inventories; h-3 has none"
+        );
+        // A new inventory (update and first insert) carries its facts with it.
+        put(&c, "h-1", &inv("debian", "12", "", "192.0.2.7/24"));
+        put(
+            &c,
+            "h-3",
+            &inv("rocky", "9.4", "rhel centos fedora", "198.51.100.3/24"),
+        );
+        assert_eq!(
+            facts(&c),
+            [
+                fact("h-1", "debian", "12", "", r#"["192.0.2.7/24"]"#),
+                fact("h-2", "", "", "", "[]"),
+                fact(
+                    "h-3",
+                    "rocky",
+                    "9.4",
+                    "rhel centos fedora",
+                    r#"["198.51.100.3/24"]"#
+                ),
+            ]
+        );
+        // Touching other columns leaves the facts; removing the inventory removes them.
+        c.execute(
+            "UPDATE host_inventory SET reported_at = 't3' WHERE host_id = 'h-1'",
+            [],
+        )
+        .unwrap();
+        c.execute("DELETE FROM host_inventory WHERE host_id = 'h-2'", [])
+            .unwrap();
+        assert_eq!(
+            facts(&c),
+            [
+                fact("h-1", "debian", "12", "", r#"["192.0.2.7/24"]"#),
+                fact(
+                    "h-3",
+                    "rocky",
+                    "9.4",
+                    "rhel centos fedora",
+                    r#"["198.51.100.3/24"]"#
+                ),
+            ]
+        );
+    }
+
     #[test]
     fn migrations_are_valid_and_latest_matches() {
         super::MIGRATIONS.validate().unwrap();
@@ -731,10 +891,10 @@ mod tests {
         assert_eq!(super::schema_version(&c).unwrap(), super::LATEST);
         assert_eq!(
             super::LATEST,
-            14,
+            15,
             "8: planner inputs; 9: accounts of the admin page; 10: window entries; \
              11: agent clocks and replay floors; 12: apt clients; 13: legacy hosts; \
-             14: legacy segment and monitor"
+             14: legacy segment and monitor; 15: inventory facts"
         );
         let idx: i64 = c
             .query_row(

@@ -6,9 +6,9 @@
 //!
 //! Every call evaluates at the `now` it is given (the appliance's clock, read by the
 //! caller) under the catalog in force at that moment ([`super::active::load`]).
-//! Reading is cheap: agent hosts' os-release and addresses are taken from the stored
-//! inventory without parsing package lists, and includes and acceptances are read once
-//! per call.
+//! Reading is cheap: agent hosts' os-release and addresses are taken from
+//! `inventory_facts` (kept with each inventory by triggers, migration 15) without
+//! touching the inventory JSON, and includes and acceptances are read once per call.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -94,9 +94,10 @@ pub fn list(
         bases.push(agentless_base(&catalog, day, cfg, row)?);
     }
     for facts in q::active_agents(conn)? {
-        let base = agent_base(&catalog, day, cfg, facts)?;
-        if base.lifecycle.state.is_legacy() {
-            bases.push(base);
+        // Most hosts are not legacy: only the legacy ones get a view built.
+        let lifecycle = agent_lifecycle(&catalog, day, cfg, &facts);
+        if lifecycle.state.is_legacy() {
+            bases.push(agent_base(facts, lifecycle)?);
         }
     }
     let mut out: Vec<LegacyHostView> = bases
@@ -140,7 +141,8 @@ pub fn show(
         }
         HostRef::Agent { id, .. } => {
             let facts = q::active_agent(conn, id)?.ok_or_else(|| gone(id))?;
-            agent_base(&catalog, day, cfg, facts)?
+            let lifecycle = agent_lifecycle(&catalog, day, cfg, &facts);
+            agent_base(facts, lifecycle)?
         }
     };
     let key = host.key();
@@ -211,18 +213,16 @@ fn agentless_base(
     })
 }
 
-fn agent_base(
-    catalog: &Catalog,
-    day: Date,
-    cfg: &LegacyConfig,
-    f: AgentFacts,
-) -> Result<LegacyHostView, LegacyError> {
+fn agent_lifecycle(catalog: &Catalog, day: Date, cfg: &LegacyConfig, f: &AgentFacts) -> Lifecycle {
     let os = OsRelease {
-        id: f.os_id,
-        version_id: f.os_version_id,
-        id_like: f.os_id_like,
+        id: f.os_id.clone(),
+        version_id: f.os_version_id.clone(),
+        id_like: f.os_id_like.clone(),
     };
-    let lifecycle = active::of_os(catalog, &os, day, cfg);
+    active::of_os(catalog, &os, day, cfg)
+}
+
+fn agent_base(f: AgentFacts, lifecycle: Lifecycle) -> Result<LegacyHostView, LegacyError> {
     Ok(LegacyHostView {
         addresses: addresses(&f.id, &f.addresses)?,
         name: f.hostname.clone(),

@@ -256,3 +256,34 @@ fn the_view_serializes_for_json_output() {
     let c = serde_json::to_value(counts(&[v])).unwrap();
     assert_eq!(c["by_state"]["eol"], 1);
 }
+
+#[test]
+fn the_view_follows_each_new_inventory_reported_at_check_in() {
+    let (_d, db) = db();
+    let cfg = LegacyConfig::default();
+    let id = enroll(&db, "web1", "debian", "13");
+    let view = |db: &Db| db.read_blocking(|c| show(c, &id, now(), &cfg)).unwrap();
+    let v = view(&db);
+    assert_eq!(
+        (v.cycle.as_str(), v.lifecycle.state, v.addresses.clone()),
+        ("13", State::Supported, vec!["10.0.0.5/24".to_string()])
+    );
+    assert!(
+        db.read_blocking(|c| list(c, now(), &cfg))
+            .unwrap()
+            .is_empty()
+    );
+    // The host is reinstalled with an old release and moves; its next check-in says so.
+    let mut inv = crate::fleet::inventory::sample("web1");
+    inv.os.version_id = "10".into();
+    inv.addresses = vec!["192.0.2.44/24".into()];
+    db.write_blocking(|tx| crate::fleet::hosts::checkin(tx, now(), &id, inv))
+        .unwrap();
+    let v = view(&db);
+    assert_eq!(
+        (v.cycle.as_str(), v.lifecycle.state, v.addresses.clone()),
+        ("10", State::Eol, vec!["192.0.2.44/24".to_string()])
+    );
+    let listed = db.read_blocking(|c| list(c, now(), &cfg)).unwrap();
+    assert_eq!(listed, vec![v]);
+}

@@ -193,7 +193,8 @@ impl World {
 
     /// Sets every loaded host's legacy end-of-life flag as of `now` under `cfg`
     /// (`legacy::offer`): the hosts' os-release is re-read, since the facts keep only
-    /// ID and VERSION_ID.
+    /// ID and VERSION_ID. It comes from `inventory_facts` (kept with each inventory by
+    /// triggers), not from parsing every inventory a second time.
     pub fn fence_legacy(
         &mut self,
         conn: &Connection,
@@ -201,12 +202,16 @@ impl World {
         cfg: &crate::config::LegacyConfig,
     ) -> Result<(), RolloutError> {
         let fence = crate::legacy::offer::Fence::load(conn, now, cfg)?;
-        for (h, inv) in q::hosts_with_inventory(conn)? {
-            let (Some(host), Some(inv)) = (self.hosts.get_mut(&h.id), inv) else {
+        for f in crate::db::legacy_registry::active_agents(conn)? {
+            let Some(host) = self.hosts.get_mut(&f.id) else {
                 continue;
             };
-            let inv: Inventory = stored(&format!("inventory of host {}", h.id), &inv)?;
-            host.facts.eol = fence.of(&h.id, &h.hostname, &inv.os);
+            let os = crate::fleet::inventory::OsRelease {
+                id: f.os_id,
+                version_id: f.os_version_id,
+                id_like: f.os_id_like,
+            };
+            host.facts.eol = fence.of(&f.id, &f.hostname, &os);
         }
         Ok(())
     }
