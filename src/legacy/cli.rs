@@ -35,6 +35,14 @@ pub enum LegacyCmd {
     RevokeAcceptance(super::decide_cli::RevokeArgs),
     /// The legacy segment's fence: plan, apply, export, status.
     Segment(super::segment_cli::SegmentArgs),
+    /// A legacy host's allowed flows (the fence's allow-list): add, remove, list.
+    Flow(super::flows_cli::FlowArgs),
+    /// Named peer sets used by flows as @NAME: add, remove, list.
+    Set(super::flows_cli::SetArgs),
+    /// The legacy host monitor: watched ports (add-port, remove-port) and status.
+    Monitor(super::watch_cli::MonitorArgs),
+    /// A legacy host's events (monitor, blocked flows, fence), newest first.
+    Events(super::watch_cli::EventsArgs),
 }
 
 /// Runs one `legacy` command as `actor` (the CLI's audit actor), writing to `out`.
@@ -60,5 +68,9 @@ pub fn run(
         LegacyCmd::Accept(a) => decide::accept(db, config, now, a, actor, out),
         LegacyCmd::RevokeAcceptance(a) => decide::revoke(db, now, a, actor, out),
         LegacyCmd::Segment(a) => super::segment_cli::run(db, config, now, a, actor, out),
+        LegacyCmd::Flow(a) => super::flows_cli::flow(db, config, now, a, actor, out),
+        LegacyCmd::Set(a) => super::flows_cli::set(db, now, a, actor, out),
+        LegacyCmd::Monitor(a) => super::watch_cli::run(db, config, now, a, actor, out),
+        LegacyCmd::Events(a) => super::watch_cli::events(db, a, out),
     }
 }

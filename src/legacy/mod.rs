@@ -33,6 +33,7 @@ pub mod decisions;
 pub mod dns;
 pub mod eol_import;
 pub mod flows;
+pub mod flows_cli;
 pub mod flows_store;
 pub mod hosts;
 pub mod keeper;
@@ -52,6 +53,7 @@ pub mod segment_cli;
 pub mod segment_input;
 pub mod watch;
 pub mod watch_blocked;
+pub mod watch_cli;
 pub mod watch_task;
 
 use rusqlite::Connection;
