@@ -327,12 +327,42 @@ fn spawn_segment_keeper(
         let mut tick = tokio::time::interval(cfg.dns_refresh);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut keeper = crate::legacy::keeper::Keeper::default();
+        let resolver = match crate::legacy::dns::Resolver::from_config(&cfg) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "no DNS resolver: DNS-name peers keep their stored answers until they expire");
+                None
+            }
+        };
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
             let now = clock.now();
+            // The applied input's DNS names first, so the fence below renders fresh answers.
+            if let Some(resolver) = &resolver {
+                let names = db.read(crate::legacy::keeper::applied_dns_names).await;
+                match names {
+                    Ok(names) if names.is_empty() => {}
+                    Ok(names) => {
+                        let r = crate::legacy::dns::refresh_due(
+                            &db,
+                            resolver,
+                            &names,
+                            now,
+                            cfg.dns_refresh,
+                        )
+                        .await;
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "cannot refresh the DNS-name peers");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the segment keeper cannot read the database")
+                    }
+                }
+            }
             let (d, c) = (db.clone(), cfg.clone());
             let done = tokio::task::spawn_blocking(move || {
                 let r = keeper.tick(&d, &c, now);

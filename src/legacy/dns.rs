@@ -86,12 +86,12 @@ impl Resolver {
         if cfg.dns_servers.is_empty() {
             Self::system(LOOKUP_TIMEOUT)
         } else {
-            Ok(Self::with_servers(&cfg.dns_servers, LOOKUP_TIMEOUT))
+            Self::with_servers(&cfg.dns_servers, LOOKUP_TIMEOUT)
         }
     }
 
     /// Asks `servers` (UDP, then TCP on truncation), each lookup within `timeout`.
-    pub fn with_servers(servers: &[SocketAddr], timeout: Duration) -> Self {
+    pub fn with_servers(servers: &[SocketAddr], timeout: Duration) -> Result<Self, LegacyError> {
         let ns = servers
             .iter()
             .map(|s| {
@@ -253,11 +253,16 @@ pub async fn refresh_due(
     every: Duration,
 ) -> Result<DnsRefresh, LegacyError> {
     let now_s = now.to_string();
-    let live = {
-        let now_s = now_s.clone();
-        db.read(move |c| q::dns_live(c, &now_s).map_err(LegacyError::from))
-            .await?
-    };
+    // Every stored row, expired ones too (until pruned below): an answer that expired
+    // makes its name due, and its pruning is a change the fence must follow.
+    let stored = db
+        .read(move |c| q::dns_live(c, "").map_err(LegacyError::from))
+        .await?;
+    let live: Vec<DnsRow> = stored
+        .iter()
+        .filter(|r| r.expires_at > now_s)
+        .cloned()
+        .collect();
     let mut by_name: BTreeMap<String, Vec<DnsRow>> = BTreeMap::new();
     for r in &live {
         by_name.entry(r.name.clone()).or_default().push(r.clone());
@@ -271,7 +276,12 @@ pub async fn refresh_due(
         .iter()
         .filter(|n| match by_name.get(*n) {
             None => true,
-            Some(rows) => rows.iter().any(|r| r.expires_at <= horizon),
+            Some(rows) => {
+                rows.iter().any(|r| r.expires_at <= horizon)
+                    || stored
+                        .iter()
+                        .any(|r| &r.name == *n && r.expires_at <= now_s)
+            }
         })
         .cloned()
         .collect();
@@ -316,7 +326,7 @@ pub async fn refresh_due(
         }
     }
 
-    let before: BTreeSet<(String, String, String)> = live
+    let before: BTreeSet<(String, String, String)> = stored
         .iter()
         .map(|r| (r.name.clone(), r.address.clone(), r.expires_at.clone()))
         .collect();
@@ -376,3 +386,7 @@ fn dns_users(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+#[path = "dns_tests.rs"]
+pub(crate) mod tests;

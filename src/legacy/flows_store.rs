@@ -507,3 +507,7 @@ fn record(
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "flows_store_tests.rs"]
+mod tests;

@@ -98,6 +98,14 @@ pub fn without_timeouts(text: &str) -> String {
     out
 }
 
+/// The DNS names of the applied input (the ones the keeper must keep resolved).
+pub fn applied_dns_names(conn: &rusqlite::Connection) -> Result<Vec<String>, LegacyError> {
+    Ok(match q::applied(conn)? {
+        Some(row) => applied_input(&row)?.dns_names(),
+        None => Vec::new(),
+    })
+}
+
 impl Keeper {
     /// One pass. Errors of the database are returned; the helper's are a
     /// [`Tick::Failed`] (recorded as events once per streak).

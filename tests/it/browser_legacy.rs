@@ -68,8 +68,8 @@ fn the_legacy_pages_in_headless_chromium() {
         assert_eq!(b.text_of("tbody tr .lc-bad").await, "eol");
         assert_eq!(b.text_of("tbody tr .acc-missing").await, "missing");
         assert!(
-            b.text_of("tbody tr").await.contains("not segmented yet"),
-            "segmentation is not claimed"
+            b.text_of("tbody tr").await.contains("not fenced"),
+            "a host without flows is not fenced"
         );
         b.shot("legacy-01-list").await;
 

@@ -207,7 +207,7 @@ pub(super) async fn load_list_extra(
     let (db, now, cfg) = (ctx.db.clone(), ctx.now, cfg.clone());
     let (s, views, last) = blocking(move || {
         let s = segment::status(&db, &cfg, now)?;
-        let (views, last) = db.read_blocking(|c| {
+        let (views, last): (_, Vec<NamedEvent>) = db.read_blocking(|c| {
             Ok::<_, LegacyError>((watch::views(c, now, &cfg)?, tl::last_per_host(c)?))
         })?;
         Ok((s, views, last))
@@ -248,9 +248,13 @@ pub(super) fn state_badge(s: &FenceState) -> Badge {
 /// Why `viewer` cannot apply in `mode`, if they cannot.
 pub(super) fn apply_blocked(viewer: &Viewer, mode: SegmentMode) -> Option<&'static str> {
     if !viewer.is_admin() {
-        Some("Only an admin can apply the fence: your account can read everything but change nothing.")
+        Some(
+            "Only an admin can apply the fence: your account can read everything but change nothing.",
+        )
     } else if mode == SegmentMode::Export {
-        Some("segment_mode is export: the site's firewall fences; download the ruleset and the flows below and load them there (set legacy.segment_mode = \"enforce\" to apply here).")
+        Some(
+            "segment_mode is export: the site's firewall fences; download the ruleset and the flows below and load them there (set legacy.segment_mode = \"enforce\" to apply here).",
+        )
     } else {
         None
     }
@@ -263,8 +267,13 @@ pub async fn page(State(st): State<AppState>, viewer: Viewer, headers: HeaderMap
         Err(r) => return r,
     };
     let (db, now, cfg) = (ctx.db.clone(), ctx.now, cfg(&st));
-    let r = blocking(move || Ok((segment::status(&db, &cfg, now)?, segment::plan(&db, &cfg, now)?)))
-        .await;
+    let r = blocking(move || {
+        Ok((
+            segment::status(&db, &cfg, now)?,
+            segment::plan(&db, &cfg, now)?,
+        ))
+    })
+    .await;
     match r {
         Ok((s, plan)) => {
             let flash = Flash::from_headers(&headers);
@@ -330,7 +339,11 @@ pub async fn apply(
             true,
             &format!("The fence is applied (sha256 {}).", &o.sha256),
         ),
-        Ok(_) => done(back, true, "Nothing changed: the kernel already holds this fence."),
+        Ok(_) => done(
+            back,
+            true,
+            "Nothing changed: the kernel already holds this fence.",
+        ),
         Err(e) => match refusal_status(&e) {
             Some(status) => error_page(
                 viewer,

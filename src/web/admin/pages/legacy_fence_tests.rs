@@ -50,7 +50,9 @@ fn state(s: &Site) -> String {
 }
 
 fn section<'a>(page: &'a str, id: &str) -> &'a str {
-    let s = &page[page.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("{id}: {page}"))..];
+    let s = &page[page
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("{id}: {page}"))..];
     &s[..s.find("</section>").unwrap_or(s.len())]
 }
 
@@ -62,29 +64,53 @@ async fn a_flow_added_in_the_editor_is_listed_planned_and_in_the_timeline() {
     add_printer(&s);
     let admin = app(&s, Role::Admin);
     let (_, page) = get(&admin, "/legacy/printer-3f").await;
-    assert!(page.contains("id=\"no-flows\"") && page.contains("id=\"no-events\""), "{page}");
-    assert!(page.contains("DIRECTION PROTO PEER"), "the syntax is shown: {page}");
+    assert!(
+        page.contains("id=\"no-flows\"") && page.contains("id=\"no-events\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("DIRECTION PROTO PEER"),
+        "the syntax is shown: {page}"
+    );
     let (st, body, h) = post(&admin, "/legacy/printer-3f/flows", FLOW).await;
     assert_eq!(st, StatusCode::SEE_OTHER, "{body}");
     assert_eq!(h[header::LOCATION], "/legacy/printer-3f");
     let (_, page) = get(&admin, "/legacy/printer-3f").await;
     let flows = section(&page, "h-flows");
-    assert!(flows.contains("192.0.2.0/24") && flows.contains(">22<"), "{flows}");
-    assert!(flows.contains("admins &#60;b&#62;bold&#60;/b&#62;"), "escaped: {flows}");
+    assert!(
+        flows.contains("192.0.2.0/24") && flows.contains(">22<"),
+        "{flows}"
+    );
+    assert!(
+        flows.contains("admins &#60;b&#62;bold&#60;/b&#62;"),
+        "escaped: {flows}"
+    );
     assert!(!flows.contains("<b>bold"), "{flows}");
     assert!(flows.contains("export only"), "{flows}");
-    assert!(flows.contains("action=\"/legacy/printer-3f/flows/remove\""), "{flows}");
+    assert!(
+        flows.contains("action=\"/legacy/printer-3f/flows/remove\""),
+        "{flows}"
+    );
     let events = section(&page, "h-events");
-    assert!(events.contains("flow_added") && events.contains("web:admin-user"), "{events}");
+    assert!(
+        events.contains("flow_added") && events.contains("web:admin-user"),
+        "{events}"
+    );
     // Port 22 of an `in tcp` flow is watched; the monitor has not probed it yet.
     let mon = section(&page, "h-monitor");
-    assert!(mon.contains("PENDING") && mon.contains("from a flow"), "{mon}");
+    assert!(
+        mon.contains("PENDING") && mon.contains("from a flow"),
+        "{mon}"
+    );
 
     // The list: export only, pending, and the last event.
     let (_, list) = get(&admin, "/legacy").await;
     let row = &list[list.find("href=\"/legacy/printer-3f\"").unwrap()..];
     let row = &row[..row.find("</tr>").unwrap()];
-    assert!(row.contains(">export only<") && row.contains(">PENDING<"), "{row}");
+    assert!(
+        row.contains(">export only<") && row.contains(">PENDING<"),
+        "{row}"
+    );
     assert!(row.contains("flow_added"), "{row}");
     assert!(list.contains("(mode export)"), "{list}");
 
@@ -108,7 +134,10 @@ async fn a_flow_added_in_the_editor_is_listed_planned_and_in_the_timeline() {
     let (_, page) = get(&admin, "/legacy/printer-3f").await;
     assert!(page.contains("id=\"no-flows\""), "{page}");
     let events = section(&page, "h-events");
-    let (removed, added) = (events.find("flow_removed").unwrap(), events.find("flow_added").unwrap());
+    let (removed, added) = (
+        events.find("flow_removed").unwrap(),
+        events.find("flow_added").unwrap(),
+    );
     assert!(removed < added, "newest first: {events}");
 }
 
@@ -121,16 +150,36 @@ async fn every_refusal_says_why_and_changes_nothing() {
     assert_eq!(st, StatusCode::SEE_OTHER);
     let before = state(&s);
     for (path, form, status, want) in [
-        ("/legacy/printer-3f/flows", "flow=sideways+tcp+192.0.2.1+port+22", 400, "invalid flow"),
+        (
+            "/legacy/printer-3f/flows",
+            "flow=sideways+tcp+192.0.2.1+port+22",
+            400,
+            "invalid flow",
+        ),
         ("/legacy/printer-3f/flows", "flow=", 400, "invalid flow"),
-        ("/legacy/printer-3f/flows", "flow=in+tcp+192.0.2.0%2F24+port+22+%22other%22", 409, "already has this flow"),
+        (
+            "/legacy/printer-3f/flows",
+            "flow=in+tcp+192.0.2.0%2F24+port+22+%22other%22",
+            409,
+            "already has this flow",
+        ),
         ("/legacy/nope/flows", FLOW, 404, "no host"),
-        ("/legacy/printer-3f/flows/remove", "flow=out+udp+192.0.2.9+port+53", 0, "no flow"),
+        (
+            "/legacy/printer-3f/flows/remove",
+            "flow=out+udp+192.0.2.9+port+53",
+            0,
+            "no flow",
+        ),
         ("/legacy/printer-3f/ports", "port=http", 400, "not a port"),
         ("/legacy/printer-3f/ports", "port=0", 400, "not a port"),
         ("/legacy/printer-3f/ports/remove", "port=8080", 0, "8080"),
         ("/legacy/segment/apply", "reason=", 400, "invalid reason"),
-        ("/legacy/segment/apply", "reason=go", 409, "segment_mode is export"),
+        (
+            "/legacy/segment/apply",
+            "reason=go",
+            409,
+            "segment_mode is export",
+        ),
     ] {
         let (st, body, _) = post(&admin, path, form).await;
         if status == 0 {
@@ -147,7 +196,10 @@ async fn every_refusal_says_why_and_changes_nothing() {
     for (path, form) in [
         ("/legacy/segment/apply", "reason=go"),
         ("/legacy/printer-3f/flows", FLOW),
-        ("/legacy/printer-3f/flows/remove", "flow=in+tcp+192.0.2.0%2F24+port+22"),
+        (
+            "/legacy/printer-3f/flows/remove",
+            "flow=in+tcp+192.0.2.0%2F24+port+22",
+        ),
         ("/legacy/printer-3f/ports", "port=8080"),
         ("/legacy/printer-3f/ports/remove", "port=8080"),
     ] {
@@ -157,9 +209,15 @@ async fn every_refusal_says_why_and_changes_nothing() {
     assert_eq!(state(&s), before);
     let (_, fence) = get(&auditor, "/legacy/segment").await;
     assert!(fence.contains("Only an admin can apply"), "{fence}");
-    assert!(fence.contains("<button type=\"submit\" disabled>Apply</button>"), "{fence}");
+    assert!(
+        fence.contains("<button type=\"submit\" disabled>Apply</button>"),
+        "{fence}"
+    );
     let (_, page) = get(&auditor, "/legacy/printer-3f").await;
-    assert!(!page.contains("id=\"add-flow\"") && !page.contains("/flows/remove"), "{page}");
+    assert!(
+        !page.contains("id=\"add-flow\"") && !page.contains("/flows/remove"),
+        "{page}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +229,10 @@ async fn a_watched_port_is_added_and_removed_and_exports_download() {
     assert_eq!(st, StatusCode::SEE_OTHER, "{body}");
     let (_, page) = get(&admin, "/legacy/printer-3f").await;
     let ports = section(&page, "h-monitor");
-    assert!(ports.contains(">8080<") && ports.contains("(added)"), "{ports}");
+    assert!(
+        ports.contains(">8080<") && ports.contains("(added)"),
+        "{ports}"
+    );
     let (st, _, _) = post(&admin, "/legacy/printer-3f/ports/remove", "port=8080").await;
     assert_eq!(st, StatusCode::SEE_OTHER);
     let (_, page) = get(&admin, "/legacy/printer-3f").await;
@@ -183,15 +244,32 @@ async fn a_watched_port_is_added_and_removed_and_exports_download() {
     let req = |p: &str| Request::get(p).body(Body::empty()).unwrap();
     let (st, csv, h) = call(&auditor, req("/legacy/segment/export/flows.csv")).await;
     assert_eq!(st, StatusCode::OK, "{csv}");
-    assert!(h[header::CONTENT_DISPOSITION].to_str().unwrap().contains("flows.csv"));
-    assert!(csv.starts_with("host,direction,peer,proto,ports,comment"), "{csv}");
-    assert!(csv.contains("192.0.2.0/24") && csv.contains("<b>bold</b>"), "raw CSV: {csv}");
+    assert!(
+        h[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .contains("flows.csv")
+    );
+    assert!(
+        csv.starts_with("host,direction,peer,proto,ports,comment"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("192.0.2.0/24") && csv.contains("<b>bold</b>"),
+        "raw CSV: {csv}"
+    );
     let (st, nft, _) = call(&auditor, req("/legacy/segment/export/patchward.nft")).await;
     assert_eq!(st, StatusCode::OK);
-    assert!(nft.contains("table inet patchward") && nft.contains("192.0.2.30"), "{nft}");
+    assert!(
+        nft.contains("table inet patchward") && nft.contains("192.0.2.30"),
+        "{nft}"
+    );
     let (st, body, _) = call(&auditor, req("/legacy/segment/export/passwd")).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
-    assert!(body.contains("patchward.nft, flows.csv, sets.csv"), "{body}");
+    assert!(
+        body.contains("patchward.nft, flows.csv, sets.csv"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,9 +309,18 @@ async fn hostile_host_names_are_escaped_in_the_list_timeline_and_dashboard() {
     }
     let (_, dash) = get(&admin, "/").await;
     let panel = section(&dash, "h-legacy");
-    assert!(panel.contains("<span class=\"num\">1</span> blocked flows (24 h)"), "{panel}");
-    assert!(panel.contains("<span class=\"num\">0</span> down"), "{panel}");
-    assert!(panel.contains("href=\"/legacy/h-2\"") && panel.contains("blocked_flow"), "{panel}");
+    assert!(
+        panel.contains("<span class=\"num\">1</span> blocked flows (24 h)"),
+        "{panel}"
+    );
+    assert!(
+        panel.contains("<span class=\"num\">0</span> down"),
+        "{panel}"
+    );
+    assert!(
+        panel.contains("href=\"/legacy/h-2\"") && panel.contains("blocked_flow"),
+        "{panel}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,12 +345,18 @@ async fn the_timeline_pages_fifty_at_a_time() {
     let (_, page) = get(&admin, "/legacy/printer-3f").await;
     let ev = section(&page, "h-events");
     assert_eq!(ev.matches("<li>").count(), 50, "{ev}");
-    assert!(ev.contains("event number 59") && !ev.contains("event number 9<"), "{ev}");
+    assert!(
+        ev.contains("event number 59") && !ev.contains("event number 9<"),
+        "{ev}"
+    );
     assert!(ev.contains("?page=2") && ev.contains("?events=all"), "{ev}");
     let (_, page) = get(&admin, "/legacy/printer-3f?page=2").await;
     let ev = section(&page, "h-events");
     assert_eq!(ev.matches("<li>").count(), 10, "{ev}");
-    assert!(ev.contains("event number 0<") && ev.contains("?page=1"), "{ev}");
+    assert!(
+        ev.contains("event number 0<") && ev.contains("?page=1"),
+        "{ev}"
+    );
     let (_, page) = get(&admin, "/legacy/printer-3f?events=all").await;
     assert_eq!(section(&page, "h-events").matches("<li>").count(), 60);
 }
@@ -273,8 +366,16 @@ async fn a_post_without_the_csrf_token_is_refused_and_changes_nothing() {
     crate::tls::install_crypto_provider();
     let s = site();
     add_printer(&s);
-    crate::auth::users::add(&s.db, s.now, "test", "ada", Role::Admin, "a good long password", None)
-        .unwrap();
+    crate::auth::users::add(
+        &s.db,
+        s.now,
+        "test",
+        "ada",
+        Role::Admin,
+        "a good long password",
+        None,
+    )
+    .unwrap();
     s.db.write_blocking(|tx| {
         tx.execute("UPDATE users SET must_change_password = 0", [])
             .map_err(crate::error::DbError::from)
@@ -294,7 +395,13 @@ async fn a_post_without_the_csrf_token_is_refused_and_changes_nothing() {
     let login = "name=ada&password=a+good+long+password&next=%2Flegacy".to_string();
     let (st, _, h) = call(&app, req("/login", None, login)).await;
     assert_eq!(st, StatusCode::SEE_OTHER);
-    let cookie = h[header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string();
+    let cookie = h[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let before = state(&s);
     for (path, form) in [
         ("/legacy/printer-3f/flows", FLOW.to_string()),
@@ -305,16 +412,19 @@ async fn a_post_without_the_csrf_token_is_refused_and_changes_nothing() {
         assert_eq!(st, StatusCode::FORBIDDEN, "{path}: {body}");
         assert_eq!(state(&s), before, "{path}");
     }
-    let csrf: String = s
-        .db
-        .read_blocking(|c| {
+    let csrf: String =
+        s.db.read_blocking(|c| {
             c.query_row("SELECT csrf FROM sessions", [], |r| r.get(0))
                 .map_err(crate::error::DbError::from)
         })
         .unwrap();
     let (st, body, _) = call(
         &app,
-        req("/legacy/printer-3f/flows", Some(&cookie), format!("csrf={csrf}&{FLOW}")),
+        req(
+            "/legacy/printer-3f/flows",
+            Some(&cookie),
+            format!("csrf={csrf}&{FLOW}"),
+        ),
     )
     .await;
     assert_eq!(st, StatusCode::SEE_OTHER, "{body}");
@@ -329,7 +439,10 @@ fn status(mode: SegmentMode, state: FenceState, hosts: &[(&str, HostFence)]) -> 
         applied_by: None,
         reason: None,
         pending: false,
-        hosts: hosts.iter().map(|(k, f)| (k.to_string(), *f)).collect::<BTreeMap<_, _>>(),
+        hosts: hosts
+            .iter()
+            .map(|(k, f)| (k.to_string(), *f))
+            .collect::<BTreeMap<_, _>>(),
     }
 }
 
@@ -344,11 +457,17 @@ fn fence_cells_say_what_the_fence_does_for_each_host() {
     assert_eq!(cell(FenceState::Applied, "a"), ("applied", "ok"));
     assert_eq!(cell(FenceState::Applied, "p"), ("pending", "warn"));
     assert_eq!(cell(FenceState::Applied, "n"), ("not fenced", "grey"));
-    assert_eq!(cell(FenceState::Applied, "unknown-key"), ("not fenced", "grey"));
+    assert_eq!(
+        cell(FenceState::Applied, "unknown-key"),
+        ("not fenced", "grey")
+    );
     assert_eq!(cell(FenceState::NotApplied, "p"), ("pending", "warn"));
     assert_eq!(cell(FenceState::Drifted, "a"), ("drifted", "bad"));
     assert_eq!(cell(FenceState::Drifted, "n"), ("not fenced", "grey"));
-    assert_eq!(cell(FenceState::HelperAbsent("x".into()), "a"), ("helper absent", "bad"));
+    assert_eq!(
+        cell(FenceState::HelperAbsent("x".into()), "a"),
+        ("helper absent", "bad")
+    );
     assert_eq!(cell(FenceState::ExportOnly, "p"), ("export only", "grey"));
 
     assert!(banner(&status(SegmentMode::Export, FenceState::ExportOnly, &hosts)).is_none());
@@ -356,7 +475,12 @@ fn fence_cells_say_what_the_fence_does_for_each_host() {
     let b = banner(&status(SegmentMode::Enforce, FenceState::Drifted, &hosts)).unwrap();
     assert!(b.text.contains("segment apply"), "{}", b.text);
     let why = "patchward-netd is not reachable: enable it with `systemctl enable --now patchward-netd.socket`";
-    let b = banner(&status(SegmentMode::Enforce, FenceState::HelperAbsent(why.into()), &hosts)).unwrap();
+    let b = banner(&status(
+        SegmentMode::Enforce,
+        FenceState::HelperAbsent(why.into()),
+        &hosts,
+    ))
+    .unwrap();
     assert_eq!(b.title, "The fence helper is absent");
     assert!(b.text.contains("systemctl enable"), "{}", b.text);
 }
@@ -374,7 +498,10 @@ fn monitor_cells_and_event_colours() {
     assert_eq!(c.since.as_deref(), Some("2026-12-07 20:00 UTC"));
     assert_eq!(monitor_cell(Some(&v("up", None))).b.text, "UP");
     assert_eq!(monitor_cell(Some(&v("pending", None))).b.class, "warn");
-    assert_eq!(monitor_cell(Some(&v("unwatched", None))).b.text, "unwatched");
+    assert_eq!(
+        monitor_cell(Some(&v("unwatched", None))).b.text,
+        "unwatched"
+    );
     assert_eq!(monitor_cell(None).b.text, "unwatched");
     assert_eq!(event_class("host_down"), "bad");
     assert_eq!(event_class("blocked_flow"), "bad");

@@ -29,8 +29,7 @@ pub(super) const EVENTS_SHOWN: usize = 50;
 pub(super) const EVENTS_ALL: usize = 10_000;
 
 /// The syntax shown beside the "Add flow" field.
-pub(super) const FLOW_SYNTAX: &str =
-    "DIRECTION PROTO PEER [port PORTS] [\"COMMENT\"], e.g. in tcp 192.0.2.0/24 port 22,443 \"admins\"; \
+pub(super) const FLOW_SYNTAX: &str = "DIRECTION PROTO PEER [port PORTS] [\"COMMENT\"], e.g. in tcp 192.0.2.0/24 port 22,443 \"admins\"; \
      DIRECTION in|out, PROTO tcp|udp|icmp, PEER an address, a CIDR, @set or a DNS name";
 
 /// One stored flow as the editor lists it.
@@ -120,7 +119,9 @@ pub(super) fn load(
         fenced: !flows.is_empty(),
         flows: flow_lines(&flows),
         monitor: monitor_cell(view.as_ref()),
-        last_cycle: view.as_ref().and_then(|v| v.last_cycle.as_deref().map(when)),
+        last_cycle: view
+            .as_ref()
+            .and_then(|v| v.last_cycle.as_deref().map(when)),
         ports: view.map(|v| v.ports).unwrap_or_default(),
         events: events.iter().map(|e| event_line(e, name)).collect(),
         events_total: total,

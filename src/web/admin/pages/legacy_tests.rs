@@ -90,7 +90,7 @@ async fn the_list_and_the_host_page_show_an_agentless_host_with_its_state() {
         // 2024-06-30 to 2026-11-27.
         assert!(row.contains("880 days ago"), "{row}");
         assert!(row.contains("badge acc-missing"), "{row}");
-        assert!(row.contains("not segmented yet"), "{row}");
+        assert!(row.contains(">not fenced<"), "{row}");
         assert!(row.contains("no agent: never offered patches"), "{row}");
         assert!(body.contains("<span class=\"num\">1</span> eol"), "{body}");
     }

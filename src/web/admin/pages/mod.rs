@@ -82,9 +82,15 @@ pub fn routes() -> Router<AppState> {
         .route("/legacy/segment/apply", post(legacy_fence::apply))
         .route("/legacy/segment/export/{file}", get(legacy_fence::export))
         .route("/legacy/{name}/flows", post(legacy_host_fence::add_flow))
-        .route("/legacy/{name}/flows/remove", post(legacy_host_fence::remove_flow))
+        .route(
+            "/legacy/{name}/flows/remove",
+            post(legacy_host_fence::remove_flow),
+        )
         .route("/legacy/{name}/ports", post(legacy_host_fence::add_port))
-        .route("/legacy/{name}/ports/remove", post(legacy_host_fence::remove_port))
+        .route(
+            "/legacy/{name}/ports/remove",
+            post(legacy_host_fence::remove_port),
+        )
         .route("/legacy/{name}", get(legacy::detail))
         .route("/legacy/{name}/accept", post(legacy::accept))
         .route(
