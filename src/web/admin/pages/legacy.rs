@@ -278,7 +278,7 @@ impl HostTemplate {
 }
 
 /// The HTTP status of a refusal (nothing changed), or `None` for an internal failure.
-fn refused(e: &LegacyError) -> Option<StatusCode> {
+pub(super) fn refused(e: &LegacyError) -> Option<StatusCode> {
     match e {
         LegacyError::NoSuchHost(..) => Some(StatusCode::NOT_FOUND),
         LegacyError::Invalid { .. } => Some(StatusCode::BAD_REQUEST),

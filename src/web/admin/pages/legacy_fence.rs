@@ -300,16 +300,6 @@ pub async fn page(State(st): State<AppState>, viewer: Viewer, headers: HeaderMap
     }
 }
 
-/// The HTTP status of a refusal (nothing changed), or `None` for an internal failure.
-pub(super) fn refusal_status(e: &LegacyError) -> Option<StatusCode> {
-    match e {
-        LegacyError::NoSuchHost(..) => Some(StatusCode::NOT_FOUND),
-        LegacyError::Invalid { .. } => Some(StatusCode::BAD_REQUEST),
-        LegacyError::Refused(_) => Some(StatusCode::CONFLICT),
-        _ => None,
-    }
-}
-
 /// `POST /legacy/segment/apply` (admins; reason required).
 pub async fn apply(
     State(st): State<AppState>,
@@ -344,7 +334,7 @@ pub async fn apply(
             true,
             "Nothing changed: the kernel already holds this fence.",
         ),
-        Err(e) => match refusal_status(&e) {
+        Err(e) => match super::legacy::refused(&e) {
             Some(status) => error_page(
                 viewer,
                 "legacy",
@@ -421,7 +411,7 @@ pub async fn export(
             )
                 .into_response()
         }
-        Err(e) => match refusal_status(&e) {
+        Err(e) => match super::legacy::refused(&e) {
             Some(status) => error_page(
                 viewer,
                 "legacy",

@@ -233,7 +233,7 @@ async fn edit(
     );
     match blocking(move || run(&db, &cfg, now, &name, &edit, &actor)).await {
         Ok(text) => done(&back, true, &text),
-        Err(e) => match super::legacy_fence::refusal_status(&e) {
+        Err(e) => match super::legacy::refused(&e) {
             Some(status) => error_page(viewer, "legacy", status, title, &e.to_string(), &back),
             None => internal(viewer, "legacy", e),
         },
