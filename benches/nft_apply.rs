@@ -99,6 +99,9 @@ fn main() {
         validate::validate(&text).unwrap();
         renders.push(t.elapsed());
     }
+    if let Ok(path) = std::env::var("NFT_DUMP") {
+        std::fs::write(path, &text).unwrap();
+    }
     let elements = text.lines().filter(|l| l.starts_with("\t\t\t")).count();
 
     let ns = Namespace(format!("pw-bench-{}", std::process::id()));

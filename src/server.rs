@@ -311,8 +311,8 @@ fn spawn_acceptance_expiry(db: crate::db::Db, clock: SharedClock, mut stop: watc
     });
 }
 
-/// The legacy segment's keeper (`legacy::keeper`), enforce mode only: at start and every
-/// `legacy.dns_refresh`, puts the applied fence back into the kernel when it is gone,
+/// The legacy segment's keeper (`legacy::keeper`), enforce mode only: at start, every
+/// `legacy.dns_refresh` and when a DNS answer runs out sooner (`keeper::next_wake`), puts the applied fence back into the kernel when it is gone,
 /// changed, or its DNS answers moved. A failure is logged once per streak.
 fn spawn_segment_keeper(
     db: crate::db::Db,
@@ -324,8 +324,7 @@ fn spawn_segment_keeper(
         return;
     }
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(cfg.dns_refresh);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wait = std::time::Duration::ZERO;
         let mut keeper = crate::legacy::keeper::Keeper::default();
         let resolver = match crate::legacy::dns::Resolver::from_config(&cfg) {
             Ok(r) => Some(r),
@@ -336,9 +335,10 @@ fn spawn_segment_keeper(
         };
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+            wait = cfg.dns_refresh;
             let now = clock.now();
             // The applied input's DNS names first, so the fence below renders fresh answers.
             if let Some(resolver) = &resolver {
@@ -346,16 +346,19 @@ fn spawn_segment_keeper(
                 match names {
                     Ok(names) if names.is_empty() => {}
                     Ok(names) => {
-                        let r = crate::legacy::dns::refresh_due(
-                            &db,
-                            resolver,
-                            &names,
-                            now,
-                            cfg.dns_refresh,
-                        )
-                        .await;
+                        let every = cfg.dns_refresh;
+                        let r = crate::legacy::dns::refresh_due(&db, resolver, &names, now, every)
+                            .await;
                         if let Err(e) = r {
                             tracing::error!(error = %e, "cannot refresh the DNS-name peers");
+                        }
+                        // Wake again when the first answer runs out, if before `every`.
+                        let after = clock.now();
+                        let expiries = db
+                            .read(move |c| crate::legacy::keeper::dns_expiries(c, &names, after))
+                            .await;
+                        if let Ok(e) = expiries {
+                            wait = crate::legacy::keeper::next_wake(e, after, every);
                         }
                     }
                     Err(e) => {

@@ -1,5 +1,6 @@
 //! The keeper: keeps the kernel's `table inet patchward` the fence last applied
-//! (enforce mode), run by the server at start and every `legacy.dns_refresh`.
+//! (enforce mode), run by the server at start, every `legacy.dns_refresh`, and sooner
+//! when a DNS-name peer's answer runs out before that ([`next_wake`]).
 //!
 //! Each tick re-renders the *applied* input (never edits nobody approved) with the DNS
 //! answers alive now and compares its hash with the kernel's table:
@@ -104,6 +105,44 @@ pub fn applied_dns_names(conn: &rusqlite::Connection) -> Result<Vec<String>, Leg
         Some(row) => applied_input(&row)?.dns_names(),
         None => Vec::new(),
     })
+}
+
+/// The keeper wakes for DNS at most this often: a wake can re-apply the whole table.
+pub const MIN_WAKE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long the keeper sleeps after a tick (pure): until one second before the earliest
+/// stored answer of an applied DNS name expires, so a name whose TTL is shorter than
+/// `every` (`legacy.dns_refresh`) is looked up again when its record runs out rather
+/// than at the next refresh; never longer than `every`, never shorter than
+/// [`MIN_WAKE`] (nor than `every`, when that is shorter).
+pub fn next_wake(
+    expiries: impl IntoIterator<Item = Timestamp>,
+    now: Timestamp,
+    every: std::time::Duration,
+) -> std::time::Duration {
+    let floor = MIN_WAKE.min(every);
+    expiries
+        .into_iter()
+        .map(|t| {
+            let secs = t.duration_since(now).as_secs() - 1;
+            std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+        })
+        .min()
+        .map_or(every, |d| d.clamp(floor, every))
+}
+
+/// The expiry of each stored answer, alive at `now`, of the `names` (lower case).
+pub fn dns_expiries(
+    conn: &rusqlite::Connection,
+    names: &[String],
+    now: Timestamp,
+) -> Result<Vec<Timestamp>, LegacyError> {
+    let rows = q::dns_live(conn, &now.to_string())?;
+    Ok(rows
+        .iter()
+        .filter(|r| names.iter().any(|n| n.eq_ignore_ascii_case(&r.name)))
+        .filter_map(|r| r.expires_at.parse().ok())
+        .collect())
 }
 
 impl Keeper {

@@ -254,3 +254,63 @@ fn without_timeouts_drops_only_element_timeouts() {
         "a . b,\nc }\ntimeout 1h\nx timeout y"
     );
 }
+
+#[test]
+fn the_keeper_wakes_when_the_first_dns_answer_runs_out_within_its_bounds() {
+    let every = std::time::Duration::from_secs(300);
+    let at = |s: i64| now().checked_add(SignedDuration::from_secs(s)).unwrap();
+    // No answers: the configured refresh.
+    assert_eq!(next_wake([], now(), every).as_secs(), 300);
+    // One second before the earliest expiry.
+    assert_eq!(next_wake([at(200), at(61)], now(), every).as_secs(), 60);
+    // Never more often than MIN_WAKE, never later than `every`.
+    assert_eq!(next_wake([at(3)], now(), every), MIN_WAKE);
+    assert_eq!(next_wake([at(-5)], now(), every), MIN_WAKE);
+    assert_eq!(next_wake([at(9_000)], now(), every).as_secs(), 300);
+    // A refresh shorter than MIN_WAKE is kept.
+    let short = std::time::Duration::from_secs(4);
+    assert_eq!(next_wake([at(2)], now(), short), short);
+}
+
+#[test]
+fn expiries_are_those_of_the_named_answers_still_alive() {
+    let (_d, db) = db();
+    let row = |name: &str, address: &str, secs: i64| DnsRow {
+        name: name.into(),
+        address: address.into(),
+        expires_at: now()
+            .checked_add(SignedDuration::from_secs(secs))
+            .unwrap()
+            .to_string(),
+        resolved_at: now().to_string(),
+    };
+    db.write_blocking(|tx| {
+        q::replace_dns(
+            tx,
+            "backup.example.net",
+            &[row("backup.example.net", "192.0.2.50", 40)],
+        )?;
+        q::replace_dns(
+            tx,
+            "gone.example.net",
+            &[row("gone.example.net", "192.0.2.51", -1)],
+        )?;
+        q::replace_dns(
+            tx,
+            "other.example.net",
+            &[row("other.example.net", "192.0.2.52", 7)],
+        )
+    })
+    .unwrap();
+    let names = vec![
+        "Backup.Example.Net".to_string(),
+        "gone.example.net".to_string(),
+    ];
+    let got = db
+        .read_blocking(|c| dns_expiries(c, &names, now()))
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![now().checked_add(SignedDuration::from_secs(40)).unwrap()]
+    );
+}

@@ -11,6 +11,10 @@ mod browser;
 mod browser_legacy;
 mod browser_legacy_fence;
 mod crash;
+// The DNS server of `legacy::dns`'s unit tests, for the fence's netns tests.
+#[path = "../../src/legacy/dns_testserver.rs"]
+#[allow(dead_code)]
+mod dns_testserver;
 mod dropfolder;
 mod feedkit;
 mod fleet;
@@ -20,6 +24,7 @@ mod import_crash;
 mod import_truth;
 mod jobs;
 mod legacy_catalog;
+mod legacy_daemon_netns;
 mod legacy_flows;
 mod legacy_monitor_cli;
 mod legacy_policy;

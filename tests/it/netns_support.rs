@@ -176,52 +176,75 @@ impl Lab {
 
     /// TCP listeners on the legacy host that answer `hello` (for at most 60 s).
     pub fn listen_on_legacy(&mut self, ports: &[u16]) {
-        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-        let script = format!(
-            "import socket, select, time\n\
-             socks = []\n\
-             for p in [{}]:\n\
-             \x20   s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-             \x20   s.bind(('{LEGACY}', p)); s.listen(16); socks.append(s)\n\
-             print('ready', flush=True)\n\
-             end = time.time() + 60\n\
-             while time.time() < end:\n\
-             \x20   r, _, _ = select.select(socks, [], [], 0.5)\n\
-             \x20   for s in r:\n\
-             \x20       c, _ = s.accept(); c.sendall(b'hello'); c.close()\n",
-            ports.join(", ")
-        );
-        let mut child = self
-            .legacy
-            .cmd(&[PYTHON, "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "ready", "listener did not start");
-        self.listeners.push(Proc(child));
+        let child = listen(&self.legacy, LEGACY, ports);
+        self.listeners.push(child);
+    }
+
+    /// TCP listeners on the LAN client that answer `hello` (for at most 60 s).
+    pub fn listen_on_client(&mut self, ports: &[u16]) {
+        let child = listen(&self.client, CLIENT, ports);
+        self.listeners.push(child);
     }
 
     /// From the LAN client: `hello` if the connection got through, else why not.
     pub fn connect_from_client(&self, port: u16) -> String {
-        let script = format!(
-            "import socket\n\
-             try:\n\
-             \x20   s = socket.create_connection(('{LEGACY}', {port}), timeout=1.5)\n\
-             \x20   print(s.recv(16).decode())\n\
-             except socket.timeout:\n\
-             \x20   print('timeout')\n\
-             except OSError as e:\n\
-             \x20   print('error', e.errno)\n"
-        );
-        self.client.ok(&[PYTHON, "-c", &script]).trim().to_string()
+        connect(&self.client, LEGACY, port)
     }
+
+    /// From the legacy host to `addr`: `hello` if the connection got through, else why
+    /// not.
+    pub fn connect_from_legacy(&self, addr: &str, port: u16) -> String {
+        connect(&self.legacy, addr, port)
+    }
+}
+
+/// Listeners in `ns` on `addr` answering `hello`, until the returned process is dropped
+/// (or 60 s pass).
+fn listen(ns: &Netns, addr: &str, ports: &[u16]) -> Proc {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let script = format!(
+        "import socket, select, time\n\
+         socks = []\n\
+         for p in [{}]:\n\
+         \x20   s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         \x20   s.bind(('{addr}', p)); s.listen(16); socks.append(s)\n\
+         print('ready', flush=True)\n\
+         end = time.time() + 60\n\
+         while time.time() < end:\n\
+         \x20   r, _, _ = select.select(socks, [], [], 0.5)\n\
+         \x20   for s in r:\n\
+         \x20       c, _ = s.accept(); c.sendall(b'hello'); c.close()\n",
+        ports.join(", ")
+    );
+    let mut child = ns
+        .cmd(&[PYTHON, "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready", "listener did not start");
+    Proc(child)
+}
+
+/// One connection from `ns` to `addr:port`: `hello`, `timeout`, or `error ERRNO`.
+fn connect(ns: &Netns, addr: &str, port: u16) -> String {
+    let script = format!(
+        "import socket\n\
+         try:\n\
+         \x20   s = socket.create_connection(('{addr}', {port}), timeout=1.5)\n\
+         \x20   print(s.recv(16).decode())\n\
+         except socket.timeout:\n\
+         \x20   print('timeout')\n\
+         except OSError as e:\n\
+         \x20   print('error', e.errno)\n"
+    );
+    ns.ok(&[PYTHON, "-c", &script]).trim().to_string()
 }
 
 /// Waits (at most 10 s) for the helper's socket to appear.
