@@ -185,31 +185,51 @@ pub struct AppliedRow {
 
 /// What was last applied, if anything.
 pub fn applied(conn: &Connection) -> Result<Option<AppliedRow>, DbError> {
-    Ok(conn
-        .query_row(
-            "SELECT input, sha256, applied_at, applied_by, reason FROM legacy_segment WHERE id = 1",
-            [],
-            |r| {
-                Ok(AppliedRow {
-                    input: r.get(0)?,
-                    sha256: r.get(1)?,
-                    applied_at: r.get(2)?,
-                    applied_by: r.get(3)?,
-                    reason: r.get(4)?,
-                })
-            },
-        )
-        .optional()?)
+    record(conn, "legacy_segment")
 }
 
 /// Records what was applied (replacing the previous record).
 pub fn set_applied(tx: &Transaction<'_>, a: &AppliedRow) -> Result<(), DbError> {
-    tx.execute(
-        "INSERT INTO legacy_segment (id, input, sha256, applied_at, applied_by, reason)
+    set_record(tx, "legacy_segment", a)
+}
+
+/// What was last exported for the site's firewall (`reason`: where to), if anything.
+pub fn exported(conn: &Connection) -> Result<Option<AppliedRow>, DbError> {
+    record(conn, "legacy_segment_export")
+}
+
+/// Records what was exported (replacing the previous record).
+pub fn set_exported(tx: &Transaction<'_>, a: &AppliedRow) -> Result<(), DbError> {
+    set_record(tx, "legacy_segment_export", a)
+}
+
+/// The single row of `table` (`legacy_segment` or `legacy_segment_export`).
+fn record(conn: &Connection, table: &'static str) -> Result<Option<AppliedRow>, DbError> {
+    let sql =
+        format!("SELECT input, sha256, applied_at, applied_by, reason FROM {table} WHERE id = 1");
+    Ok(conn
+        .query_row(&sql, [], |r| {
+            Ok(AppliedRow {
+                input: r.get(0)?,
+                sha256: r.get(1)?,
+                applied_at: r.get(2)?,
+                applied_by: r.get(3)?,
+                reason: r.get(4)?,
+            })
+        })
+        .optional()?)
+}
+
+fn set_record(tx: &Transaction<'_>, table: &'static str, a: &AppliedRow) -> Result<(), DbError> {
+    let sql = format!(
+        "INSERT INTO {table} (id, input, sha256, applied_at, applied_by, reason)
          VALUES (1, ?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (id) DO UPDATE SET input = excluded.input, sha256 = excluded.sha256,
              applied_at = excluded.applied_at, applied_by = excluded.applied_by,
-             reason = excluded.reason",
+             reason = excluded.reason"
+    );
+    tx.execute(
+        &sql,
         params![a.input, a.sha256, a.applied_at, a.applied_by, a.reason],
     )?;
     Ok(())

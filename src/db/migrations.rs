@@ -610,11 +610,27 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         FROM host_inventory;
         "#,
         ),
+        M::up(
+            r#"
+        -- Export mode: the fence last written by `legacy segment export` (or marked
+        -- exported on the admin page) for the site's firewall, shaped like
+        -- legacy_segment; `reason` says where it went. Hosts whose entry equals this
+        -- input are "exported", others "pending" until the next export.
+        CREATE TABLE legacy_segment_export (
+            id          INTEGER PRIMARY KEY CHECK (id = 1),
+            input       TEXT NOT NULL,
+            sha256      TEXT NOT NULL,
+            applied_at  TEXT NOT NULL,
+            applied_by  TEXT NOT NULL,
+            reason      TEXT NOT NULL
+        ) STRICT;
+        "#,
+        ),
     ])
 });
 
 /// The schema version this binary writes.
-pub const LATEST: usize = 15;
+pub const LATEST: usize = 16;
 
 /// Migration 6's hook: fills `job_artifacts` from the tickets of jobs created before it,
 /// in the migration's transaction. SQLite cannot decode the envelope's base64 payload,
@@ -891,10 +907,10 @@ mod tests {
         assert_eq!(super::schema_version(&c).unwrap(), super::LATEST);
         assert_eq!(
             super::LATEST,
-            15,
+            16,
             "8: planner inputs; 9: accounts of the admin page; 10: window entries; \
              11: agent clocks and replay floors; 12: apt clients; 13: legacy hosts; \
-             14: legacy segment and monitor; 15: inventory facts"
+             14: legacy segment and monitor; 15: inventory facts; 16: segment export"
         );
         let idx: i64 = c
             .query_row(

@@ -75,6 +75,9 @@ pub enum HostFence {
     Pending,
     /// It has no flows and none were applied: it is not fenced.
     NotFenced,
+    /// Export mode: its flows (and addresses) are exactly the ones last exported for
+    /// the site's firewall (export mode reports `Pending` until the next export).
+    Exported,
 }
 
 impl HostFence {
@@ -83,6 +86,7 @@ impl HostFence {
             HostFence::Fenced => "fenced",
             HostFence::Pending => "pending",
             HostFence::NotFenced => "not fenced",
+            HostFence::Exported => "exported",
         }
     }
 }
@@ -96,8 +100,16 @@ pub struct SegmentStatus {
     pub applied_at: Option<String>,
     pub applied_by: Option<String>,
     pub reason: Option<String>,
-    /// The wanted input differs from the one applied: an apply would change something.
+    /// The wanted input differs from the one applied (export mode: exported): an apply
+    /// (an export) would change something.
     pub pending: bool,
+    /// The sha256 of the wanted input's JSON: what a "marked exported" form names, so
+    /// the mark records the flows the admin saw.
+    pub wanted_input_sha256: String,
+    /// The last export: when, by whom, where to.
+    pub exported_at: Option<String>,
+    pub exported_by: Option<String>,
+    pub exported_to: Option<String>,
     /// Per legacy host key.
     pub hosts: BTreeMap<String, HostFence>,
 }
@@ -192,6 +204,8 @@ struct Snapshot {
     dns: DnsAnswers,
     row: Option<AppliedRow>,
     prior: Option<SegmentInput>,
+    export_row: Option<AppliedRow>,
+    exported: Option<SegmentInput>,
 }
 
 fn snapshot(
@@ -203,11 +217,15 @@ fn snapshot(
     let dns = segment_input::dns_answers(conn, now)?;
     let row = q::applied(conn)?;
     let prior = row.as_ref().map(applied_input).transpose()?;
+    let export_row = q::exported(conn)?;
+    let exported = export_row.as_ref().map(applied_input).transpose()?;
     Ok(Snapshot {
         input,
         dns,
         row,
         prior,
+        export_row,
+        exported,
     })
 }
 
@@ -418,21 +436,37 @@ pub fn status(db: &Db, cfg: &LegacyConfig, now: Timestamp) -> Result<SegmentStat
             },
         },
     };
+    // Export mode compares with what was handed to the site's firewall, enforce mode
+    // with what the kernel was given.
+    let (baseline, done) = match cfg.segment_mode {
+        SegmentMode::Export => (s.exported.as_ref(), HostFence::Exported),
+        SegmentMode::Enforce => (s.prior.as_ref(), HostFence::Fenced),
+    };
     let mut hosts: BTreeMap<String, HostFence> = keys
         .into_iter()
         .map(|k| (k, HostFence::NotFenced))
         .collect();
-    for h in s.prior.iter().flat_map(|p| p.hosts.iter()) {
-        hosts.insert(h.key.clone(), HostFence::Fenced);
+    for h in baseline.iter().flat_map(|p| p.hosts.iter()) {
+        hosts.insert(h.key.clone(), done);
     }
-    for (key, _, _) in changed_hosts(s.prior.as_ref(), &s.input) {
-        hosts.insert(key, HostFence::Pending);
+    for (key, _, new) in changed_hosts(baseline, &s.input) {
+        // A host that left the fence is simply not fenced any more.
+        let state = if new.is_some() {
+            HostFence::Pending
+        } else {
+            HostFence::NotFenced
+        };
+        hosts.insert(key, state);
     }
+    let export = s.export_row.as_ref();
     Ok(SegmentStatus {
         mode: cfg.segment_mode,
         state,
-        pending: s.prior.as_ref() != Some(&s.input)
-            && !(s.prior.is_none() && s.input.hosts.is_empty()),
+        pending: baseline != Some(&s.input) && !(baseline.is_none() && s.input.hosts.is_empty()),
+        wanted_input_sha256: input_sha256(&s.input)?,
+        exported_at: export.map(|r| r.applied_at.clone()),
+        exported_by: export.map(|r| r.applied_by.clone()),
+        exported_to: export.map(|r| r.reason.clone()),
         applied_at: s.row.as_ref().map(|r| r.applied_at.clone()),
         applied_by: s.row.as_ref().map(|r| r.applied_by.clone()),
         reason: s.row.map(|r| r.reason),
@@ -445,11 +479,13 @@ pub const EXPORT_FILES: [&str; 3] = ["patchward.nft", "flows.csv", "sets.csv"];
 
 /// Writes the wanted fence to `dir` (which must exist): `patchward.nft` (the table,
 /// loadable with `nft -f`), `flows.csv` and `sets.csv`, each replaced atomically. Works in
-/// both modes and without the helper. Everything is rendered before anything is written.
+/// both modes and without the helper. Everything is rendered before anything is written;
+/// once all three are written the export is recorded ([`mark_exported`]).
 pub fn export(
     db: &Db,
     cfg: &LegacyConfig,
     now: Timestamp,
+    actor: &str,
     dir: &Path,
 ) -> Result<Vec<PathBuf>, LegacyError> {
     if !dir.is_dir() {
@@ -472,7 +508,95 @@ pub fn export(
             .map_err(|e| LegacyError::Refused(format!("cannot write {}: {e}", path.display())))?;
         out.push(path);
     }
+    let to = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let seen = input_sha256(&s.input)?;
+    record_export(db, cfg, now, actor, &seen, &to.display().to_string())?;
     Ok(out)
+}
+
+/// The sha256 of an input's JSON (stable: the input is sorted).
+pub fn input_sha256(input: &SegmentInput) -> Result<String, LegacyError> {
+    let json = serde_json::to_string(input)
+        .map_err(|e| LegacyError::Refused(format!("cannot serialise the fence's input: {e}")))?;
+    Ok(sha256_hex(&json))
+}
+
+/// Records the wanted fence as exported (`to`: where it went), for an admin who loaded
+/// the files downloaded from the admin page into the site's firewall. `seen`: the
+/// [`input_sha256`] of the input the admin downloaded (the page's
+/// `wanted_input_sha256`); refused, recording nothing, when the flows changed since.
+/// Audited `legacy.segment_exported`; a `fence_exported` event per host whose entry
+/// changed since the last export.
+pub fn mark_exported(
+    db: &Db,
+    cfg: &LegacyConfig,
+    now: Timestamp,
+    actor: &str,
+    seen: &str,
+    to: &str,
+) -> Result<String, LegacyError> {
+    record_export(db, cfg, now, actor, seen, to)
+}
+
+/// One transaction: the export record, its audit entry and events. Returns the sha256
+/// of the rendered table. The input is checked against `seen` inside the transaction,
+/// so an edit made meanwhile is never recorded as exported.
+fn record_export(
+    db: &Db,
+    cfg: &LegacyConfig,
+    now: Timestamp,
+    actor: &str,
+    seen: &str,
+    to: &str,
+) -> Result<String, LegacyError> {
+    db.write_blocking(|tx| {
+        let s = snapshot(tx, now, cfg)?;
+        if input_sha256(&s.input)? != seen {
+            return Err(LegacyError::Refused(
+                "the flows changed since these files were made: nothing was recorded; download (or export) them again".into(),
+            ));
+        }
+        let sha256 = sha256_hex(&render(&s.input, &s.dns)?);
+        let input_json = serde_json::to_string(&s.input)
+            .map_err(|e| LegacyError::Refused(format!("cannot record the export: {e}")))?;
+        q::set_exported(
+            tx,
+            &AppliedRow {
+                input: input_json,
+                sha256: sha256.clone(),
+                applied_at: now.to_string(),
+                applied_by: actor.to_string(),
+                reason: to.to_string(),
+            },
+        )?;
+        let at = now.to_string();
+        let changed = changed_hosts(s.exported.as_ref(), &s.input);
+        for (key, _, new) in &changed {
+            let text = match new {
+                Some(h) => format!(
+                    "fence exported for the site firewall ({} allowed flow(s)) by {actor} to {to}",
+                    h.flows.len()
+                ),
+                None => format!("left the exported fence (no flows) by {actor} to {to}"),
+            };
+            let detail = json!({"sha256": sha256, "actor": actor, "to": to});
+            events::insert_event(tx, key, &at, "fence_exported", &text, &detail.to_string())?;
+        }
+        let names: Vec<&str> = s.input.hosts.iter().map(|h| h.display.as_str()).collect();
+        let changed_keys: Vec<&str> = changed.iter().map(|(k, _, _)| k.as_str()).collect();
+        audit::append(
+            tx,
+            now,
+            &NewEntry {
+                actor,
+                action: "legacy.segment_exported",
+                subject: SUBJECT,
+                details: json!({"to": to, "hosts": names, "sha256": sha256,
+                    "hosts_changed": changed_keys}),
+            },
+        )?;
+        Ok(sha256)
+    })
 }
 
 #[cfg(test)]

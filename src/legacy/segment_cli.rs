@@ -102,7 +102,7 @@ pub fn run(
             }
         }
         SegmentCmd::Export(a) => {
-            let files = segment::export(db, cfg, now, &a.out)?;
+            let files = segment::export(db, cfg, now, actor, &a.out)?;
             if a.json {
                 return print_json(out, &json!({ "files": files }));
             }
@@ -156,10 +156,20 @@ pub fn status_text(s: &SegmentStatus) -> String {
     } else if s.mode == SegmentMode::Enforce {
         t.push_str("  never applied\n");
     }
+    if let (Some(at), Some(by)) = (&s.exported_at, &s.exported_by) {
+        t.push_str(&format!(
+            "  last exported {at} by {by} to {}\n",
+            s.exported_to.as_deref().unwrap_or("")
+        ));
+    } else if s.mode == SegmentMode::Export {
+        t.push_str("  never exported\n");
+    }
     if s.pending {
-        t.push_str(
-            "  pending: flows changed since the last apply (see `patchward legacy segment plan`)\n",
-        );
+        t.push_str(if s.mode == SegmentMode::Export {
+            "  pending: flows changed since the last export (run `patchward legacy segment export --out DIR`)\n"
+        } else {
+            "  pending: flows changed since the last apply (see `patchward legacy segment plan`)\n"
+        });
     }
     if s.hosts.is_empty() {
         t.push_str("No legacy hosts.\n");

@@ -355,7 +355,7 @@ fn without_the_helper_every_command_says_so_and_export_still_works() {
     assert_eq!(fence_events(&db), 0);
     let out = d.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    assert_eq!(export(&db, &cfg, now(), &out).unwrap().len(), 3);
+    assert_eq!(export(&db, &cfg, now(), "admin", &out).unwrap().len(), 3);
 }
 
 #[test]
@@ -385,7 +385,7 @@ fn export_writes_the_table_and_both_csvs_into_an_existing_directory_only() {
     one_host(&db);
     let cfg = LegacyConfig::default();
     let missing = d.path().join("nope");
-    let err = export(&db, &cfg, now(), &missing).unwrap_err();
+    let err = export(&db, &cfg, now(), "admin", &missing).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -396,7 +396,7 @@ fn export_writes_the_table_and_both_csvs_into_an_existing_directory_only() {
     assert!(!missing.exists());
     let out = d.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    let files = export(&db, &cfg, now(), &out).unwrap();
+    let files = export(&db, &cfg, now(), "admin", &out).unwrap();
     let names: Vec<String> = files
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
@@ -452,5 +452,78 @@ fn changed_hosts_names_added_changed_and_removed_hosts() {
             ("c".to_string(), true, false),
             ("d".to_string(), false, true)
         ]
+    );
+}
+
+#[test]
+fn in_export_mode_hosts_are_exported_until_their_flows_change_and_a_stale_mark_changes_nothing() {
+    let (d, db) = db();
+    one_host(&db);
+    add_host(&db, "old-printer", "192.0.2.20");
+    let cfg = LegacyConfig::default();
+    let st = status(&db, &cfg, now()).unwrap();
+    assert_eq!(st.hosts["legacy-db"], HostFence::Pending);
+    assert_eq!(st.exported_at, None);
+    let seen_before_edit = st.wanted_input_sha256.clone();
+
+    let out = d.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    export(&db, &cfg, now(), "alice", &out).unwrap();
+    let st = status(&db, &cfg, now()).unwrap();
+    assert_eq!(st.state, FenceState::ExportOnly);
+    assert!(!st.pending);
+    assert_eq!(st.hosts["legacy-db"], HostFence::Exported);
+    assert_eq!(st.hosts["old-printer"], HostFence::NotFenced);
+    assert_eq!(st.exported_by.as_deref(), Some("alice"));
+    assert_eq!(
+        st.exported_to.as_deref(),
+        Some(out.display().to_string().as_str())
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_log WHERE action = 'legacy.segment_exported'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM legacy_events WHERE kind = 'fence_exported' AND host = 'legacy-db'"
+        ),
+        1
+    );
+
+    // A new flow: pending until exported again.
+    add_flow(&db, "old-printer", "in tcp 198.51.100.7 port 9100");
+    let st = status(&db, &cfg, now()).unwrap();
+    assert!(st.pending);
+    assert_eq!(st.hosts["legacy-db"], HostFence::Exported);
+    assert_eq!(st.hosts["old-printer"], HostFence::Pending);
+
+    // A mark naming the flows seen before the edit is refused and records nothing.
+    let (audits_before, row_before) =
+        (audits(&db), db.read_blocking(q::exported).unwrap().unwrap());
+    let err =
+        mark_exported(&db, &cfg, now(), "bob", &seen_before_edit, "the firewall").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the flows changed since these files were made: nothing was recorded"),
+        "{err}"
+    );
+    assert_eq!(audits(&db), audits_before);
+    assert_eq!(db.read_blocking(q::exported).unwrap().unwrap(), row_before);
+
+    // Naming the current flows records them.
+    let seen = st.wanted_input_sha256.clone();
+    mark_exported(&db, &cfg, now(), "bob", &seen, "the firewall").unwrap();
+    let st = status(&db, &cfg, now()).unwrap();
+    assert!(!st.pending);
+    assert_eq!(st.hosts["old-printer"], HostFence::Exported);
+    assert_eq!(st.exported_by.as_deref(), Some("bob"));
+    let text = crate::legacy::segment_cli::status_text(&st);
+    assert!(
+        text.contains("  last exported ") && text.contains(" by bob to the firewall\n"),
+        "{text}"
     );
 }

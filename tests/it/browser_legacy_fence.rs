@@ -70,7 +70,7 @@ fn the_flows_editor_diff_and_apply_in_headless_chromium() {
             "{flows}"
         );
         assert!(untouched().await, "the flow's comment ran as markup");
-        assert_eq!(b.text_of("#host-fence").await, "export only");
+        assert_eq!(b.text_of("#host-fence").await, "pending export");
         assert_eq!(b.text_of("#host-monitor").await, "PENDING");
         b.shot("legacy-fence-02-flow").await;
 
@@ -89,6 +89,17 @@ fn the_flows_editor_diff_and_apply_in_headless_chromium() {
             .await;
         b.shot("legacy-fence-04-refused").await;
 
+        // Export mode's way: the files went into the site firewall; record that.
+        b.go("/legacy/segment").await;
+        b.wait_for("/legacy/segment", "Mark as loaded").await;
+        b.click("#fence-exported button[type=submit]").await;
+        b.wait_for(
+            "/legacy/segment",
+            "Recorded: the site firewall holds this fence",
+        )
+        .await;
+        b.shot("legacy-fence-04b-exported").await;
+
         // The timeline has the flow's event.
         b.go("/legacy/old-scada").await;
         b.wait_for("/legacy/old-scada", "flow_added").await;
@@ -97,6 +108,8 @@ fn the_flows_editor_diff_and_apply_in_headless_chromium() {
             events.contains("flow_added") && events.contains("web:admin"),
             "{events}"
         );
+        assert!(events.contains("fence_exported"), "{events}");
+        assert_eq!(b.text_of("#host-fence").await, "exported");
         assert!(untouched().await);
         b.shot("legacy-fence-05-timeline").await;
         b.c.close().await.unwrap();

@@ -180,7 +180,10 @@ fn the_daemon_resolves_dns_peers_into_the_kernel_and_reports_blocked_flows() {
     wait_until(
         Duration::from_secs(35),
         "the moved DNS record did not replace the old element",
-        || (!(table().contains(&moved) && !table().contains(&element))).then(table),
+        || {
+            let t = table();
+            (!t.contains(&moved) || t.contains(&element)).then_some(t)
+        },
     );
     assert_eq!(lab.connect_from_legacy(CLIENT, 873), "timeout");
     let failed = events()

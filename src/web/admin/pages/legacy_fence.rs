@@ -48,11 +48,13 @@ pub(super) fn fence_badge(s: &SegmentStatus, key: &str) -> Badge {
     let host = s.hosts.get(key).copied().unwrap_or(HostFence::NotFenced);
     match (&s.state, host) {
         (_, HostFence::NotFenced) => badge("not fenced", "grey"),
+        (FenceState::ExportOnly, HostFence::Exported) => badge("exported", "ok"),
+        (FenceState::ExportOnly, HostFence::Pending) => badge("pending export", "warn"),
         (FenceState::ExportOnly, _) => badge("export only", "grey"),
         (FenceState::HelperAbsent(_), _) => badge("helper absent", "bad"),
         (FenceState::Drifted, _) => badge("drifted", "bad"),
         (_, HostFence::Pending) => badge("pending", "warn"),
-        (_, HostFence::Fenced) => badge("applied", "ok"),
+        (_, HostFence::Fenced | HostFence::Exported) => badge("applied", "ok"),
     }
 }
 
@@ -230,6 +232,8 @@ pub(super) struct SegmentPage {
     pub plan: Plan,
     pub fenced: usize,
     pub pending: usize,
+    pub exported: usize,
+    pub exported_at: Option<String>,
     pub applied_at: Option<String>,
     /// Why the Apply form is disabled for this viewer or mode, if it is.
     pub apply_blocked: Option<&'static str>,
@@ -286,6 +290,8 @@ pub async fn page(State(st): State<AppState>, viewer: Viewer, headers: HeaderMap
                     banner: banner(&s),
                     fenced: count(HostFence::Fenced),
                     pending: count(HostFence::Pending),
+                    exported: count(HostFence::Exported),
+                    exported_at: s.exported_at.as_deref().map(when),
                     applied_at: s.applied_at.as_deref().map(when),
                     apply_blocked: apply_blocked(&viewer, s.mode),
                     files: &segment::EXPORT_FILES,
@@ -297,6 +303,42 @@ pub async fn page(State(st): State<AppState>, viewer: Viewer, headers: HeaderMap
             )
         }
         Err(e) => internal(viewer, "legacy", e),
+    }
+}
+
+/// `POST /legacy/segment/exported` (admins): the downloaded files were loaded into
+/// the site's firewall. `input` names the flows the page showed (refused when they
+/// changed since).
+pub async fn mark_exported(
+    State(st): State<AppState>,
+    AdminViewer(viewer): AdminViewer,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let ctx = match Ctx::new(&st) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let back = "/legacy/segment";
+    let seen = field(&form, "input").trim().to_string();
+    let (db, now, cfg, actor) = (ctx.db.clone(), ctx.now, cfg(&st), super::actor(&viewer));
+    let to = "the site firewall (files downloaded from the admin page)";
+    match blocking(move || segment::mark_exported(&db, &cfg, now, &actor, &seen, to)).await {
+        Ok(sha) => done(
+            back,
+            true,
+            &format!("Recorded: the site firewall holds this fence (sha256 {sha})."),
+        ),
+        Err(e) => match super::legacy::refused(&e) {
+            Some(status) => error_page(
+                viewer,
+                "legacy",
+                status,
+                "Export not recorded",
+                &e.to_string(),
+                back,
+            ),
+            None => internal(viewer, "legacy", e),
+        },
     }
 }
 

@@ -86,7 +86,7 @@ async fn a_flow_added_in_the_editor_is_listed_planned_and_in_the_timeline() {
         "escaped: {flows}"
     );
     assert!(!flows.contains("<b>bold"), "{flows}");
-    assert!(flows.contains("export only"), "{flows}");
+    assert!(flows.contains("pending export"), "{flows}");
     assert!(
         flows.contains("action=\"/legacy/printer-3f/flows/remove\""),
         "{flows}"
@@ -103,12 +103,12 @@ async fn a_flow_added_in_the_editor_is_listed_planned_and_in_the_timeline() {
         "{mon}"
     );
 
-    // The list: export only, pending, and the last event.
+    // The list: pending export, and the last event.
     let (_, list) = get(&admin, "/legacy").await;
     let row = &list[list.find("href=\"/legacy/printer-3f\"").unwrap()..];
     let row = &row[..row.find("</tr>").unwrap()];
     assert!(
-        row.contains(">export only<") && row.contains(">PENDING<"),
+        row.contains(">pending export<") && row.contains(">PENDING<"),
         "{row}"
     );
     assert!(row.contains("flow_added"), "{row}");
@@ -439,6 +439,10 @@ fn status(mode: SegmentMode, state: FenceState, hosts: &[(&str, HostFence)]) -> 
         applied_by: None,
         reason: None,
         pending: false,
+        wanted_input_sha256: String::new(),
+        exported_at: None,
+        exported_by: None,
+        exported_to: None,
         hosts: hosts
             .iter()
             .map(|(k, f)| (k.to_string(), *f))
@@ -449,7 +453,12 @@ fn status(mode: SegmentMode, state: FenceState, hosts: &[(&str, HostFence)]) -> 
 #[test]
 fn fence_cells_say_what_the_fence_does_for_each_host() {
     use HostFence::*;
-    let hosts = [("a", Fenced), ("p", Pending), ("n", NotFenced)];
+    let hosts = [
+        ("a", Fenced),
+        ("p", Pending),
+        ("n", NotFenced),
+        ("e", Exported),
+    ];
     let cell = |st: FenceState, key: &str| {
         let b = fence_badge(&status(SegmentMode::Enforce, st, &hosts), key);
         (b.text, b.class)
@@ -468,7 +477,12 @@ fn fence_cells_say_what_the_fence_does_for_each_host() {
         cell(FenceState::HelperAbsent("x".into()), "a"),
         ("helper absent", "bad")
     );
-    assert_eq!(cell(FenceState::ExportOnly, "p"), ("export only", "grey"));
+    assert_eq!(
+        cell(FenceState::ExportOnly, "p"),
+        ("pending export", "warn")
+    );
+    assert_eq!(cell(FenceState::ExportOnly, "e"), ("exported", "ok"));
+    assert_eq!(cell(FenceState::ExportOnly, "n"), ("not fenced", "grey"));
 
     assert!(banner(&status(SegmentMode::Export, FenceState::ExportOnly, &hosts)).is_none());
     assert!(banner(&status(SegmentMode::Enforce, FenceState::Applied, &hosts)).is_none());
@@ -508,4 +522,68 @@ fn monitor_cells_and_event_colours() {
     assert_eq!(event_class("port_opened"), "warn");
     assert_eq!(event_class("host_up"), "ok");
     assert_eq!(event_class("flow_added"), "grey");
+}
+
+/// The `input` value of the "Mark as loaded" form on the fence page.
+fn mark_input(fence: &str) -> String {
+    let f = &fence[fence.find("id=\"fence-exported\"").expect("the mark form")..];
+    let v = &f[f.find("name=\"input\" value=\"").unwrap() + 20..];
+    v[..v.find('"').unwrap()].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marking_the_downloads_loaded_makes_hosts_exported_and_a_stale_mark_changes_nothing() {
+    let s = site();
+    add_printer(&s);
+    let admin = app(&s, Role::Admin);
+    let (st, _, _) = post(&admin, "/legacy/printer-3f/flows", FLOW).await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    let (_, fence) = get(&admin, "/legacy/segment").await;
+    assert!(fence.contains("0 exported, 1 pending export"), "{fence}");
+    let seen = mark_input(&fence);
+
+    // An auditor cannot; an edit after the page was read makes the mark stale.
+    let auditor = app(&s, Role::Auditor);
+    let before = state(&s);
+    let (st, _, _) = post(
+        &auditor,
+        "/legacy/segment/exported",
+        &format!("input={seen}"),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert_eq!(state(&s), before);
+    let (st, _, _) = post(
+        &admin,
+        "/legacy/printer-3f/flows",
+        "flow=in+tcp+192.0.2.0%2F24+port+9100",
+    )
+    .await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    let before = state(&s);
+    let (st, body, _) = post(&admin, "/legacy/segment/exported", &format!("input={seen}")).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body.contains("the flows changed since these files were made"),
+        "{body}"
+    );
+    assert_eq!(state(&s), before);
+
+    // With the page as it is now: recorded, and the host is exported.
+    let (_, fence) = get(&admin, "/legacy/segment").await;
+    let (st, _, _) = post(
+        &admin,
+        "/legacy/segment/exported",
+        &format!("input={}", mark_input(&fence)),
+    )
+    .await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    let (_, fence) = get(&admin, "/legacy/segment").await;
+    assert!(fence.contains("1 exported, 0 pending export"), "{fence}");
+    assert!(fence.contains("by web:admin-user to"), "{fence}");
+    let (_, page) = get(&admin, "/legacy/printer-3f").await;
+    assert!(
+        section(&page, "h-flows").contains(">exported</span>"),
+        "{page}"
+    );
 }

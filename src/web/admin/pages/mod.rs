@@ -80,6 +80,10 @@ pub fn routes() -> Router<AppState> {
         .route("/legacy", get(legacy::list))
         .route("/legacy/segment", get(legacy_fence::page))
         .route("/legacy/segment/apply", post(legacy_fence::apply))
+        .route(
+            "/legacy/segment/exported",
+            post(legacy_fence::mark_exported),
+        )
         .route("/legacy/segment/export/{file}", get(legacy_fence::export))
         .route("/legacy/{name}/flows", post(legacy_host_fence::add_flow))
         .route(
