@@ -21,6 +21,7 @@
 # Environment:
 #   PATCHWARD_BINARY     the patchward binary (default: $CARGO_TARGET_DIR or target/,
 #                        release/patchward)
+#   PATCHWARD_NETD_BINARY  the patchward-netd helper (default: next to PATCHWARD_BINARY)
 #   PATCHWARD_IMAGE_OUT  output directory (default image/out)
 #   PATCHWARD_MIRROR     Debian mirror (default http://deb.debian.org/debian)
 #   PATCHWARD_SECURITY_MIRROR  (default http://deb.debian.org/debian-security)
@@ -48,7 +49,7 @@ phase() { # NAME: prints the time the previous phase took
 }
 
 (($(id -u) == 0)) || die "run as root (mmdebstrap installs packages into a directory tree as root)"
-for tool in mmdebstrap mkfs.ext4 debugfs mkfs.vfat mcopy mmd syslinux sfdisk qemu-img strip; do
+for tool in mmdebstrap mkfs.ext4 debugfs mkfs.vfat mcopy mmd syslinux sfdisk qemu-img strip nft unshare; do
     command -v "$tool" >/dev/null || die "$tool not found (see .ci/run for the packages)"
 done
 gptmbr=/usr/lib/syslinux/mbr/gptmbr.bin
@@ -62,6 +63,8 @@ fi
 export SOURCE_DATE_EPOCH
 binary=${PATCHWARD_BINARY:-${CARGO_TARGET_DIR:-$repo/target}/release/patchward}
 [[ -x $binary ]] || die "$binary not found: run 'cargo build --release' first or set PATCHWARD_BINARY"
+netd_binary=${PATCHWARD_NETD_BINARY:-$(dirname "$binary")/patchward-netd}
+[[ -x $netd_binary ]] || die "$netd_binary not found: run 'cargo build --release --bin patchward-netd' first or set PATCHWARD_NETD_BINARY"
 out=${PATCHWARD_IMAGE_OUT:-$here/out}
 mirror=${PATCHWARD_MIRROR:-http://deb.debian.org/debian}
 security=${PATCHWARD_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
@@ -137,8 +140,17 @@ mmdebstrap --variant=minbase --arch=amd64 --quiet \
 phase "patchward, units, configuration"
 install -D -m 0755 "$binary" "$root/usr/bin/patchward"
 strip --strip-unneeded "$root/usr/bin/patchward"
+install -D -m 0755 "$netd_binary" "$root/usr/bin/patchward-netd"
+strip --strip-unneeded "$root/usr/bin/patchward-netd"
 unitdir=$root/usr/lib/systemd/system
-install -m 0644 "$repo/systemd/patchward.service" "$repo/systemd/patchward-init.service" "$unitdir/"
+install -m 0644 "$repo/systemd/patchward.service" "$repo/systemd/patchward-init.service" \
+    "$repo/systemd/patchward-netd.service" "$repo/systemd/patchward-netd.socket" "$unitdir/"
+# What the kernel forwards at all: only to and from the legacy segment's interface
+# (legacy0, absent until an administrator adds the second NIC; README "A second NIC for
+# the legacy segment"), with its example network files. Installed after the packages,
+# over the nftables package's example configuration.
+install -m 0755 "$here/nftables.conf" "$root/etc/nftables.conf"
+unshare --net nft -c -f "$root/etc/nftables.conf" || die "image/nftables.conf does not pass nft -c"
 install -D -m 0644 "$repo/systemd/patchward.sysusers.conf" "$root/usr/lib/sysusers.d/patchward.conf"
 systemd-sysusers --root="$root" >/dev/null
 gid=$(awk -F: '$1 == "patchward" { print $3 }' "$root/etc/group")
@@ -163,7 +175,10 @@ Patchward appliance \\n (\\l)
 EOF
 
 systemctl --root="$root" enable systemd-networkd.service systemd-resolved.service \
-    systemd-timesyncd.service patchward.service patchward-init.service 2>/dev/null
+    systemd-timesyncd.service patchward.service patchward-init.service \
+    patchward-netd.socket nftables.service 2>/dev/null
+[[ -L $root/etc/systemd/system/sockets.target.wants/patchward-netd.socket ]] ||
+    die "patchward-netd.socket was not enabled"
 systemctl --root="$root" disable ssh.service 2>/dev/null || true
 # systemd-firstboot would ask for a locale, time zone and root password on the console
 # at the first boot, stopping an unattended appliance.
@@ -290,6 +305,7 @@ npkgs=$(dpkg-query --admindir="$root/var/lib/dpkg" -W -f '${Package}\n' | wc -l)
     echo "source_date_epoch $SOURCE_DATE_EPOCH ($(date -u -d "@$SOURCE_DATE_EPOCH" +%FT%TZ))"
     echo "git_commit $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)"
     echo "patchward_sha256 $(sha256sum "$root/usr/bin/patchward" | cut -d' ' -f1) (stripped)"
+    echo "patchward_netd_sha256 $(sha256sum "$root/usr/bin/patchward-netd" | cut -d' ' -f1) (stripped)"
     echo "patchward_init $has_init"
     echo "kernel $kver"
     echo "kernel_cmdline $cmdline"

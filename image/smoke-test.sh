@@ -131,7 +131,7 @@ rescue() {
     qemu-img create -q -f qcow2 -F qcow2 -b "$img" "$overlay"
     start=$(now)
     python3 "$here/serial-shell.py" "$log" "$timeout_healthy" \
-        'echo "RESCUE-SHELL uid=$(id -u)"; /usr/lib/patchward/update-boot && echo HOOK-OK; echo "ESP-FS $(findmnt -n -o FSTYPE /boot/efi | tail -n1)"; systemctl poweroff' \
+        'echo "RESCUE-SHELL uid=$(id -u)"; /usr/lib/patchward/update-boot && echo HOOK-OK; echo "ESP-FS $(findmnt -n -o FSTYPE /boot/efi | tail -n1)"; nft list table inet patchward_guard | grep -q "policy drop" && echo GUARD-OK; echo "NETD-SOCKET $(systemctl is-enabled patchward-netd.socket)"; systemctl poweroff' \
         -- qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m "$mem" -M pc \
         -drive "file=$overlay,format=qcow2,if=virtio,cache=unsafe" -nic none \
         -display none -monitor none -serial stdio \
@@ -141,6 +141,8 @@ rescue() {
     if grep -q 'RESCUE-SHELL uid=0' <<<"$console"; then ok "rescue: root shell without a password (root is locked)"; else bad "rescue: no root shell"; fi
     if grep -q 'HOOK-OK' <<<"$console"; then ok "rescue: update-boot ran in the guest"; else bad "rescue: update-boot failed in the guest"; fi
     if grep -q 'ESP-FS vfat' <<<"$console"; then ok "rescue: /boot/efi automounted the ESP"; else bad "rescue: /boot/efi is not the ESP"; fi
+    if grep -q 'GUARD-OK' <<<"$console"; then ok "rescue: the forwarding guard (table inet patchward_guard) is loaded"; else bad "rescue: no forwarding guard in the kernel"; fi
+    if grep -q 'NETD-SOCKET enabled' <<<"$console"; then ok "rescue: patchward-netd.socket is enabled"; else bad "rescue: patchward-netd.socket is not enabled"; fi
     rm -f "$overlay"
 }
 
