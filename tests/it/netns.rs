@@ -456,3 +456,61 @@ fn random_flow_sets_render_to_rulesets_nft_accepts() {
         })
         .unwrap();
 }
+
+/// The VM image's `/etc/nftables.conf` (table `inet patchward_guard`): the appliance
+/// forwards only what enters or leaves `legacy0`, and the fence applied through the
+/// helper still decides within that, leaving the guard as it was.
+#[test]
+#[cfg_attr(
+    not(feature = "system-tests"),
+    ignore = "needs root and nft: cargo test --features system-tests"
+)]
+fn the_image_forwarding_guard_routes_only_the_legacy_interface() {
+    require_root_and_tools();
+    let host_before = host_ruleset();
+    let mut lab = Lab::new("daemon");
+    lab.listen_on_legacy(&[2222, 4445]);
+    let guard = concat!(env!("CARGO_MANIFEST_DIR"), "/image/nftables.conf");
+    lab.router.ok(&["nft", "-f", guard]);
+    // The legacy side is still called r-leg: nothing is forwarded.
+    assert_eq!(lab.connect_from_client(2222), "timeout");
+
+    for args in [
+        &["ip", "link", "set", "r-leg", "down"][..],
+        &["ip", "link", "set", "r-leg", "name", "legacy0"],
+        &["ip", "link", "set", "legacy0", "up"],
+    ] {
+        lab.router.ok(args);
+    }
+    let start = Instant::now();
+    while lab.connect_from_client(2222) != "hello" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the guard does not forward to legacy0"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(lab.connect_from_client(4445), "hello");
+    let guard_table = lab
+        .router
+        .ok(&["nft", "list", "table", "inet", "patchward_guard"]);
+
+    let text = rendered(
+        &legacy_db(&["in tcp 192.0.2.0/24 port 2222"]),
+        &DnsAnswers::new(),
+    );
+    client::apply(&lab.socket, &text).unwrap();
+    assert_eq!(lab.connect_from_client(2222), "hello");
+    assert_eq!(lab.connect_from_client(4445), "timeout");
+    assert_eq!(
+        lab.router
+            .ok(&["nft", "list", "table", "inet", "patchward_guard"]),
+        guard_table
+    );
+    // Loading the guard again (as at boot) leaves the fence in place.
+    lab.router.ok(&["nft", "-f", guard]);
+    assert_eq!(lab.connect_from_client(4445), "timeout");
+    assert!(client::show(&lab.socket).unwrap().text.is_some());
+    drop(lab);
+    assert_eq!(host_ruleset(), host_before);
+}
