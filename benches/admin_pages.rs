@@ -13,7 +13,8 @@
 //! inventory (a host's "why not yet", the rollouts with exact gates) are timed too:
 //! their first request loads the shared rollout snapshot, the next ones reuse it.
 //!
-//! Run: `cargo bench --bench admin_pages`
+//! Run: `cargo bench --bench admin_pages` (one page: `PW_BENCH_PAGES=dashboard`, fewer
+//! runs: `PW_BENCH_RUNS=20`)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -277,6 +278,15 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn measure(app: &Router, name: &str, path: &str, runs: usize, assets: usize) {
+    // `PW_BENCH_PAGES=dashboard` measures only the pages whose name contains it, and
+    // `PW_BENCH_RUNS=N` caps the runs (for a profile of one page: `perf record`).
+    if std::env::var("PW_BENCH_PAGES").is_ok_and(|only| !name.contains(only.as_str())) {
+        return;
+    }
+    let runs = std::env::var("PW_BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .map_or(runs, |n: usize| n.min(runs));
     let (first, bytes) = get(app, path).await; // warm-up (and, for the pages that read the
     // rollout snapshot, its load)
     let mut times = Vec::with_capacity(runs);

@@ -165,8 +165,10 @@ pub struct Standing {
     pub installed: usize,
     /// Hosts it applies to that lack it.
     pub missing: usize,
-    /// Hosts that lack it past the deadline (overdue there).
-    pub late_hosts: Vec<String>,
+    /// Hosts that lack it past the deadline (overdue there): how many. (A count, not
+    /// the names: every page shows the number, and the dashboard computes this for
+    /// every patch over the whole fleet.)
+    pub late_hosts: usize,
     /// Installs made after the deadline.
     pub late_installs: usize,
 }
@@ -179,17 +181,18 @@ impl Standing {
 
     /// Overdue on at least one host.
     pub fn overdue(&self) -> bool {
-        !self.late_hosts.is_empty()
+        self.late_hosts > 0
     }
 }
 
-/// The standing of a patch due at `due`, that applies now to the hosts `applies` and is
-/// installed (at the given times) on `installed`. A host that installed it is in scope
-/// even if its selectors no longer match it (a `below_version` selector stops matching
-/// once the fix is in).
-pub fn standing<'a>(
+/// The standing of a patch due at `due`, that applies now to the hosts `applies` (host
+/// ids, sorted ascending) and is installed (at the given times) on `installed`. A host
+/// that installed it is in scope even if its selectors no longer match it (a
+/// `below_version` selector stops matching once the fix is in). Costs one binary search
+/// per install, not one lookup per host it applies to.
+pub fn standing<S: AsRef<str>>(
     due: Option<Timestamp>,
-    applies: impl IntoIterator<Item = &'a str>,
+    applies: &[S],
     installed: &std::collections::BTreeMap<String, Timestamp>,
     now: Timestamp,
 ) -> Standing {
@@ -202,14 +205,19 @@ pub fn standing<'a>(
             .count(),
         ..Standing::default()
     };
-    for h in applies {
-        if installed.contains_key(h) {
-            continue;
-        }
-        st.missing += 1;
-        if status(due, None, now).is_some_and(|s| s.overdue) {
-            st.late_hosts.push(h.to_string());
-        }
+    debug_assert!(applies.is_sorted_by(|a, b| a.as_ref() < b.as_ref()));
+    let have = installed
+        .keys()
+        .filter(|h| {
+            applies
+                .binary_search_by(|a| a.as_ref().cmp(h.as_str()))
+                .is_ok()
+        })
+        .count();
+    st.missing = applies.len() - have;
+    // A host that lacks it is late exactly when the patch is past its deadline.
+    if status(due, None, now).is_some_and(|s| s.overdue) {
+        st.late_hosts = st.missing;
     }
     st.hosts = st.installed + st.missing;
     st
@@ -359,21 +367,21 @@ mod tests {
         .into_iter()
         .collect();
         // Installed on every host it applies to (b's selector no longer matches it).
-        let st = standing(due, ["a"], &installed, now);
+        let st = standing(due, &["a"], &installed, now);
         assert!(!st.needed() && !st.overdue(), "{st:?}");
         assert_eq!((st.hosts, st.installed, st.late_installs), (2, 2, 1));
         // Applies to no host at all.
-        let st = standing(due, [], &Default::default(), now);
+        let st = standing::<&str>(due, &[], &Default::default(), now);
         assert!(!st.needed() && !st.overdue());
         assert_eq!(st.hosts, 0);
         // Late on the one host that lacks it; not before the deadline.
-        let st = standing(due, ["a", "c"], &installed, now);
-        assert_eq!(st.late_hosts, ["c"]);
+        let st = standing(due, &["a", "c"], &installed, now);
+        assert_eq!(st.late_hosts, 1);
         assert_eq!((st.hosts, st.missing), (3, 1));
-        let st = standing(due, ["a", "c"], &installed, t("2026-11-15T00:00:00Z"));
+        let st = standing(due, &["a", "c"], &installed, t("2026-11-15T00:00:00Z"));
         assert!(st.needed() && !st.overdue());
         // No deadline: needed, never overdue.
-        let st = standing(Option::None, ["c"], &installed, now);
+        let st = standing(Option::None, &["c"], &installed, now);
         assert!(st.needed() && !st.overdue());
     }
 

@@ -7,6 +7,7 @@
 //! per page view); installs from the succeeded jobs of hosts still enrolled.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use rusqlite::Connection;
@@ -19,8 +20,9 @@ use crate::policy::sla::{Standing, standing};
 /// One patch's hosts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Coverage {
-    /// Enrolled hosts it applies to now (host ids, ascending).
-    pub applies: Vec<String>,
+    /// Enrolled hosts it applies to now (host ids, ascending). Shared by the patches
+    /// whose selectors are the same (often most of a feed: `os = debian`).
+    pub applies: Arc<[String]>,
     /// Enrolled hosts that installed it, with when.
     pub installed: BTreeMap<String, Timestamp>,
 }
@@ -38,12 +40,7 @@ impl Coverage {
         } else {
             None
         };
-        standing(
-            due,
-            self.applies.iter().map(String::as_str),
-            &self.installed,
-            now,
-        )
+        standing(due, &self.applies, &self.installed, now)
     }
 }
 
@@ -57,15 +54,27 @@ pub fn coverage(
     let installed = crate::db::views::installed_hosts(conn)?;
     planner.with_index(conn, policy, |index| {
         let live: BTreeSet<&str> = index.iter().map(|(_, h)| h.id.as_str()).collect();
+        // One evaluation per distinct selector list: a dashboard over 1,000 patches
+        // that all say `os = debian` matched 10,000 hosts 1,000 times.
+        let mut seen: Vec<(&[crate::feed::catalog::Selector], Arc<[String]>)> = Vec::new();
         patches
             .iter()
             .map(|p| {
-                let mut applies: Vec<String> = index
-                    .applies(&p.entry)
-                    .into_iter()
-                    .filter_map(|pos| index.host(pos).map(|h| h.id.clone()))
-                    .collect();
-                applies.sort();
+                let selectors = p.entry.applies_to.as_slice();
+                let applies = match seen.iter().find(|(s, _)| *s == selectors) {
+                    Some((_, a)) => a.clone(),
+                    None => {
+                        let mut ids: Vec<String> = index
+                            .applies(&p.entry)
+                            .into_iter()
+                            .filter_map(|pos| index.host(pos).map(|h| h.id.clone()))
+                            .collect();
+                        ids.sort();
+                        let a: Arc<[String]> = ids.into();
+                        seen.push((selectors, a.clone()));
+                        a
+                    }
+                };
                 let installed = installed
                     .get(&(p.feed.clone(), p.entry.id.clone()))
                     .into_iter()

@@ -231,7 +231,7 @@ pub(super) fn load(
                 due: super::when_ts(due),
                 late_by: ago(now, due).trim_end_matches(" ago").to_string(),
                 approval: super::patches::approval_state(&approval),
-                late_hosts: st.late_hosts.len(),
+                late_hosts: st.late_hosts,
                 hosts: st.hosts,
             });
         }

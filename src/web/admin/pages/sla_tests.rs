@@ -223,7 +223,7 @@ fn the_patch_page_shows_the_deadline_per_host_and_warns_of_no_matching_host() {
         "{w}"
     );
     let late = page("acme:acme/late-1");
-    assert_eq!(late.standing.late_hosts, ["h-2", "h-3"]);
+    assert_eq!(late.standing.late_hosts, 2);
     let done = page("acme:acme/done-1");
     assert!(!done.standing.needed() && !done.standing.overdue());
     assert_eq!(
